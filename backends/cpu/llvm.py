@@ -1,0 +1,83 @@
+"""LLVM plumbing shared by the CPU backend: the host target machine and JIT/object emission."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+F32 = ir.FloatType()
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+I8 = ir.IntType(8)
+F32P = F32.as_pointer()
+I8P = I8.as_pointer()
+
+
+@lru_cache(maxsize=1)
+def _init() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+@lru_cache(maxsize=1)
+def host_cpu() -> tuple[str, str]:
+    """(cpu name, feature string) of the machine we run on."""
+    _init()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def vector_lanes() -> int:
+    """fp32 lanes of the widest vector register the host has (16 with AVX-512, 8 with AVX2)."""
+    features = host_cpu()[1]
+    if "+avx512f" in features:
+        return 16
+    if "+avx2" in features or "+avx" in features:
+        return 8
+    return 4
+
+
+@lru_cache(maxsize=4)
+def target_machine(reloc: str = "default", opt: int = 3) -> llvm.TargetMachine:
+    _init()
+    cpu, features = host_cpu()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt, reloc=reloc,
+                                        codemodel="default")
+
+
+def new_module(name: str) -> ir.Module:
+    module = ir.Module(name=name)
+    module.triple = llvm.get_process_triple()
+    module.data_layout = str(target_machine().target_data)
+    return module
+
+
+def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.ModuleRef:
+    """Parse and optimize ``module`` for ``tm`` (O3, loop and SLP vectorizers on)."""
+    _init()
+    ref = llvm.parse_assembly(str(module))
+    ref.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(ref, pb)
+    return ref
+
+
+def jit(module: ir.Module) -> llvm.ExecutionEngine:
+    """Compile ``module`` in this process; keep the returned engine alive while calling it."""
+    tm = target_machine()
+    ref = optimize(module, tm)
+    engine = llvm.create_mcjit_compiler(ref, tm)
+    engine.finalize_object()
+    return engine
+
+
+def emit_object(module: ir.Module) -> bytes:
+    """A position-independent object file, for linking into a shared library."""
+    tm = target_machine(reloc="pic")
+    return tm.emit_object(optimize(module, tm))

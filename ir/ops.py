@@ -1,0 +1,70 @@
+"""The op kinds of the sw2c IR: one enum, in groups, plus the elementwise function tables.
+
+A network is matrix multiplies and thresholds: ``MATMUL`` is the only MAC-heavy op, ``WINDOW``
+gathers conv/pool patches, and everything else is elementwise, a reduction or data layout.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Op(enum.Enum):
+    # sources
+    CONST = "const"  # attrs: value (np.ndarray)
+    # compute
+    MATMUL = "matmul"  # numpy matmul of two rank>=2 tensors, batch dims broadcast
+    UNARY = "unary"  # attrs: fn (Unary), plus the fn's parameters (alpha, beta, lo, hi)
+    BINARY = "binary"  # attrs: fn (Binary); numpy broadcasting
+    REDUCE = "reduce"  # attrs: fn (Reduce), axes; keeps the reduced dims as size 1
+    WINDOW = "window"  # [N, *S, C] -> [N, *O, *K, C]; attrs: kernel, strides, dilations, pads, pad
+    # layout
+    RESHAPE = "reshape"  # attrs: shape
+    TRANSPOSE = "transpose"  # attrs: perm
+    CONCAT = "concat"  # attrs: axis
+    SLICE = "slice"  # attrs: starts, steps (one per axis); the output type gives the counts
+    PAD = "pad"  # attrs: pads (begin per axis, then end per axis), value
+    # after fusion
+    KERNEL = "kernel"  # attrs: body (Graph), kind (str); one generated function
+
+
+ELEMENTWISE = frozenset({Op.UNARY, Op.BINARY})
+LAYOUT = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT, Op.SLICE, Op.PAD})
+
+
+class Unary(enum.Enum):
+    RELU = "relu"
+    LEAKY_RELU = "leaky_relu"  # alpha
+    CLIP = "clip"  # lo, hi
+    SIGMOID = "sigmoid"
+    HARD_SIGMOID = "hard_sigmoid"  # alpha, beta
+    HARD_SWISH = "hard_swish"
+    TANH = "tanh"
+    EXP = "exp"
+    LOG = "log"
+    SQRT = "sqrt"
+    NEG = "neg"
+    ABS = "abs"
+
+
+class Binary(enum.Enum):
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    MAX = "max"
+    MIN = "min"
+    POW = "pow"
+
+
+class Reduce(enum.Enum):
+    SUM = "sum"
+    MAX = "max"
+    MEAN = "mean"
+
+
+UNARY_PARAMS: dict[Unary, tuple[str, ...]] = {
+    Unary.LEAKY_RELU: ("alpha",),
+    Unary.CLIP: ("lo", "hi"),
+    Unary.HARD_SIGMOID: ("alpha", "beta"),
+}
