@@ -1,4 +1,17 @@
-"""sw2c: compile trained networks (ONNX) to native code with a constant memory plan."""
+"""sw2c: compile trained networks (ONNX) to native code with a constant memory plan.
+
+    import sw2c
+    module = sw2c.compile("model.onnx")        # verified against onnxruntime
+    y = module(x)                               # or module.run({"input": x})
+    module.export("build/")                     # libmodel.so + model.h
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .errors import (
     CompileError,
@@ -8,10 +21,32 @@ from .errors import (
     UnsupportedOpError,
     VerificationError,
 )
+from .runtime.export import load
+from .runtime.module import Module
 
 __version__ = "0.1.0"
 
+TARGETS = ("cpu",)
+
+
+def compile(model: Any, *, target: str = "cpu",
+            input_shapes: Mapping[str, Sequence[int]] | None = None, threads: int | None = None,
+            calibration: Any = None, verify: bool = True, name: str | None = None,
+            dump_ir: str | os.PathLike | None = None) -> Module:
+    """Compile an ONNX model (path or ModelProto) for ``target``.
+
+    ``input_shapes`` fixes dynamic dims (default 1, with a warning); ``verify`` runs the result
+    once against onnxruntime on random inputs and raises VerificationError on disagreement;
+    ``dump_ir`` writes the IR after every pass to that directory.
+    """
+    from .driver import compile_model
+
+    return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
+                         calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
+                         started=time.perf_counter())
+
+
 __all__ = [
-    "CompileError", "InputError", "ModelError", "Sw2cError", "UnsupportedOpError",
-    "VerificationError", "__version__",
+    "CompileError", "InputError", "ModelError", "Module", "Sw2cError", "UnsupportedOpError",
+    "VerificationError", "__version__", "compile", "load",
 ]

@@ -38,8 +38,8 @@ def vector_lanes() -> int:
     return 4
 
 
-@lru_cache(maxsize=4)
 def target_machine(reloc: str = "default", opt: int = 3) -> llvm.TargetMachine:
+    """A new host target machine (an MCJIT engine takes ownership of the one it is given)."""
     _init()
     cpu, features = host_cpu()
     target = llvm.Target.from_default_triple()
@@ -47,10 +47,15 @@ def target_machine(reloc: str = "default", opt: int = 3) -> llvm.TargetMachine:
                                         codemodel="default")
 
 
+@lru_cache(maxsize=1)
+def _data_layout() -> str:
+    return str(target_machine().target_data)
+
+
 def new_module(name: str) -> ir.Module:
     module = ir.Module(name=name)
     module.triple = llvm.get_process_triple()
-    module.data_layout = str(target_machine().target_data)
+    module.data_layout = _data_layout()
     return module
 
 

@@ -1,0 +1,127 @@
+"""Translate a fused, planned graph into one LLVM module: a function per kernel and an entry
+`void <name>_entry(i8* weights, i8* arena, float* in0.., float* out0..)` calling them in order
+with pointers fixed by the memory plan. Weights (matmul operands pre-packed) go into a byte
+blob beside the code, never into the IR text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import Graph, Node, Op
+from ...passes.memory_plan import MemoryPlan, plan_memory
+from ...passes.outputs import storage_root
+from . import gemm
+from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
+from .llvm import F32P, I8P, new_module
+from .loops import const
+from .matmul import Matmul, emit_matmul, scratch_bytes
+
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Program:
+    """Everything the runtime needs: the module text-free of weights, the blob, the plan."""
+
+    module: ir.Module
+    weights: bytes
+    plan: MemoryPlan
+    graph: Graph
+
+
+class Weights:
+    """The weights blob: each (constant, layout) once, 64-byte aligned."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.offsets: dict[tuple[str, str], int] = {}
+
+    def add(self, key: tuple[str, str], data: np.ndarray) -> int:
+        if key not in self.offsets:
+            self.offsets[key] = self.size
+            raw = np.ascontiguousarray(data, dtype=np.float32).tobytes()
+            pad = -len(raw) % ALIGN
+            self.chunks.append(raw + b"\0" * pad)
+            self.size += len(raw) + pad
+        return self.offsets[key]
+
+    def blob(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def _packed_inputs(node: Node) -> set[str]:
+    """Kernel input names (body-side) that the kernel reads as a packed GEMM operand."""
+    if node.attrs["kind"] != "matmul":
+        return set()
+    return {Matmul.of(node.attrs["body"]).mm.inputs[1]}
+
+
+def _is_const(graph: Graph, name: str) -> bool:
+    return graph.const(storage_root(graph, name)) is not None
+
+
+def generate(graph: Graph, name: str = "sw2c") -> Program:
+    """Plan memory and emit the module for ``graph`` (after the pass pipeline)."""
+    plan = plan_memory(graph, lambda k: scratch_bytes(k, lambda i: _is_const(graph, i))
+                       if k.attrs["kind"] == "matmul" else 0)
+    module = new_module(name)
+    n_in, n_out = len(graph.inputs), len(graph.outputs)
+    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out))
+    entry = ir.Function(module, entry_t, f"{name}_entry")
+    entry.attributes.add("nounwind")
+    b = ir.IRBuilder(entry.append_basic_block())
+    weights_arg, arena_arg = entry.args[:2]
+    ins, outs = entry.args[2:2 + n_in], entry.args[2 + n_in:]
+    weights = Weights()
+
+    def pointer(value: str, packed: bool) -> ir.Value:
+        region, where = plan.regions[value]
+        if region == "input":
+            return ins[where]
+        if region == "output":
+            return outs[where]
+        if region == "arena":
+            return b.bitcast(b.gep(arena_arg, [const(where)]), F32P)
+        root = storage_root(graph, value)
+        data = graph.const(root)
+        key = (root, "packed" if packed else "raw")
+        off = weights.add(key, gemm.pack_b(data) if packed else data)
+        return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
+
+    for index, node in enumerate(n for n in graph.nodes if n.op is Op.KERNEL):
+        body: Graph = node.attrs["body"]
+        packed = {inner.name for outer, inner in zip(node.inputs, body.inputs)
+                  if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
+        fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
+                             noalias=node.name not in plan.in_place)
+        _emit_kernel(fn, node, packed)
+        args = [pointer(node.name, False)]
+        for outer, inner in zip(node.inputs, body.inputs):
+            args.append(pointer(outer, inner.name in packed))
+        scratch = plan.scratch.get(node.name)
+        args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
+                    else ir.Constant(I8P, None))
+        b.call(fn, args)
+    b.ret_void()
+    return Program(module, weights.blob(), plan, graph)
+
+
+def _emit_kernel(fn: ir.Function, node: Node, packed: set[str]) -> None:
+    body: Graph = node.attrs["body"]
+    b = ir.IRBuilder(fn.append_basic_block())
+    out, scratch = fn.args[0], fn.args[-1]
+    ptrs = {v.name: arg for v, arg in zip(body.inputs, fn.args[1:-1])}
+    kind = node.attrs["kind"]
+    if kind == "matmul":
+        emit_matmul(b, node, ptrs, out, scratch, packed)
+    elif kind == "reduce":
+        emit_reduce(b, node, ptrs, out, scratch)
+    elif kind == "concat":
+        emit_concat(b, node, ptrs, out, scratch)
+    else:
+        emit_elementwise(b, node, ptrs, out, scratch)
+    b.ret_void()

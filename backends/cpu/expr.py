@@ -1,0 +1,136 @@
+"""Scalar code for one element of a kernel body value, given its coordinates.
+
+Movement ops only remap coordinates (a transpose permutes them, a slice scales and shifts, a
+window adds kernel offsets, a pad shifts and guards), so a kernel reads its inputs where they
+are and never materializes a transposed or padded copy. Out-of-bounds coordinates are clamped
+for the load and the pad value selected instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import Graph, Op
+from .llvm import F32, I64
+from .loops import const
+from .math import emit_binary, emit_unary
+
+Coords = list[ir.Value]
+
+
+def strides(shape: Sequence[int]) -> list[int]:
+    """Row-major element strides of ``shape``."""
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def linear(b: ir.IRBuilder, coords: Coords, shape: Sequence[int]) -> ir.Value:
+    """The row-major element offset of ``coords`` in a tensor of ``shape``."""
+    off = const(0)
+    for c, s, d in zip(coords, strides(shape), shape):
+        if d != 1:
+            off = b.add(off, b.mul(c, const(s), flags=("nsw",)), flags=("nsw",))
+    return off
+
+
+class BodyEmitter:
+    """Emits ``value(name, coords)`` for the nodes of a kernel body.
+
+    ``pointers`` maps body inputs to float pointers; ``overrides`` supplies values the kernel
+    computes itself (a reduction's accumulator)."""
+
+    def __init__(self, b: ir.IRBuilder, body: Graph, pointers: dict[str, ir.Value],
+                 overrides: dict[str, Callable[[Coords], ir.Value]] | None = None) -> None:
+        self.b = b
+        self.body = body
+        self.pointers = pointers
+        self.overrides = overrides or {}
+
+    def load(self, name: str, coords: Coords) -> ir.Value:
+        shape = self.body.type_of(name).shape
+        return self.b.load(self.b.gep(self.pointers[name], [linear(self.b, coords, shape)]))
+
+    def value(self, name: str, coords: Coords) -> ir.Value:
+        if name in self.overrides:
+            return self.overrides[name](coords)
+        if name in self.pointers:
+            return self.load(name, coords)
+        node = self.body.producer[name]
+        b, at = self.b, node.attrs
+        if node.op is Op.CONST:
+            return ir.Constant(F32, float(np.asarray(at["value"]).reshape(-1)[0]))
+        if node.op is Op.UNARY:
+            return emit_unary(b, at["fn"], at, self.value(node.inputs[0], coords))
+        if node.op is Op.BINARY:
+            x, y = (self.value(i, self._broadcast(i, coords)) for i in node.inputs)
+            return emit_binary(b, at["fn"], x, y)
+        if node.op is Op.TRANSPOSE:
+            src: Coords = [const(0)] * len(coords)
+            for k, p in enumerate(at["perm"]):
+                src[p] = coords[k]
+            return self.value(node.inputs[0], src)
+        if node.op is Op.SLICE:
+            src = [b.add(const(s), b.mul(c, const(st))) for c, s, st in
+                   zip(coords, at["starts"], at["steps"])]
+            return self.value(node.inputs[0], src)
+        if node.op is Op.PAD:
+            r = len(coords)
+            shifted = [b.sub(c, const(p)) for c, p in zip(coords, at["pads"][:r])]
+            return self._guarded(node.inputs[0], shifted, at["value"])
+        if node.op is Op.WINDOW:
+            return self._window(node.inputs[0], coords, at)
+        if node.op is Op.RESHAPE:
+            return self.value(node.inputs[0], self._reshape(node.inputs[0], node.name, coords))
+        raise NotImplementedError(f"{node.op} inside an elementwise kernel")
+
+    def _broadcast(self, name: str, coords: Coords) -> Coords:
+        shape = self.body.type_of(name).shape
+        tail = coords[len(coords) - len(shape):]
+        return [const(0) if d == 1 else c for c, d in zip(tail, shape)]
+
+    def _guarded(self, name: str, coords: Coords, pad: float) -> ir.Value:
+        """The element at ``coords`` of ``name``, or ``pad`` where a coordinate is outside."""
+        b = self.b
+        shape = self.body.type_of(name).shape
+        ok = ir.Constant(ir.IntType(1), 1)
+        clamped = []
+        for c, d in zip(coords, shape):
+            inside = b.icmp_unsigned("<", c, const(d))  # unsigned: negatives are huge
+            ok = b.and_(ok, inside)
+            clamped.append(b.select(inside, c, const(0)))
+        return b.select(ok, self.value(name, clamped), ir.Constant(F32, float(pad)))
+
+    def _window(self, name: str, coords: Coords, at) -> ir.Value:
+        n = len(at["kernel"])
+        b = self.b
+        src = [coords[0]]
+        for i in range(n):
+            o, k = coords[1 + i], coords[1 + n + i]
+            pos = b.add(b.mul(o, const(at["strides"][i])), b.mul(k, const(at["dilations"][i])))
+            src.append(b.sub(pos, const(at["pads"][i])))
+        src.append(coords[-1])
+        if any(at["pads"]):
+            return self._guarded(name, src, at["pad"])
+        return self.value(name, src)
+
+    def _reshape(self, src: str, dst: str, coords: Coords) -> Coords:
+        flat = linear(self.b, coords, self.body.type_of(dst).shape)
+        out = []
+        for s in strides(self.body.type_of(src).shape):
+            out.append(self.b.udiv(flat, const(s)))
+            flat = self.b.urem(flat, const(s))
+        return out
+
+
+def store(b: ir.IRBuilder, ptr: ir.Value, coords: Coords, shape: Sequence[int],
+          value: ir.Value) -> None:
+    b.store(value, b.gep(ptr, [linear(b, coords, shape)]))
+
+
+__all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides"]

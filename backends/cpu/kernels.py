@@ -1,0 +1,101 @@
+"""One LLVM function per fused kernel, by kind. Each is `void k(float* out, float* in..., i8*
+scratch)`; the entry function passes pointers into the arena, the weights and the caller's
+arrays. Kernels translate the body the fusion pass built; they decide no grouping themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import Binary, Graph, Node, Op, Reduce
+from .expr import BodyEmitter, Coords, linear, store
+from .llvm import F32, F32P, I8P
+from .loops import const, for_range, loop_nest
+from .math import FAST, emit_binary
+
+KernelEmitter = Callable[[ir.IRBuilder, Node, dict[str, ir.Value], ir.Value, ir.Value], None]
+
+
+def kernel_function(module: ir.Module, name: str, node: Node, noalias: bool) -> ir.Function:
+    """Declare the kernel's function: output pointer, one pointer per input, scratch."""
+    n_in = len(node.inputs)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P] * (1 + n_in) + [I8P]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    if noalias:
+        for arg in fn.args[: 1 + n_in]:
+            arg.add_attribute("noalias")
+    return fn
+
+
+def emit_elementwise(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
+                     scratch: ir.Value) -> None:
+    body: Graph = node.attrs["body"]
+    emitter = BodyEmitter(b, body, ptrs)
+    root = body.outputs[0]
+    shape = node.type.shape
+    with loop_nest(b, shape) as idx:
+        store(b, out, idx, shape, emitter.value(root, idx))
+
+
+REDUCE_INIT = {Reduce.SUM: 0.0, Reduce.MEAN: 0.0, Reduce.MAX: float("-inf")}
+REDUCE_OP = {Reduce.SUM: Binary.ADD, Reduce.MEAN: Binary.ADD, Reduce.MAX: Binary.MAX}
+
+
+def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
+                scratch: ir.Value) -> None:
+    """Initialise the output, accumulate the prologue's values into it in input order (the
+    innermost axis stays innermost, so pooling vectorises over channels), then apply the mean
+    scale and the epilogue in place."""
+    body: Graph = node.attrs["body"]
+    red = next(n for n in body.nodes if n.op is Op.REDUCE)
+    fn, axes = red.attrs["fn"], set(red.attrs["axes"])
+    oshape = red.type.shape
+    with loop_nest(b, oshape) as idx:
+        store(b, out, idx, oshape, ir.Constant(F32, REDUCE_INIT[fn]))
+    emitter = BodyEmitter(b, body, ptrs)
+    with loop_nest(b, body.type_of(red.inputs[0]).shape) as idx:
+        at = [const(0) if i in axes else c for i, c in enumerate(idx)]
+        ptr = b.gep(out, [linear(b, at, oshape)])
+        x = emitter.value(red.inputs[0], idx)
+        acc = b.load(ptr)
+        new = emit_binary(b, REDUCE_OP[fn], acc, x)
+        if fn is not Reduce.MAX:
+            new.flags.extend(FAST)  # let the vectorizer reassociate the sum
+        b.store(new, ptr)
+    root = body.outputs[0]
+    if root == red.name and fn is not Reduce.MEAN:
+        return
+    count = int(np.prod([body.type_of(red.inputs[0]).shape[a] for a in axes]))
+
+    def reduced(coords: Coords) -> ir.Value:
+        v = b.load(b.gep(out, [linear(b, coords, oshape)]))
+        return b.fmul(v, ir.Constant(F32, 1.0 / count)) if fn is Reduce.MEAN else v
+
+    emitter = BodyEmitter(b, body, ptrs, {red.name: reduced})
+    with loop_nest(b, oshape) as idx:
+        store(b, out, idx, oshape, emitter.value(root, idx))
+
+
+
+def emit_concat(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
+                scratch: ir.Value) -> None:
+    """Row copies: each input is a run of rows of the output's trailing block."""
+    body: Graph = node.attrs["body"]
+    cat = body.nodes[-1]
+    axis = cat.attrs["axis"]
+    shape = node.type.shape
+    outer = int(np.prod(shape[:axis]))
+    total = int(np.prod(shape[axis:]))
+    memcpy = b.module.declare_intrinsic("llvm.memcpy", [I8P, I8P, ir.IntType(64)])
+    offset = 0
+    for name in cat.inputs:
+        inner = int(np.prod(body.type_of(name).shape[axis:]))
+        with for_range(b, outer) as o:
+            dst = b.gep(out, [b.add(b.mul(o, const(total)), const(offset))])
+            src = b.gep(ptrs[name], [b.mul(o, const(inner))])
+            b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(src, I8P), const(inner * 4),
+                            ir.Constant(ir.IntType(1), 0)])
+        offset += inner

@@ -1,0 +1,123 @@
+"""The `sw2c` command line: compile (default), `bench`, `inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import Sw2cError
+
+COMMANDS = ("bench",)
+
+
+def _shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(",")) if sep else ()
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected NAME=D0,D1,..., got '{text}'")
+    return name, shape
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL.onnx")
+    p.add_argument("--target", default="cpu", help="code generation target (default: cpu)")
+    p.add_argument("--input-shape", action="append", type=_shape, default=[],
+                   metavar="NAME=D0,D1,...", help="fix the shape of a dynamic input")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
+
+
+def _compile_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sw2c", description="Compile ONNX models to native code with a static memory plan. "
+        "Other commands: sw2c bench MODEL.onnx (latency vs onnxruntime).")
+    _common(p)
+    p.add_argument("-o", "--output", default="build", metavar="DIR",
+                   help="where to write lib<name>.so, <name>.h, <name>.json (default: build)")
+    p.add_argument("--name", help="symbol prefix of the exported library (default: file stem)")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass to DIR")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime cross-check")
+    return p
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sw2c bench",
+                                description="Median latency of sw2c vs onnxruntime, interleaved.")
+    _common(p)
+    p.add_argument("--seconds", type=float, default=3.0, help="time budget per engine")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def _print_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
+    lb = r["arena_lower_bound_bytes"]
+    lines = [
+        f"sw2c: compiled {model} for {r['target']} in {r['compile_seconds']:.2f} s",
+        f"  kernels       {r['kernels']}",
+        f"  compute       {r['flops'] / 1e9:.4f} GFLOP ({r['macs'] / 1e6:.2f} M MACs)",
+        f"  arena         {_kib(r['arena_bytes'])} (lower bound {_kib(lb)}, "
+        f"naive {_kib(r['arena_naive_bytes'])})",
+        f"  weights       {_kib(r['weights_bytes'])}",
+    ]
+    if "verification_error" in r:
+        lines.append(f"  verified      max relative error {r['verification_error']:.1e} "
+                     "vs onnxruntime")
+    lines.append(f"  wrote         {', '.join(files)}")
+    print("\n".join(lines))
+
+
+def _compile(args: argparse.Namespace) -> None:
+    import os
+
+    from . import compile as sw2c_compile
+
+    module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
+                          threads=args.threads, verify=not args.no_verify, name=args.name,
+                          dump_ir=args.dump_ir)
+    lib = module.export(args.output)
+    header = os.path.join(args.output, f"{module.name}.h")
+    _print_report(module.report, " ".join(args.models), [lib, header])
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .benchmarks.harness import bench_model
+
+    result = bench_model(args.models, target=args.target, threads=args.threads or 1,
+                         input_shapes=dict(args.input_shape), seconds=args.seconds,
+                         progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        from .benchmarks.harness import format_result
+
+        print(format_result(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        args, run = _bench_parser().parse_args(argv[1:]), _bench
+    else:
+        args, run = _compile_parser().parse_args(argv), _compile
+    try:
+        run(args)
+    except (Sw2cError, OSError) as e:
+        print(f"sw2c: error: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sw2c: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The compiler driver: frontend -> passes -> backend -> runtime, with the report."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends.cpu.codegen import generate
+from .backends.cpu.llvm import jit
+from .errors import CompileError, Sw2cError
+from .ir import Graph, Op
+from .passes.cost import count_flops, count_macs
+from .passes.pipeline import run_pipeline
+from .runtime.export import c_name, export_program
+from .runtime.module import Module, _aligned_buffer
+from .runtime.verify import verify_module
+
+
+def _model_name(model: Any, proto: Any, name: str | None) -> str:
+    if name:
+        return c_name(name)
+    if isinstance(model, (str, os.PathLike)):
+        return c_name(Path(model).stem)
+    return c_name(proto.graph.name or "model")
+
+
+def compile_graph(graph: Graph, name: str, *, target: str = "cpu",
+                  dump_ir: str | os.PathLike | None = None,
+                  started: float | None = None) -> Module:
+    """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report."""
+    started = time.perf_counter() if started is None else started
+    optimized = run_pipeline(graph, dump_dir=dump_ir)
+    program = generate(optimized, name)
+    try:
+        engine = jit(program.module)
+    except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
+        raise CompileError(f"LLVM failed on the code generated for {name}: {e}") from e
+    weights = _aligned_buffer(len(program.weights))
+    weights[:] = np.frombuffer(program.weights, np.uint8)
+    plan = program.plan
+    report: dict[str, Any] = {
+        "name": name,
+        "target": target,
+        "threads": 1,
+        "flops": count_flops(optimized),
+        "macs": count_macs(optimized),
+        "arena_bytes": plan.arena_bytes,
+        "arena_lower_bound_bytes": plan.lower_bound_bytes,
+        "arena_naive_bytes": plan.naive_bytes,
+        "weights_bytes": len(program.weights),
+        "kernels": sum(n.op is Op.KERNEL for n in optimized.nodes),
+    }
+    sig_in = [(v.name, v.type.shape, v.type.dtype) for v in optimized.inputs]
+    sig_out = [(o, optimized.type_of(o).shape, optimized.type_of(o).dtype)
+               for o in optimized.outputs]
+    module = Module(name, engine.get_function_address(f"{name}_entry"), weights,
+                    plan.arena_bytes, sig_in, sig_out, report, keepalive=[engine],
+                    exporter=partial(export_program, program, name, inputs=sig_in,
+                                     outputs=sig_out, report=report))
+    report["compile_seconds"] = round(time.perf_counter() - started, 3)
+    return module
+
+
+def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequence[int]] | None,
+                  threads: int | None, calibration: Any, verify: bool, name: str | None,
+                  dump_ir: str | os.PathLike | None, started: float) -> Module:
+    """The body of ``sw2c.compile``."""
+    if target != "cpu":
+        raise Sw2cError(f"unknown target '{target}'; available targets: cpu")
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if len(models) != 1:
+        raise Sw2cError(f"got {len(models)} models; joining several models into one program is "
+                        "not supported yet: compile them one at a time")
+    from .frontend import import_model, load_model
+
+    proto = load_model(models[0])
+    graph = import_model(proto, input_shapes)
+    module = compile_graph(graph, _model_name(models[0], proto, name), target=target,
+                           dump_ir=dump_ir, started=started)
+    if verify:
+        module.report["verification_error"] = verify_module(module, proto)
+    return module

@@ -1,0 +1,153 @@
+"""Fusion: group nodes into KERNEL nodes, each one generated function.
+
+- a MATMUL anchors a kernel with its im2col prologue (window -> reshape) and an epilogue chain
+  of elementwise ops (bias, scale, activation, residual add);
+- a REDUCE anchors a kernel with an elementwise/window prologue tree and an elementwise epilogue
+  (pooling, depthwise conv, softmax pieces);
+- remaining elementwise ops fuse into trees of equal shape, absorbing transposes, slices, pads
+  and windows that only they read;
+- every other layout op becomes a kernel of its own; RESHAPEs stay outside as free aliases.
+"""
+
+from __future__ import annotations
+
+from ..ir import Builder, Graph, Node, Op, Value
+from ..ir.ops import ELEMENTWISE
+from .dead_code import eliminate_dead_code
+
+MOVEMENT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.WINDOW})
+
+
+class _Groups:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.outputs = set(graph.outputs)
+        self.group_of: dict[str, int] = {}
+        self.groups: list[list[Node]] = []
+
+    def single(self, name: str) -> bool:
+        return len(self.graph.users[name]) == 1 and name not in self.outputs
+
+    def free(self, name: str, op: frozenset[Op] | Op) -> Node | None:
+        """The ungrouped producer of ``name`` if its op is in ``op`` and only one node reads it."""
+        node = self.graph.producer.get(name)
+        ops = op if isinstance(op, frozenset) else frozenset({op})
+        if node is None or node.op not in ops or node.name in self.group_of:
+            return None
+        return node if self.single(name) else None
+
+    def add(self, members: list[Node]) -> None:
+        for n in members:
+            self.group_of[n.name] = len(self.groups)
+        self.groups.append(members)
+
+    def epilogue(self, start: Node, fits) -> list[Node]:
+        """The chain of single-use elementwise nodes after ``start`` that ``fits`` accepts."""
+        chain, cur = [], start
+        while self.single(cur.name):
+            user = self.graph.users[cur.name][0]
+            if user.op not in ELEMENTWISE or user.name in self.group_of or not fits(user, cur):
+                break
+            chain.append(user)
+            cur = user
+        return chain
+
+    def prologue(self, root: Node, shape: tuple[int, ...]) -> list[Node]:
+        """Producers of ``root``'s inputs (recursively) that only the tree reads: elementwise
+        ops of ``shape`` and movement ops (transpose, slice, pad, window) of that shape."""
+        found, stack = [], list(root.inputs)
+        while stack:
+            p = self.free(stack.pop(), ELEMENTWISE | MOVEMENT)
+            if p is None or p.type.shape != shape or p in found:
+                continue
+            found.append(p)
+            stack.extend(p.inputs)
+        return found
+
+
+def _matmul_epilogue_fits(g: _Groups, mm: Node):
+    out = mm.type.shape
+    flat_b = g.graph.type_of(mm.inputs[1]).rank == 2
+
+    def fits(user: Node, cur: Node) -> bool:
+        if user.type.shape != out:
+            return False
+        for other in user.inputs:
+            if other == cur.name:
+                continue
+            shape = g.graph.type_of(other).shape
+            if len(shape) < len(out):
+                shape = (1,) * (len(out) - len(shape)) + shape
+            if g.graph.type_of(other).size == 1:
+                continue
+            lead = shape[:-1]
+            if not flat_b or shape[-1] not in (1, out[-1]):
+                return False
+            if any(d != 1 for d in lead) and lead != out[:-1]:
+                return False
+        return True
+
+    return fits
+
+
+def _same_shape(user: Node, cur: Node) -> bool:
+    return user.type.shape == cur.type.shape
+
+
+def _group(graph: Graph) -> _Groups:
+    g = _Groups(graph)
+    for node in graph.nodes:
+        if node.op is Op.MATMUL:
+            members = []
+            r = g.free(node.inputs[0], Op.RESHAPE)
+            w = g.free(r.inputs[0], Op.WINDOW) if r is not None else None
+            if w is not None:
+                members = [w, r]
+            g.add(members + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)))
+    for node in graph.nodes:
+        if node.op is Op.REDUCE and node.name not in g.group_of:
+            pro = g.prologue(node, g.graph.type_of(node.inputs[0]).shape)
+            g.add(pro + [node] + g.epilogue(node, _same_shape))
+    for node in reversed(graph.nodes):
+        if node.op in ELEMENTWISE and node.name not in g.group_of:
+            g.add(g.prologue(node, node.type.shape) + [node])
+    for node in graph.nodes:
+        if node.op in MOVEMENT | {Op.CONCAT} and node.name not in g.group_of:
+            g.add([node])
+    return g
+
+
+def _kernel(graph: Graph, members: list[Node]) -> Node:
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    members = sorted(members, key=lambda n: order[n.name])
+    root = members[-1]  # every other member feeds it, so it comes last
+    inside = {n.name for n in members}
+    reads = [i for n in members for i in n.inputs if i not in inside]
+    # scalar constants become immediates, where only elementwise ops read them
+    scalars = [i for i in dict.fromkeys(reads) if (c := graph.const(i)) is not None and c.size == 1
+               and all(n.op in ELEMENTWISE for n in members if i in n.inputs)]
+    inputs = [i for i in dict.fromkeys(reads) if i not in scalars]
+    body = Builder(root.name, [Value(i, graph.type_of(i)) for i in inputs])
+    for s in scalars:
+        body.append(graph.producer[s])
+    for n in members:
+        body.append(n)
+    kinds = {n.op for n in members}
+    kind = ("matmul" if Op.MATMUL in kinds else "reduce" if Op.REDUCE in kinds
+            else "concat" if Op.CONCAT in kinds else "elementwise")
+    return Node(Op.KERNEL, tuple(inputs), root.out, {"body": body.finish([root.name]),
+                                                      "kind": kind}, root.origin)
+
+
+def fuse(graph: Graph) -> Graph:
+    """Group the graph into kernels (see the module docstring)."""
+    g = _group(graph)
+    order = {n.name: j for j, n in enumerate(graph.nodes)}
+    roots = {max(m, key=lambda n: order[n.name]).name: m for m in g.groups}
+    nodes = []
+    for node in graph.nodes:
+        if node.name in roots:
+            nodes.append(_kernel(graph, roots[node.name]))
+        elif node.name not in g.group_of:
+            nodes.append(node)
+    return eliminate_dead_code(graph.replace(nodes))

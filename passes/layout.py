@@ -1,0 +1,129 @@
+"""Layout choice: convs and pools run channels-last (NHWC) while ONNX speaks NCHW.
+
+The frontend wraps each conv/pool in a transpose pair; this pass sinks transposes (and reshapes)
+down through elementwise ops, reductions, concats, pads and slices until they meet their
+inverse and cancel, so only the transposes at the model's edges remain. A transpose that moves
+only size-1 axes is a free reshape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node, Op
+from .fold_constants import fold_rule
+from .rewrite import Rewriter, rewrite
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(perm))
+
+
+def merge_movement(rw: Rewriter, node: Node) -> str | None:
+    """transpose(transpose(x)) -> one transpose; reshape(reshape(x)) -> one; identities vanish."""
+    x = node.inputs[0] if node.inputs else ""
+    if node.op is Op.TRANSPOSE:
+        perm = tuple(node.attrs["perm"])
+        inner = rw.source(x, Op.TRANSPOSE)
+        if inner is not None:
+            perm = tuple(inner.attrs["perm"][p] for p in perm)
+            x = inner.inputs[0]
+        if perm == tuple(range(len(perm))):
+            return x
+        kept = [p for p in perm if rw.type_of(x).shape[p] != 1]
+        if kept == sorted(kept):  # only unit axes move: same memory order
+            return rw.emit(Op.RESHAPE, (x,), node.origin, shape=node.type.shape)
+        return rw.emit(Op.TRANSPOSE, (x,), node.origin, perm=perm) if inner else None
+    if node.op is Op.RESHAPE:
+        inner = rw.source(x, Op.RESHAPE)
+        if inner is not None:
+            x = inner.inputs[0]
+        if rw.type_of(x).shape == node.type.shape:
+            return x
+        return rw.emit(Op.RESHAPE, (x,), node.origin, shape=node.type.shape) if inner else None
+    return None
+
+
+def _const_operand(rw: Rewriter, name: str, rank: int, perm: tuple[int, ...]) -> str | None:
+    """A constant broadcasting into a transposed value, re-laid for the untransposed one."""
+    value = rw.const(name)
+    if value is None or value.ndim > rank:
+        return None
+    full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    return rw.constant(np.transpose(full, _inverse(perm)))
+
+
+def sink_transpose(rw: Rewriter, node: Node) -> str | None:
+    """op(transpose(x), ...) -> transpose(op'(x, ...)) for layout-agnostic ops."""
+    if node.op not in (Op.UNARY, Op.BINARY, Op.REDUCE, Op.CONCAT, Op.PAD, Op.SLICE):
+        return None
+    moved = [rw.source(i, Op.TRANSPOSE) for i in node.inputs]
+    first = next((t for t in moved if t is not None), None)
+    if first is None:
+        return None
+    perm = tuple(first.attrs["perm"])
+    rank = len(perm)
+    if node.type.rank != rank:
+        return None
+    ins = []
+    for name, t in zip(node.inputs, moved):
+        if t is not None and tuple(t.attrs["perm"]) == perm:
+            ins.append(t.inputs[0])
+        elif node.op is Op.BINARY and (c := _const_operand(rw, name, rank, perm)) is not None:
+            ins.append(c)
+        else:
+            return None
+    attrs = dict(node.attrs)
+    if node.op is Op.REDUCE:
+        attrs["axes"] = tuple(sorted(perm[a] for a in node.attrs["axes"]))
+    elif node.op is Op.CONCAT:
+        attrs["axis"] = perm[node.attrs["axis"]]
+    elif node.op is Op.PAD:
+        inv = _inverse(perm)
+        p = node.attrs["pads"]
+        attrs["pads"] = tuple(p[i] for i in inv) + tuple(p[rank + i] for i in inv)
+    elif node.op is Op.SLICE:
+        inv = _inverse(perm)
+        for key in ("starts", "steps", "counts"):
+            attrs[key] = tuple(node.attrs[key][i] for i in inv)
+    inner = rw.emit(node.op, ins, node.origin, **attrs)
+    return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=perm)
+
+
+def _keeps_last_axis(rw: Rewriter, reshape: Node) -> bool:
+    src = rw.type_of(reshape.inputs[0]).shape
+    dst = reshape.type.shape
+    return bool(src) and bool(dst) and src[-1] == dst[-1]
+
+
+def sink_reshape(rw: Rewriter, node: Node) -> str | None:
+    """unary(reshape(x)) -> reshape(unary(x)); likewise a binary op with a per-channel or
+    scalar constant when the reshape keeps the last axis, so epilogues reach their kernel."""
+    if node.op not in (Op.UNARY, Op.BINARY):
+        return None
+    shaped = [rw.source(i, Op.RESHAPE) for i in node.inputs]
+    first = next((r for r in shaped if r is not None), None)
+    if first is None or rw.type_of(first.inputs[0]).size != node.type.size:
+        return None
+    src_shape = rw.type_of(first.inputs[0]).shape
+    ins = []
+    for name, r in zip(node.inputs, shaped):
+        if r is not None and rw.type_of(r.inputs[0]).shape == src_shape:
+            ins.append(r.inputs[0])
+            continue
+        value = rw.const(name)
+        if value is None or not _keeps_last_axis(rw, first):
+            return None
+        if value.size == 1:
+            ins.append(rw.constant(value.reshape(())))
+        elif value.size == src_shape[-1] and value.shape[-1] == src_shape[-1]:
+            ins.append(rw.constant(value.reshape(src_shape[-1])))
+        else:
+            return None
+    inner = rw.emit(node.op, ins, node.origin, **node.attrs)
+    return rw.emit(Op.RESHAPE, (inner,), node.origin, shape=node.type.shape)
+
+
+def choose_layout(graph: Graph) -> Graph:
+    """Cancel the conv/pool transposes across the graph (see the module docstring)."""
+    return rewrite(graph, [fold_rule, merge_movement, sink_transpose, sink_reshape])

@@ -1,0 +1,161 @@
+"""The static memory plan: every intermediate tensor at a fixed offset in one arena.
+
+Steps are the kernels in execution order. Reshapes alias their input; an elementwise kernel
+may write in place over an operand that dies at that step; kernel scratch (im2col patches,
+run-time packed operands) lives for its kernel's step only. Buffers are then placed by greedy
+first-fit under a few orders, keeping the smallest arena; the lower bound is the largest sum of
+bytes live at one step, the naive figure the sum of all buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..ir import Graph, Node, Op
+from ..ir.ops import ELEMENTWISE
+from .outputs import storage_root
+
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One arena allocation: ``size`` bytes live from step ``first`` to ``last`` inclusive."""
+
+    name: str
+    size: int
+    first: int
+    last: int
+    offset: int = -1
+
+    def overlaps(self, other: Buffer) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where every value lives: ``region`` is arena, input, output or const."""
+
+    regions: dict[str, tuple[str, int]]  # value -> (region, offset or index)
+    buffers: tuple[Buffer, ...]
+    scratch: dict[str, int]  # kernel name -> arena offset of its scratch
+    in_place: frozenset[str]  # kernels whose output overwrites one of their operands
+    arena_bytes: int
+    lower_bound_bytes: int
+    naive_bytes: int
+
+    def as_json(self) -> dict:
+        return {
+            "arena_bytes": self.arena_bytes,
+            "arena_lower_bound_bytes": self.lower_bound_bytes,
+            "arena_naive_bytes": self.naive_bytes,
+            "buffers": [{"name": b.name, "offset": b.offset, "bytes": b.size, "first": b.first,
+                         "last": b.last} for b in sorted(self.buffers, key=lambda b: b.first)],
+        }
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def in_place_operand(kernel: Node) -> str | None:
+    """A kernel input that the kernel may overwrite with its output: read only by elementwise
+    ops, element for element (same shape as the output, no movement op in between)."""
+    body: Graph = kernel.attrs["body"]
+    if kernel.attrs["kind"] != "elementwise":  # a blocked matmul re-reads C between K blocks
+        return None
+    for v in body.inputs:
+        users = body.users[v.name]
+        if v.type == kernel.type and users and all(u.op in ELEMENTWISE for u in users):
+            return v.name
+    return None
+
+
+def _place(buffers: list[Buffer], key: Callable[[Buffer], tuple]) -> list[Buffer]:
+    placed: list[Buffer] = []
+    for buf in sorted(buffers, key=key):
+        offset = 0
+        for other in sorted((p for p in placed if p.overlaps(buf)), key=lambda p: p.offset):
+            if offset + buf.size <= other.offset:
+                break
+            offset = max(offset, other.offset + other.size)
+        placed.append(Buffer(buf.name, buf.size, buf.first, buf.last, offset))
+    return placed
+
+
+ORDERS: tuple[Callable[[Buffer], tuple], ...] = (
+    lambda b: (-b.size, b.first),
+    lambda b: (-(b.last - b.first), -b.size),
+    lambda b: (-b.size * (b.last - b.first + 1), b.first),
+    lambda b: (b.first, -b.size),
+)
+
+
+def _lower_bound(buffers: list[Buffer], steps: int) -> int:
+    return max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in range(steps)),
+               default=0)
+
+
+def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPlan:
+    """Plan ``graph`` (after fusion): inputs and outputs stay in the caller's arrays, constants
+    in the weights, everything else in the arena."""
+    kernels = [n for n in graph.nodes if n.op is Op.KERNEL]
+    step = {k.name: i for i, k in enumerate(kernels)}
+    inputs = {v.name: i for i, v in enumerate(graph.inputs)}
+    outputs = {name: i for i, name in enumerate(graph.outputs)}
+    root = {name: storage_root(graph, name) for name in graph.values}
+    # in-place: a kernel output shares storage with an operand that dies at this kernel
+    last_use: dict[str, int] = {}
+    in_place: set[str] = set()
+    for k in kernels:
+        for i in k.inputs:
+            last_use[root[i]] = step[k.name]
+    for k in kernels:
+        src = in_place_operand(k)
+        if src is None:
+            continue
+        r = root[src]
+        if (last_use.get(r) == step[k.name] and r in step and r not in outputs
+                and graph.type_of(r).nbytes == k.type.nbytes and k.name not in outputs):
+            for name, rr in root.items():
+                if rr == k.name:
+                    root[name] = r
+            last_use[r] = last_use.get(k.name, step[k.name])
+            in_place.add(k.name)
+    regions: dict[str, tuple[str, int]] = {}
+    spans: dict[str, list[int]] = {}
+    for name, r in root.items():
+        if r in inputs:
+            regions[name] = ("input", inputs[r])
+        elif r in outputs:
+            regions[name] = ("output", outputs[r])
+        elif graph.producer[r].op is Op.CONST:
+            regions[name] = ("const", 0)
+        else:
+            spans.setdefault(r, [step[r], step[r]])
+    for k in kernels:
+        for i in k.inputs:
+            if root[i] in spans:
+                spans[root[i]][1] = max(spans[root[i]][1], step[k.name])
+        if root[k.name] in spans:
+            spans[root[k.name]][0] = min(spans[root[k.name]][0], step[k.name])
+    buffers = [Buffer(r, _aligned(graph.type_of(r).nbytes), a, b) for r, (a, b) in spans.items()]
+    buffers += [Buffer(f"{k.name}#scratch", _aligned(s), step[k.name], step[k.name])
+                for k in kernels if (s := scratch_bytes(k)) > 0]
+    best = min((_place(buffers, order) for order in ORDERS),
+               key=lambda p: max((b.offset + b.size for b in p), default=0))
+    offset = {b.name: b.offset for b in best}
+    for name, r in root.items():
+        if r in offset:
+            regions[name] = ("arena", offset[r])
+    return MemoryPlan(
+        regions=regions,
+        buffers=tuple(best),
+        scratch={k.name: offset[f"{k.name}#scratch"] for k in kernels
+                 if f"{k.name}#scratch" in offset},
+        in_place=frozenset(in_place),
+        arena_bytes=max((b.offset + b.size for b in best), default=0),
+        lower_bound_bytes=_lower_bound(buffers, len(kernels)),
+        naive_bytes=sum(b.size for b in buffers),
+    )

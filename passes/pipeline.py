@@ -1,0 +1,52 @@
+"""The pass pipeline: named Graph -> Graph passes, the IR verified after each, optionally dumped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ir import Graph, format_graph, verify
+from .dead_code import eliminate_dead_code
+from .fold_affine import fold_affine
+from .fold_constants import fold_constants
+from .fuse import fuse
+from .layout import choose_layout
+from .outputs import materialize_outputs
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable[[Graph], Graph]
+
+
+CPU_PIPELINE: tuple[Pass, ...] = (
+    Pass("fold-constants", fold_constants),
+    Pass("choose-layout", choose_layout),
+    Pass("fold-affine", fold_affine),
+    Pass("dead-code", eliminate_dead_code),
+    Pass("fuse", fuse),
+    Pass("materialize-outputs", materialize_outputs),
+)
+
+
+def run_pipeline(graph: Graph, passes: Sequence[Pass] = CPU_PIPELINE,
+                 dump_dir: str | os.PathLike | None = None) -> Graph:
+    """Run ``passes`` in order, verifying the IR before and after each one.
+
+    With ``dump_dir`` (or the SW2C_DUMP_IR environment variable) the IR is written after every
+    pass as ``NN-name.txt``.
+    """
+    dump_dir = dump_dir or os.environ.get("SW2C_DUMP_IR")
+    out = Path(dump_dir) if dump_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "00-input.txt").write_text(format_graph(graph) + "\n")
+    verify(graph)
+    for i, p in enumerate(passes, 1):
+        graph = verify(p.run(graph))
+        if out is not None:
+            (out / f"{i:02d}-{p.name}.txt").write_text(format_graph(graph) + "\n")
+    return graph

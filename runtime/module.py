@@ -1,0 +1,98 @@
+"""`Module`: a compiled network behind one native call. Validates feeds, owns the arena."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+Signature = list[tuple[str, tuple[int, ...], str]]
+
+
+def _aligned_buffer(nbytes: int) -> np.ndarray:
+    """A zeroed uint8 buffer whose data starts on a 64-byte boundary."""
+    raw = np.zeros(nbytes + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes]
+
+
+class Module:
+    """A compiled model. ``run(feeds)`` or ``module(*arrays)``; ``inputs``/``outputs`` list
+    ``(name, shape, dtype)``; ``report`` holds the compile-time figures; ``export(dir)`` writes
+    a shared library and C header; ``sw2c.load(dir)`` reads it back."""
+
+    def __init__(self, name: str, entry: int, weights: np.ndarray | int, arena_bytes: int,
+                 inputs: Signature, outputs: Signature, report: dict[str, Any],
+                 keepalive: Sequence[Any] = (), exporter: Any = None) -> None:
+        self.name = name
+        self.inputs = inputs
+        self.outputs = outputs
+        self.report = report
+        self._keepalive = list(keepalive)  # the JIT engine or the loaded library
+        self._exporter = exporter
+        n = len(inputs) + len(outputs)
+        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (2 + n))(entry)
+        self._weights = weights
+        self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data
+        self._arena = _aligned_buffer(max(arena_bytes, 64))
+        self._arena_ptr = self._arena.ctypes.data
+        self._input_index = {name: i for i, (name, _, _) in enumerate(inputs)}
+
+    def _check(self, name: str, array: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if not isinstance(array, np.ndarray):
+            raise InputError(f"input '{name}' must be a numpy array of float32, got "
+                             f"{type(array).__name__}")
+        if array.dtype != np.float32:
+            raise InputError(f"input '{name}' has dtype {array.dtype}; this model takes float32 "
+                             f"(use array.astype(np.float32))")
+        if array.shape != shape:
+            raise InputError(f"input '{name}' has shape {array.shape}; the model was compiled "
+                             f"for {shape} (recompile with input_shapes={{'{name}': ...}})")
+        if not array.flags.c_contiguous or not array.flags.aligned:
+            array = np.ascontiguousarray(array)  # native code reads it densely
+        return array
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (input name -> float32 array); returns outputs by name."""
+        if not isinstance(feeds, Mapping):
+            raise InputError("feeds must be a dict mapping input names to arrays")
+        unknown = [k for k in feeds if k not in self._input_index]
+        if unknown:
+            expected = ", ".join(n for n, _, _ in self.inputs)
+            raise InputError(f"unknown input {unknown[0]!r}; the model's inputs are: {expected}")
+        arrays = []
+        for name, shape, _ in self.inputs:
+            if name not in feeds:
+                raise InputError(f"missing input '{name}' (shape {shape}, float32)")
+            arrays.append(self._check(name, feeds[name], shape))
+        return dict(zip((n for n, _, _ in self.outputs), self._call(arrays)))
+
+    def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outs = [np.empty(shape, np.float32) if name not in self._input_index
+                else arrays[self._input_index[name]].copy() for name, shape, _ in self.outputs]
+        self._fn(self._weights_ptr, self._arena_ptr,
+                 *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
+        return outs
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        if len(arrays) != len(self.inputs):
+            raise InputError(f"{self.name} takes {len(self.inputs)} input(s), got {len(arrays)}")
+        checked = [self._check(n, a, s) for (n, s, _), a in zip(self.inputs, arrays)]
+        outs = self._call(checked)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def export(self, directory: str) -> str:
+        """Write lib<name>.so, <name>.h and <name>.json to ``directory``; returns the .so path."""
+        if self._exporter is None:
+            raise InputError(f"module {self.name} was loaded from a library; it cannot be "
+                             "exported again (copy its directory instead)")
+        return self._exporter(directory)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}{list(s)}" for n, s, _ in self.inputs)
+        outs = ", ".join(f"{n}{list(s)}" for n, s, _ in self.outputs)
+        return f"<sw2c.Module {self.name}({ins}) -> {outs}>"

@@ -1,0 +1,142 @@
+"""The CPU backend against the reference interpreter, op by op and fused: every IR op kind, every
+broadcast pattern, every matmul epilogue, outputs that alias inputs and constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sw2c.driver import compile_graph
+from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value, run
+from sw2c.ir.ops import UNARY_PARAMS
+
+from .ir_models import residual_cnn
+
+PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7}
+
+
+def check(graph: Graph, seed: int = 0, positive: bool = False, rtol: float = 1e-5) -> None:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for v in graph.inputs:
+        x = rng.standard_normal(v.type.shape).astype(np.float32)
+        feeds[v.name] = np.abs(x) + 0.1 if positive else x
+    expect = run(graph, feeds)
+    module = compile_graph(graph, "t")
+    got = module.run(feeds)
+    for name in graph.outputs:
+        np.testing.assert_allclose(got[name], expect[name], rtol=rtol, atol=rtol)
+
+
+def builder(*shapes: tuple[int, ...]) -> Builder:
+    return Builder("g", [Value(f"x{i}", TensorType(s)) for i, s in enumerate(shapes)])
+
+
+@pytest.mark.parametrize("fn", list(Unary))
+def test_unary(fn):
+    b = builder((3, 37))
+    params = {p: PARAMS[p] for p in UNARY_PARAMS.get(fn, ())}
+    y = b.add(Op.UNARY, ["x0"], fn=fn, **params)
+    check(b.finish([y]), positive=fn in (Unary.LOG, Unary.SQRT))
+
+
+@pytest.mark.parametrize("fn", list(Binary))
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((5,), (5,)),
+                                    ((1, 3, 1), (2, 1, 6))])
+def test_binary_broadcast(fn, shapes):
+    b = builder(*shapes)
+    y = b.add(Op.BINARY, ["x0", "x1"], fn=fn)
+    check(b.finish([y]), positive=fn is Binary.POW, rtol=1e-5)
+
+
+@pytest.mark.parametrize("perm", [(1, 0, 2), (2, 0, 1), (0, 2, 1)])
+def test_transpose(perm):
+    b = builder((3, 4, 5))
+    check(b.finish([b.add(Op.TRANSPOSE, ["x0"], perm=perm)]))
+
+
+def test_slice_with_negative_steps():
+    b = builder((6, 7))
+    y = b.add(Op.SLICE, ["x0"], starts=(5, 1), steps=(-2, 3), counts=(3, 2))
+    check(b.finish([y]))
+
+
+def test_pad_then_relu():
+    b = builder((2, 3))
+    y = b.add(Op.PAD, ["x0"], pads=(1, 0, 2, 3), value=-1.5)
+    check(b.finish([b.add(Op.UNARY, [y], fn=Unary.RELU)]))
+
+
+@pytest.mark.parametrize("fn", list(Reduce))
+@pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 2), (0, 1, 2)])
+def test_reduce(fn, axes):
+    b = builder((3, 4, 5))
+    check(b.finish([b.add(Op.REDUCE, ["x0"], fn=fn, axes=axes)]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,strides,dilations,pads", [
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)), ((2, 2), (2, 2), (1, 1), (0, 0, 1, 1)),
+    ((3, 2), (2, 1), (2, 1), (2, 0, 1, 3)), ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0))])
+@pytest.mark.parametrize("fn", [Reduce.MAX, Reduce.MEAN])
+def test_pooling(kernel, strides, dilations, pads, fn):
+    b = builder((2, 7, 6, 5))
+    w = b.add(Op.WINDOW, ["x0"], kernel=kernel, strides=strides, dilations=dilations,
+              pads=pads, pad=float("-inf") if fn is Reduce.MAX else 0.0)
+    check(b.finish([b.add(Op.REDUCE, [w], fn=fn, axes=(3, 4))]))
+
+
+def test_depthwise_with_epilogue():
+    rng = np.random.default_rng(3)
+    b = builder((1, 9, 9, 8))
+    w = b.add(Op.WINDOW, ["x0"], kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
+              pads=(1, 1, 1, 1), pad=0.0)
+    k = b.const(rng.standard_normal((3, 3, 8)).astype(np.float32))
+    y = b.add(Op.REDUCE, [b.add(Op.BINARY, [w, k], fn=Binary.MUL)], fn=Reduce.SUM, axes=(3, 4))
+    y = b.add(Op.BINARY, [y, b.const(rng.standard_normal(8).astype(np.float32))], fn=Binary.ADD)
+    check(b.finish([b.add(Op.UNARY, [y], fn=Unary.CLIP, lo=0.0, hi=6.0)]))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_concat(axis):
+    b = builder((2, 3, 4), (2, 3, 4))
+    y = b.add(Op.UNARY, ["x1"], fn=Unary.EXP)
+    check(b.finish([b.add(Op.CONCAT, ["x0", y, "x0"], axis=axis)]))
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 64, 128), (5, 7, 3), (33, 20, 40), (64, 64, 64)])
+def test_matmul_const_rhs_with_epilogue(m, k, n):
+    rng = np.random.default_rng(m)
+    b = builder((m, k), (m, n), (m, 1))
+    y = b.add(Op.MATMUL, ["x0", b.const(rng.standard_normal((k, n)).astype(np.float32))])
+    y = b.add(Op.BINARY, [y, b.const(rng.standard_normal(n).astype(np.float32))], fn=Binary.ADD)
+    y = b.add(Op.BINARY, [y, "x1"], fn=Binary.ADD)  # residual
+    y = b.add(Op.BINARY, [y, "x2"], fn=Binary.MUL)  # per-row
+    y = b.add(Op.BINARY, [y, b.const(np.float32(0.5))], fn=Binary.SUB)  # scalar
+    check(b.finish([b.add(Op.UNARY, [y], fn=Unary.SIGMOID)]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("a,bshape", [((3, 5, 7), (3, 7, 4)), ((2, 1, 5, 7), (3, 7, 6)),
+                                      ((4, 6, 8), (8, 5))])
+@pytest.mark.parametrize("const_rhs", [True, False])
+def test_batched_matmul(a, bshape, const_rhs):
+    rng = np.random.default_rng(1)
+    b = builder(a, bshape)
+    rhs = b.const(rng.standard_normal(bshape).astype(np.float32)) if const_rhs else "x1"
+    check(b.finish([b.add(Op.MATMUL, ["x0", rhs])]), rtol=1e-4)
+
+
+def test_outputs_that_alias_inputs_constants_and_each_other():
+    b = builder((2, 3))
+    r = b.add(Op.RESHAPE, ["x0"], shape=(3, 2))
+    c = b.const(np.arange(4, dtype=np.float32).reshape(2, 2))
+    y = b.add(Op.UNARY, ["x0"], fn=Unary.RELU)
+    y2 = b.add(Op.RESHAPE, [y], shape=(6,))
+    check(b.finish([r, c, y, y2]))
+
+
+def test_in_place_chain_and_residual_network():
+    check(residual_cnn(), rtol=1e-4)
+    b = builder((4, 5))
+    y = b.add(Op.UNARY, ["x0"], fn=Unary.EXP)
+    z = b.add(Op.REDUCE, [y], fn=Reduce.SUM, axes=(1,))
+    check(b.finish([b.add(Op.BINARY, [y, z], fn=Binary.DIV)]))

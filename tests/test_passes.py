@@ -1,0 +1,48 @@
+"""Every pass, run on hand-built graphs: the reference interpreter agrees before and after."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sw2c.ir import Op, run, verify
+from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline
+
+from .ir_models import residual_cnn
+
+
+def _feeds(graph, seed=1):
+    rng = np.random.default_rng(seed)
+    return {v.name: rng.normal(size=v.type.shape).astype(np.float32) for v in graph.inputs}
+
+
+@pytest.mark.parametrize("upto", range(1, len(CPU_PIPELINE) + 1))
+def test_pipeline_prefix_preserves_semantics(upto):
+    graph = residual_cnn()
+    feeds = _feeds(graph)
+    expect = run(graph, feeds)
+    after = run_pipeline(graph, CPU_PIPELINE[:upto])
+    got = run(after, feeds)
+    for name in graph.outputs:
+        np.testing.assert_allclose(got[name], expect[name], rtol=1e-5, atol=1e-5)
+
+
+def test_layout_cancels_inner_transposes():
+    graph = run_pipeline(residual_cnn(), CPU_PIPELINE[:2])
+    transposes = [n for n in graph.nodes if n.op is Op.TRANSPOSE]
+    assert len(transposes) == 1  # only the input's NCHW -> NHWC remains
+
+
+def test_affine_folds_bias_and_batchnorm_into_one_add():
+    graph = run_pipeline(residual_cnn(), CPU_PIPELINE[:4])
+    for mm in (n for n in graph.nodes if n.op is Op.MATMUL):
+        user = graph.users[mm.name]
+        assert len(user) == 1 and user[0].op is Op.BINARY
+
+
+def test_fusion_makes_few_kernels():
+    graph = run_pipeline(residual_cnn())
+    kinds = [n.attrs["kind"] for n in graph.nodes if n.op is Op.KERNEL]
+    assert kinds.count("matmul") == 3
+    assert all(n.op in (Op.KERNEL, Op.CONST, Op.RESHAPE) for n in graph.nodes)
+    assert len(kinds) <= 7, kinds
+    verify(graph)
