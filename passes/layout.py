@@ -124,6 +124,16 @@ def sink_reshape(rw: Rewriter, node: Node) -> str | None:
     return rw.emit(Op.RESHAPE, (inner,), node.origin, shape=node.type.shape)
 
 
+def trivial_window(rw: Rewriter, node: Node) -> str | None:
+    """A 1x1, stride-1, unpadded window (a pointwise conv's patches) is the input reshaped."""
+    if node.op is not Op.WINDOW:
+        return None
+    at = node.attrs
+    if any(k != 1 for k in at["kernel"]) or any(s != 1 for s in at["strides"]) or any(at["pads"]):
+        return None
+    return rw.emit(Op.RESHAPE, node.inputs, node.origin, shape=node.type.shape)
+
+
 def choose_layout(graph: Graph) -> Graph:
     """Cancel the conv/pool transposes across the graph (see the module docstring)."""
-    return rewrite(graph, [fold_rule, merge_movement, sink_transpose, sink_reshape])
+    return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose, sink_reshape])
