@@ -30,13 +30,29 @@ def _model_name(model: Any, proto: Any, name: str | None) -> str:
     return c_name(proto.graph.name or "model")
 
 
-def compile_graph(graph: Graph, name: str, *, target: str = "cpu",
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return 1
+    if not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise Sw2cError(f"threads must be an integer from 1 to 256, got {threads!r}")
+    return threads
+
+
+def _export(graph: Graph, name: str, sig_in: list, sig_out: list, report: dict[str, Any],
+            directory: str | os.PathLike) -> str:
+    """The exported library runs on the caller's thread: generate it for one thread."""
+    return export_program(generate(graph, name, 1), name, directory, sig_in, sig_out,
+                          {**report, "threads": 1})
+
+
+def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int | None = None,
                   dump_ir: str | os.PathLike | None = None,
                   started: float | None = None) -> Module:
     """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report."""
     started = time.perf_counter() if started is None else started
+    threads = _threads(threads)
     optimized = run_pipeline(graph, dump_dir=dump_ir)
-    program = generate(optimized, name)
+    program = generate(optimized, name, threads)
     try:
         engine = jit(program.module)
     except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
@@ -47,7 +63,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu",
     report: dict[str, Any] = {
         "name": name,
         "target": target,
-        "threads": 1,
+        "threads": threads,
         "flops": count_flops(optimized),
         "macs": count_macs(optimized),
         "arena_bytes": plan.arena_bytes,
@@ -61,8 +77,8 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu",
                for o in optimized.outputs]
     module = Module(name, engine.get_function_address(f"{name}_entry"), weights,
                     plan.arena_bytes, sig_in, sig_out, report, keepalive=[engine],
-                    exporter=partial(export_program, program, name, inputs=sig_in,
-                                     outputs=sig_out, report=report))
+                    exporter=partial(_export, optimized, name, sig_in, sig_out, report),
+                    threads=threads)
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module
 
@@ -82,7 +98,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     proto = load_model(models[0])
     graph = import_model(proto, input_shapes)
     module = compile_graph(graph, _model_name(models[0], proto, name), target=target,
-                           dump_ir=dump_ir, started=started)
+                           threads=threads, dump_ir=dump_ir, started=started)
     if verify:
         module.report["verification_error"] = verify_module(module, proto)
     return module

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from .pool import ThreadTeam
 
 Signature = list[tuple[str, tuple[int, ...], str]]
 
@@ -27,7 +29,7 @@ class Module:
 
     def __init__(self, name: str, entry: int, weights: np.ndarray | int, arena_bytes: int,
                  inputs: Signature, outputs: Signature, report: dict[str, Any],
-                 keepalive: Sequence[Any] = (), exporter: Any = None) -> None:
+                 keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1) -> None:
         self.name = name
         self.inputs = inputs
         self.outputs = outputs
@@ -35,7 +37,10 @@ class Module:
         self._keepalive = list(keepalive)  # the JIT engine or the loaded library
         self._exporter = exporter
         n = len(inputs) + len(outputs)
-        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (2 + n))(entry)
+        # entry(weights, arena, inputs.., outputs.., barrier words, thread index)
+        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64)(entry)
+        self._team = ThreadTeam(self._fn, threads) if threads > 1 else None
+        self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data
         self._arena = _aligned_buffer(max(arena_bytes, 64))
@@ -74,9 +79,19 @@ class Module:
     def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         outs = [np.empty(shape, np.float32) if name not in self._input_index
                 else arrays[self._input_index[name]].copy() for name, shape, _ in self.outputs]
-        self._fn(self._weights_ptr, self._arena_ptr,
-                 *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs])
+        args = (self._weights_ptr, self._arena_ptr, *[a.ctypes.data for a in arrays],
+                *[o.ctypes.data for o in outs])
+        with self._lock:
+            if self._team is None:
+                self._fn(*args, None, 0)
+            else:
+                self._team.run(args)
         return outs
+
+    def __del__(self) -> None:
+        team = getattr(self, "_team", None)
+        if team is not None:
+            team.close()
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         if len(arrays) != len(self.inputs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value, run
 from sw2c.ir.ops import UNARY_PARAMS
@@ -22,10 +21,11 @@ def check(graph: Graph, seed: int = 0, positive: bool = False, rtol: float = 1e-
         x = rng.standard_normal(v.type.shape).astype(np.float32)
         feeds[v.name] = np.abs(x) + 0.1 if positive else x
     expect = run(graph, feeds)
-    module = compile_graph(graph, "t")
-    got = module.run(feeds)
-    for name in graph.outputs:
-        np.testing.assert_allclose(got[name], expect[name], rtol=rtol, atol=rtol)
+    for threads in (1, 2):
+        got = compile_graph(graph, "t", threads=threads).run(feeds)
+        for name in graph.outputs:
+            np.testing.assert_allclose(got[name], expect[name], rtol=rtol, atol=rtol,
+                                       err_msg=f"{name} with {threads} thread(s)")
 
 
 def builder(*shapes: tuple[int, ...]) -> Builder:

@@ -7,7 +7,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import sw2c
 from sw2c.driver import compile_graph
 

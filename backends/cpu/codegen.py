@@ -15,9 +15,10 @@ from ...passes.memory_plan import MemoryPlan, plan_memory
 from ...passes.outputs import storage_root
 from . import gemm
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
-from .llvm import F32P, I8P, new_module
+from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import Matmul, emit_matmul, scratch_bytes
+from .team import I32P, Team
 
 ALIGN = 64
 
@@ -64,18 +65,21 @@ def _is_const(graph: Graph, name: str) -> bool:
     return graph.const(storage_root(graph, name)) is not None
 
 
-def generate(graph: Graph, name: str = "sw2c") -> Program:
-    """Plan memory and emit the module for ``graph`` (after the pass pipeline)."""
+def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
+    """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
+    ``threads`` threads that each call the entry with their index."""
     plan = plan_memory(graph, lambda k: scratch_bytes(k, lambda i: _is_const(graph, i))
                        if k.attrs["kind"] == "matmul" else 0)
     module = new_module(name)
     n_in, n_out = len(graph.inputs), len(graph.outputs)
-    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out))
+    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) + [I32P, I64])
     entry = ir.Function(module, entry_t, f"{name}_entry")
     entry.attributes.add("nounwind")
     b = ir.IRBuilder(entry.append_basic_block())
     weights_arg, arena_arg = entry.args[:2]
-    ins, outs = entry.args[2:2 + n_in], entry.args[2 + n_in:]
+    ins, outs = entry.args[2:2 + n_in], entry.args[2 + n_in:2 + n_in + n_out]
+    sync, tid = entry.args[-2:]
+    team = Team(tid, threads, sync)
     weights = Weights()
 
     def pointer(value: str, packed: bool) -> ir.Value:
@@ -92,36 +96,39 @@ def generate(graph: Graph, name: str = "sw2c") -> Program:
         off = weights.add(key, gemm.pack_b(data) if packed else data)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
-    for index, node in enumerate(n for n in graph.nodes if n.op is Op.KERNEL):
+    kernels = [n for n in graph.nodes if n.op is Op.KERNEL]
+    for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
         packed = {inner.name for outer, inner in zip(node.inputs, body.inputs)
                   if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
-        _emit_kernel(fn, node, packed)
+        _emit_kernel(fn, node, packed, threads)
         args = [pointer(node.name, False)]
         for outer, inner in zip(node.inputs, body.inputs):
             args.append(pointer(outer, inner.name in packed))
         scratch = plan.scratch.get(node.name)
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
-        b.call(fn, args)
+        b.call(fn, [*args, sync, tid])
+        if index + 1 < len(kernels):
+            team.barrier(b)
     b.ret_void()
     return Program(module, weights.blob(), plan, graph)
 
 
-def _emit_kernel(fn: ir.Function, node: Node, packed: set[str]) -> None:
+def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int) -> None:
     body: Graph = node.attrs["body"]
     b = ir.IRBuilder(fn.append_basic_block())
-    out, scratch = fn.args[0], fn.args[-1]
-    ptrs = {v.name: arg for v, arg in zip(body.inputs, fn.args[1:-1])}
+    out, scratch, sync, tid = fn.args[0], fn.args[-3], fn.args[-2], fn.args[-1]
+    ptrs = {v.name: arg for v, arg in zip(body.inputs, fn.args[1:-3])}
+    team = Team(tid, threads, sync)
     kind = node.attrs["kind"]
     if kind == "matmul":
-        emit_matmul(b, node, ptrs, out, scratch, packed)
-    elif kind == "reduce":
-        emit_reduce(b, node, ptrs, out, scratch)
-    elif kind == "concat":
-        emit_concat(b, node, ptrs, out, scratch)
+        emit_matmul(b, node, ptrs, out, scratch, team, packed)
     else:
-        emit_elementwise(b, node, ptrs, out, scratch)
+        EMITTERS[kind](b, node, ptrs, out, scratch, team)
     b.ret_void()
+
+
+EMITTERS = {"reduce": emit_reduce, "concat": emit_concat, "elementwise": emit_elementwise}

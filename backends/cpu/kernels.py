@@ -1,27 +1,27 @@
 """One LLVM function per fused kernel, by kind. Each is `void k(float* out, float* in..., i8*
-scratch)`; the entry function passes pointers into the arena, the weights and the caller's
-arrays. Kernels translate the body the fusion pass built; they decide no grouping themselves."""
+scratch, i32* sync, i64 tid)`; the entry function passes pointers into the arena, the weights
+and the caller's arrays. Kernels translate the body the fusion pass built; they decide no
+grouping themselves. Every thread of the team runs every kernel on its share of one axis."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 from llvmlite import ir
 
 from ...ir import Binary, Graph, Node, Op, Reduce
 from .expr import BodyEmitter, Coords, linear, store
-from .llvm import F32, F32P, I8P
-from .loops import const, for_range, loop_nest
+from .llvm import F32, F32P, I8P, I64
+from .loops import Split, const, loop_nest
 from .math import FAST, emit_binary
-
-KernelEmitter = Callable[[ir.IRBuilder, Node, dict[str, ir.Value], ir.Value, ir.Value], None]
+from .team import I32P, Team
 
 
 def kernel_function(module: ir.Module, name: str, node: Node, noalias: bool) -> ir.Function:
-    """Declare the kernel's function: output pointer, one pointer per input, scratch."""
+    """Declare the kernel's function: output pointer, one pointer per input, scratch, the
+    team's barrier words and this thread's index."""
     n_in = len(node.inputs)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P] * (1 + n_in) + [I8P]), name)
+    args = [F32P] * (1 + n_in) + [I8P, I32P, I64]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     if noalias:
@@ -31,12 +31,12 @@ def kernel_function(module: ir.Module, name: str, node: Node, noalias: bool) -> 
 
 
 def emit_elementwise(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
-                     scratch: ir.Value) -> None:
+                     scratch: ir.Value, team: Team) -> None:
     body: Graph = node.attrs["body"]
     emitter = BodyEmitter(b, body, ptrs)
     root = body.outputs[0]
     shape = node.type.shape
-    with loop_nest(b, shape) as idx:
+    with team.share(b, shape) as split, loop_nest(b, shape, split) as idx:
         store(b, out, idx, shape, emitter.value(root, idx))
 
 
@@ -45,18 +45,26 @@ REDUCE_OP = {Reduce.SUM: Binary.ADD, Reduce.MEAN: Binary.ADD, Reduce.MAX: Binary
 
 
 def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
-                scratch: ir.Value) -> None:
+                scratch: ir.Value, team: Team) -> None:
     """Initialise the output, accumulate the prologue's values into it in input order (the
     innermost axis stays innermost, so pooling vectorises over channels), then apply the mean
     scale and the epilogue in place."""
     body: Graph = node.attrs["body"]
     red = next(n for n in body.nodes if n.op is Op.REDUCE)
+    oshape = red.type.shape
+    kept = [a for a in range(len(oshape)) if a not in red.attrs["axes"]]
+    with team.share(b, oshape, kept) as split:  # threads own disjoint output elements
+        _reduce_loops(b, body, red, ptrs, out, split)
+
+
+def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
+                  out: ir.Value, split: Split | None) -> None:
     fn, axes = red.attrs["fn"], set(red.attrs["axes"])
     oshape = red.type.shape
-    with loop_nest(b, oshape) as idx:
+    with loop_nest(b, oshape, split) as idx:
         store(b, out, idx, oshape, ir.Constant(F32, REDUCE_INIT[fn]))
     emitter = BodyEmitter(b, body, ptrs)
-    with loop_nest(b, body.type_of(red.inputs[0]).shape) as idx:
+    with loop_nest(b, body.type_of(red.inputs[0]).shape, split) as idx:
         at = [const(0) if i in axes else c for i, c in enumerate(idx)]
         ptr = b.gep(out, [linear(b, at, oshape)])
         x = emitter.value(red.inputs[0], idx)
@@ -75,13 +83,13 @@ def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         return b.fmul(v, ir.Constant(F32, 1.0 / count)) if fn is Reduce.MEAN else v
 
     emitter = BodyEmitter(b, body, ptrs, {red.name: reduced})
-    with loop_nest(b, oshape) as idx:
+    with loop_nest(b, oshape, split) as idx:
         store(b, out, idx, oshape, emitter.value(root, idx))
 
 
 
 def emit_concat(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
-                scratch: ir.Value) -> None:
+                scratch: ir.Value, team: Team) -> None:
     """Row copies: each input is a run of rows of the output's trailing block."""
     body: Graph = node.attrs["body"]
     cat = body.nodes[-1]
@@ -93,7 +101,7 @@ def emit_concat(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     offset = 0
     for name in cat.inputs:
         inner = int(np.prod(body.type_of(name).shape[axis:]))
-        with for_range(b, outer) as o:
+        with team.share(b, (outer,)) as split, loop_nest(b, (outer,), split) as (o,):
             dst = b.gep(out, [b.add(b.mul(o, const(total)), const(offset))])
             src = b.gep(ptrs[name], [b.mul(o, const(inner))])
             b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(src, I8P), const(inner * 4),

@@ -37,11 +37,20 @@ def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0,
     b.position_at_end(end)
 
 
+Split = tuple[int, ir.Value, ir.Value]  # (axis, lo, hi): run only [lo, hi) of that axis
+
+
 @contextmanager
-def loop_nest(b: ir.IRBuilder, shape: Sequence[int]) -> Iterator[list[ir.Value]]:
-    """Nested loops over ``shape`` (last axis innermost); yields one index per axis."""
+def loop_nest(b: ir.IRBuilder, shape: Sequence[int], split: Split | None = None,
+              axis: int = 0) -> Iterator[list[ir.Value]]:
+    """Nested loops over ``shape`` (last axis innermost); yields one index per axis. With
+    ``split``, one axis runs over a sub-range only (this thread's share)."""
     if not shape:
         yield []
         return
-    with for_range(b, shape[0]) as i, loop_nest(b, shape[1:]) as rest:
+    if split is not None and split[0] == axis:
+        loop = for_range(b, split[2], start=split[1])
+    else:
+        loop = for_range(b, shape[0])
+    with loop as i, loop_nest(b, shape[1:], split, axis + 1) as rest:
         yield [i, *rest]

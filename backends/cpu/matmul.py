@@ -14,8 +14,9 @@ from ...ir import Graph, Node, Op
 from .expr import BodyEmitter, store
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
 from .llvm import F32P, I64
-from .loops import const, for_range, loop_nest
+from .loops import const, loop_nest
 from .math import emit_binary, emit_unary, splat
+from .team import Team
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class ChainEpilogue:
 
 
 def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
-                scratch: ir.Value, packed: set[str]) -> None:
+                scratch: ir.Value, team: Team, packed: set[str]) -> None:
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
@@ -132,35 +133,50 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     if mt.window is not None:  # im2col: the patches, materialized once
         wshape = mt.window.type.shape
         emitter = BodyEmitter(b, body, ptrs)
-        with loop_nest(b, wshape) as idx:
+        with team.share(b, wshape) as split, loop_nest(b, wshape, split) as idx:
             store(b, cursor, idx, wshape, emitter.value(mt.window.name, idx))
         a_ptr = cursor
         cursor = b.gep(cursor, [const(int(np.prod(wshape)))])
     else:
         a_ptr = ptrs[a_name]
-    b_shape = body.type_of(b_name).shape
-    b_batches = int(np.prod(b_shape[:-2]))
+    b_batches = int(np.prod(body.type_of(b_name).shape[:-2]))
     panel = packed_b_floats(k, n)
     if b_name in packed:
         b_ptr = ptrs[b_name]
     else:  # both operands are activations: pack the right-hand side now
         pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n, ldb=n)
-        with for_range(b, b_batches) as g:
+        with team.share(b, (b_batches,)) as split, loop_nest(b, (b_batches,), split) as (g,):
             b.call(pack, [b.gep(ptrs[b_name], [b.mul(g, const(k * n))]),
                           b.gep(cursor, [b.mul(g, const(panel))])])
         b_ptr = cursor
+    team.barrier(b)  # every thread's rows of A and panels of B are in place
     epilogue = ChainEpilogue(body, mt)
-    gemm = emit_gemm(b.module, f"{b.function.name}.gemm", m=m, k=k, n=n, lda=k, ldc=n,
-                     epilogue=epilogue)
     extra = [ptrs[i] for i in epilogue.operands]
-    if batch == 1:
-        b.call(gemm, [a_ptr, b_ptr, out, *extra])
+    if batch > 1:
+        gemm = emit_gemm(b.module, f"{b.function.name}.gemm", m=m, k=k, n=n, lda=k, ldc=n,
+                         epilogue=epilogue)
+        a_off, b_off = _batch_offsets(body, mt)
+        with team.share(b, (batch,)) as split, loop_nest(b, (batch,), split) as (g,):
+            a_at = b.gep(a_ptr, [b.mul(a_off(b, g), const(m * k))])
+            b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
+            b.call(gemm, [a_at, b_at, b.gep(out, [b.mul(g, const(m * n))]), *extra])
         return
-    a_off, b_off = _batch_offsets(body, mt)
-    with for_range(b, batch) as g:
-        a_at = b.gep(a_ptr, [b.mul(a_off(b, g), const(m * k))])
-        b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
-        b.call(gemm, [a_at, b_at, b.gep(out, [b.mul(g, const(m * n))]), *extra])
+    variants: dict[int, ir.Function] = {}
+    for t in range(team.size):  # thread t takes rows [lo, hi); one GEMM per distinct height
+        lo, hi = m * t // team.size, m * (t + 1) // team.size
+        if hi == lo:
+            continue
+        if hi - lo not in variants:
+            variants[hi - lo] = emit_gemm(b.module, f"{b.function.name}.gemm{hi - lo}", m=hi - lo,
+                                          k=k, n=n, lda=k, ldc=n, epilogue=epilogue)
+        rows = [b.gep(p, [const(lo * epilogue.layout[i][0])]) for i, p in
+                zip(epilogue.operands, extra)]
+        call = [b.gep(a_ptr, [const(lo * k)]), b_ptr, b.gep(out, [const(lo * n)]), *rows]
+        if team.size == 1:
+            b.call(variants[hi - lo], call)
+        else:
+            with b.if_then(b.icmp_unsigned("==", team.tid, const(t))):
+                b.call(variants[hi - lo], call)
 
 
 def _batch_offsets(body: Graph, mt: Matmul):

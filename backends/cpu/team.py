@@ -1,0 +1,89 @@
+"""Threads inside generated code: a team of ``size`` threads (fixed at compile time) runs every
+kernel, each on its own slice of an axis, and meets at a spin barrier between kernels.
+
+The runtime starts the threads (runtime/pool.py); generated code only splits and waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .llvm import I32, I64
+from .loops import Split, const
+
+I32P = I32.as_pointer()
+
+
+@dataclass(frozen=True)
+class Team:
+    """``tid``: this thread's index (an i64 SSA value); ``size``: threads; ``sync``: the
+    barrier's two i32 words (arrivals, generation)."""
+
+    tid: ir.Value
+    size: int
+    sync: ir.Value
+
+    def bounds(self, b: ir.IRBuilder, n: int) -> tuple[ir.Value, ir.Value]:
+        """This thread's half-open share [lo, hi) of ``n`` items."""
+        if self.size == 1:
+            return const(0), const(n)
+        lo = b.udiv(b.mul(self.tid, const(n)), const(self.size))
+        hi = b.udiv(b.mul(b.add(self.tid, const(1)), const(n)), const(self.size))
+        return lo, hi
+
+    @contextmanager
+    def share(self, b: ir.IRBuilder, shape: Sequence[int],
+              axes: Sequence[int] | None = None) -> Iterator[Split | None]:
+        """Split the first of ``axes`` (default: all) that has more than one element; when
+        none has, thread 0 alone runs the body, so no two threads write the same element."""
+        axes = range(len(shape)) if axes is None else axes
+        axis = next((a for a in axes if shape[a] > 1), None)
+        if self.size == 1:
+            yield None
+        elif axis is None:
+            with b.if_then(b.icmp_unsigned("==", self.tid, const(0))):
+                yield None
+        else:
+            yield (axis, *self.bounds(b, shape[axis]))
+
+    def barrier(self, b: ir.IRBuilder) -> None:
+        if self.size > 1:
+            b.call(barrier_function(b.module), [self.sync, const(self.size)])
+
+
+def barrier_function(module: ir.Module) -> ir.Function:
+    """`void sw2c_barrier(i32* sync, i64 n)`: a sense-reversing spin barrier for n threads."""
+    existing = module.globals.get("sw2c_barrier")
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I32P, I64]), "sw2c_barrier")
+    fn.linkage = "internal"
+    sync, n = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+    count = sync
+    gen_ptr = b.gep(sync, [ir.Constant(I32, 1)])
+    gen = b.load_atomic(gen_ptr, "acquire", 4)
+    arrived = b.atomic_rmw("add", count, ir.Constant(I32, 1), "acq_rel")
+    last = b.icmp_unsigned("==", b.zext(arrived, I64), b.sub(n, const(1)))
+    with b.if_else(last) as (then, otherwise):
+        with then:
+            b.store_atomic(ir.Constant(I32, 0), count, "monotonic", 4)
+            b.atomic_rmw("add", gen_ptr, ir.Constant(I32, 1), "release")
+        with otherwise:
+            spin = b.append_basic_block("spin")
+            done = b.append_basic_block("spun")
+            b.branch(spin)
+            b.position_at_end(spin)
+            pause = module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(
+                ir.VoidType(), [])) if "x86" in module.triple else None
+            if pause is not None:
+                b.call(pause, [])
+            now = b.load_atomic(gen_ptr, "acquire", 4)
+            b.cbranch(b.icmp_unsigned("==", now, gen), spin, done)
+            b.position_at_end(done)
+    b.ret_void()
+    return fn
