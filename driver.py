@@ -70,7 +70,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
         "arena_lower_bound_bytes": plan.lower_bound_bytes,
         "arena_naive_bytes": plan.naive_bytes,
         "weights_bytes": len(program.weights),
-        "kernels": sum(n.op is Op.KERNEL for n in optimized.nodes),
+        "kernels": sum(n.op is Op.KERNEL and n.name not in plan.elided for n in optimized.nodes),
     }
     sig_in = [(v.name, v.type.shape, v.type.dtype) for v in optimized.inputs]
     sig_out = [(o, optimized.type_of(o).shape, optimized.type_of(o).dtype)

@@ -4,13 +4,16 @@ Steps are the kernels in execution order. Reshapes alias their input; an element
 may write in place over an operand that dies at that step; kernel scratch (im2col patches,
 run-time packed operands) lives for its kernel's step only. Buffers are then placed by greedy
 first-fit under a few orders, keeping the smallest arena; the lower bound is the largest sum of
-bytes live at one step, the naive figure the sum of all buffers.
+bytes live at one step, the naive figure the sum of all buffers. Concat inputs are written in
+place by their producers when they can be (see ``_concat_views``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..ir import Graph, Node, Op
 from ..ir.ops import ELEMENTWISE
@@ -41,6 +44,8 @@ class MemoryPlan:
     buffers: tuple[Buffer, ...]
     scratch: dict[str, int]  # kernel name -> arena offset of its scratch
     in_place: frozenset[str]  # kernels whose output overwrites one of their operands
+    elided: frozenset[str]  # concat kernels whose producers already wrote in place
+    row_stride: dict[str, int]  # kernel -> row stride (elements) of its output, if not dense
     arena_bytes: int
     lower_bound_bytes: int
     naive_bytes: int
@@ -97,20 +102,14 @@ def _lower_bound(buffers: list[Buffer], steps: int) -> int:
                default=0)
 
 
-def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPlan:
-    """Plan ``graph`` (after fusion): inputs and outputs stay in the caller's arrays, constants
-    in the weights, everything else in the arena."""
-    kernels = [n for n in graph.nodes if n.op is Op.KERNEL]
-    step = {k.name: i for i, k in enumerate(kernels)}
-    inputs = {v.name: i for i, v in enumerate(graph.inputs)}
-    outputs = {name: i for i, name in enumerate(graph.outputs)}
-    root = {name: storage_root(graph, name) for name in graph.values}
-    # in-place: a kernel output shares storage with an operand that dies at this kernel
+def _in_place(graph: Graph, kernels: list[Node], step: dict[str, int], root: dict[str, str],
+              outputs: dict[str, int]) -> set[str]:
+    """Let elementwise kernels overwrite an operand that dies with them (updates ``root``)."""
     last_use: dict[str, int] = {}
-    in_place: set[str] = set()
     for k in kernels:
         for i in k.inputs:
             last_use[root[i]] = step[k.name]
+    in_place: set[str] = set()
     for k in kernels:
         src = in_place_operand(k)
         if src is None:
@@ -123,6 +122,67 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
                     root[name] = r
             last_use[r] = last_use.get(k.name, step[k.name])
             in_place.add(k.name)
+    return in_place
+
+
+def _concat_views(graph: Graph, kernels: list[Node], step: dict[str, int],
+                  root: dict[str, str], outputs: dict[str, int],
+                  ldc: dict[str, int]) -> tuple[dict[str, int], set[str]]:
+    """Concats written in place by their producers: each input becomes a view into the
+    concat's buffer (a contiguous chunk, or for a channels-last concat a column block that a
+    matmul producer writes with a wider row stride). Returns byte offsets within the concat's
+    buffer and the concat kernels left with nothing to do."""
+    offsets: dict[str, int] = {}
+    elided: set[str] = set()
+    for k in kernels:
+        if k.attrs["kind"] != "concat" or k.name in outputs:
+            continue
+        cat = k.attrs["body"].nodes[-1]
+        axis, shape = cat.attrs["axis"], k.type.shape
+        contiguous = int(np.prod(shape[:axis])) == 1
+        if not contiguous and axis != len(shape) - 1:
+            continue
+        ok = len(set(cat.inputs)) == len(cat.inputs)
+        for x in cat.inputs:
+            producer = graph.producer.get(x)
+            ok = ok and (x in step and root[x] == x and x not in outputs
+                         and len(graph.users[x]) == 1 and producer.attrs["kind"] != "concat"
+                         and (contiguous or _writes_rows(producer)))
+        if not ok:
+            continue
+        done = 0
+        for x in cat.inputs:
+            xshape = graph.type_of(x).shape
+            offsets[x] = done * 4
+            done += int(np.prod(xshape)) if contiguous else xshape[-1]
+            root[x] = k.name
+            if not contiguous:
+                ldc[x] = shape[-1]
+        elided.add(k.name)
+    return offsets, elided
+
+
+def _writes_rows(kernel: Node) -> bool:
+    """A matmul kernel of one batch can store its rows with any row stride."""
+    if kernel.attrs["kind"] != "matmul":
+        return False
+    body: Graph = kernel.attrs["body"]
+    mm = next(n for n in body.nodes if n.op is Op.MATMUL)
+    return body.type_of(mm.inputs[1]).rank == 2
+
+
+def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPlan:
+    """Plan ``graph`` (after fusion): inputs and outputs stay in the caller's arrays, constants
+    in the weights, everything else in the arena."""
+    kernels = [n for n in graph.nodes if n.op is Op.KERNEL]
+    step = {k.name: i for i, k in enumerate(kernels)}
+    inputs = {v.name: i for i, v in enumerate(graph.inputs)}
+    root = {name: storage_root(graph, name) for name in graph.values}
+    # after materialize_outputs each output owns its storage root
+    outputs = {root[name]: i for i, name in enumerate(graph.outputs)}
+    in_place = _in_place(graph, kernels, step, root, outputs)
+    ldc: dict[str, int] = {}
+    view_offsets, elided = _concat_views(graph, kernels, step, root, outputs, ldc)
     regions: dict[str, tuple[str, int]] = {}
     spans: dict[str, list[int]] = {}
     for name, r in root.items():
@@ -148,13 +208,15 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
     offset = {b.name: b.offset for b in best}
     for name, r in root.items():
         if r in offset:
-            regions[name] = ("arena", offset[r])
+            regions[name] = ("arena", offset[r] + view_offsets.get(name, 0))
     return MemoryPlan(
         regions=regions,
         buffers=tuple(best),
         scratch={k.name: offset[f"{k.name}#scratch"] for k in kernels
                  if f"{k.name}#scratch" in offset},
         in_place=frozenset(in_place),
+        elided=frozenset(elided),
+        row_stride=ldc,
         arena_bytes=max((b.offset + b.size for b in best), default=0),
         lower_bound_bytes=_lower_bound(buffers, len(kernels)),
         naive_bytes=sum(b.size for b in buffers),

@@ -140,3 +140,25 @@ def test_in_place_chain_and_residual_network():
     y = b.add(Op.UNARY, ["x0"], fn=Unary.EXP)
     z = b.add(Op.REDUCE, [y], fn=Reduce.SUM, axes=(1,))
     check(b.finish([b.add(Op.BINARY, [y, z], fn=Binary.DIV)]))
+
+
+def test_concat_written_in_place_by_matmul_producers():
+    """A fire module: two convs concatenated on channels (NHWC): the copy leaves the plan."""
+    rng = np.random.default_rng(5)
+    b = builder((1, 4, 5, 3))
+    parts = []
+    for width in (4, 6):
+        w = b.const(rng.standard_normal((3, width)).astype(np.float32))
+        parts.append(b.add(Op.UNARY, [b.add(Op.MATMUL, ["x0", w])], fn=Unary.RELU))
+    cat = b.add(Op.CONCAT, parts, axis=3)
+    graph = b.finish([b.add(Op.UNARY, [cat], fn=Unary.TANH)])
+    check(graph)
+    assert compile_graph(graph, "t").report["kernels"] == 3  # two matmuls and the tanh
+
+
+def test_concat_of_contiguous_chunks_written_in_place():
+    b = builder((2, 5), (3, 5))
+    parts = [b.add(Op.UNARY, [x], fn=Unary.EXP) for x in ("x0", "x1")]
+    graph = b.finish([b.add(Op.UNARY, [b.add(Op.CONCAT, parts, axis=0)], fn=Unary.TANH)])
+    check(graph)
+    assert compile_graph(graph, "t").report["kernels"] == 3

@@ -96,14 +96,14 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         off = weights.add(key, gemm.pack_b(data) if packed else data)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
-    kernels = [n for n in graph.nodes if n.op is Op.KERNEL]
+    kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
     for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
         packed = {inner.name for outer, inner in zip(node.inputs, body.inputs)
                   if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
-        _emit_kernel(fn, node, packed, threads)
+        _emit_kernel(fn, node, packed, threads, plan.row_stride.get(node.name))
         args = [pointer(node.name, False)]
         for outer, inner in zip(node.inputs, body.inputs):
             args.append(pointer(outer, inner.name in packed))
@@ -117,7 +117,8 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
     return Program(module, weights.blob(), plan, graph)
 
 
-def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int) -> None:
+def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int,
+                 ldc: int | None) -> None:
     body: Graph = node.attrs["body"]
     b = ir.IRBuilder(fn.append_basic_block())
     out, scratch, sync, tid = fn.args[0], fn.args[-3], fn.args[-2], fn.args[-1]
@@ -125,7 +126,7 @@ def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int) ->
     team = Team(tid, threads, sync)
     kind = node.attrs["kind"]
     if kind == "matmul":
-        emit_matmul(b, node, ptrs, out, scratch, team, packed)
+        emit_matmul(b, node, ptrs, out, scratch, team, packed, ldc)
     else:
         EMITTERS[kind](b, node, ptrs, out, scratch, team)
     b.ret_void()

@@ -124,10 +124,12 @@ class ChainEpilogue:
 
 
 def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
-                scratch: ir.Value, team: Team, packed: set[str]) -> None:
+                scratch: ir.Value, team: Team, packed: set[str], ldc: int | None = None) -> None:
+    """``ldc``: the output's row stride when it is a column block of a wider (concat) buffer."""
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
+    ldc = ldc or n
     cursor = b.bitcast(scratch, F32P)
     a_name, b_name = mt.mm.inputs
     if mt.window is not None:  # im2col: the patches, materialized once
@@ -168,10 +170,10 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
             continue
         if hi - lo not in variants:
             variants[hi - lo] = emit_gemm(b.module, f"{b.function.name}.gemm{hi - lo}", m=hi - lo,
-                                          k=k, n=n, lda=k, ldc=n, epilogue=epilogue)
+                                          k=k, n=n, lda=k, ldc=ldc, epilogue=epilogue)
         rows = [b.gep(p, [const(lo * epilogue.layout[i][0])]) for i, p in
                 zip(epilogue.operands, extra)]
-        call = [b.gep(a_ptr, [const(lo * k)]), b_ptr, b.gep(out, [const(lo * n)]), *rows]
+        call = [b.gep(a_ptr, [const(lo * k)]), b_ptr, b.gep(out, [const(lo * ldc)]), *rows]
         if team.size == 1:
             b.call(variants[hi - lo], call)
         else:
