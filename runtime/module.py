@@ -15,6 +15,15 @@ from .pool import ThreadTeam
 Signature = list[tuple[str, tuple[int, ...], str]]
 
 
+def _address(array: np.ndarray) -> int:
+    """The data pointer of a C-contiguous array (the buffer protocol is 3x faster than
+    ``array.ctypes.data``, which stays the fallback for read-only or empty arrays)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError):
+        return array.ctypes.data
+
+
 def _aligned_buffer(nbytes: int) -> np.ndarray:
     """A zeroed uint8 buffer whose data starts on a 64-byte boundary."""
     raw = np.zeros(nbytes + 64, dtype=np.uint8)
@@ -79,8 +88,7 @@ class Module:
     def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         outs = [np.empty(shape, np.float32) if name not in self._input_index
                 else arrays[self._input_index[name]].copy() for name, shape, _ in self.outputs]
-        args = (self._weights_ptr, self._arena_ptr, *[a.ctypes.data for a in arrays],
-                *[o.ctypes.data for o in outs])
+        args = (self._weights_ptr, self._arena_ptr, *map(_address, arrays), *map(_address, outs))
         with self._lock:
             if self._team is None:
                 self._fn(*args, None, 0)
