@@ -78,7 +78,8 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     module = Module(name, engine.get_function_address(f"{name}_entry"), weights,
                     plan.arena_bytes, sig_in, sig_out, report, keepalive=[engine],
                     exporter=partial(_export, optimized, name, sig_in, sig_out, report),
-                    threads=threads)
+                    threads=threads, worker=engine.get_function_address(f"{name}_worker")
+                    if threads > 1 else 0)
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module
 

@@ -38,7 +38,8 @@ class Module:
 
     def __init__(self, name: str, entry: int, weights: np.ndarray | int, arena_bytes: int,
                  inputs: Signature, outputs: Signature, report: dict[str, Any],
-                 keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1) -> None:
+                 keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1,
+                 worker: int = 0) -> None:
         self.name = name
         self.inputs = inputs
         self.outputs = outputs
@@ -48,7 +49,7 @@ class Module:
         n = len(inputs) + len(outputs)
         # entry(weights, arena, inputs.., outputs.., barrier words, thread index)
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64)(entry)
-        self._team = ThreadTeam(self._fn, threads) if threads > 1 else None
+        self._team = ThreadTeam(self._fn, worker, threads, 2 + n) if threads > 1 else None
         self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data

@@ -1,52 +1,64 @@
-"""The threads of a multi-threaded module: workers parked on semaphores, woken once per run.
+"""The threads of a multi-threaded module.
 
-The generated code splits each kernel among the team and meets at its own spin barrier
-(backends/cpu/team.py), so Python only starts the run and waits for its end: two wake-ups
-per inference, not per kernel. ctypes releases the GIL for the native call.
+Generated code splits each kernel among the team and meets at its own spin barrier
+(backends/cpu/team.py). Between runs a worker waits in native code, spinning on the mailbox's
+generation word for a while (a run that follows soon starts at once) before it parks on a
+condition variable. Thread 0 is the caller; the entry's final barrier means that when it
+returns, every worker has finished. ctypes releases the GIL for each native call.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+SPINS = 1 << 16  # idle rounds of `pause` before a worker parks (roughly a millisecond)
+
 
 class ThreadTeam:
     """Runs ``entry(*args, sync, tid)`` on ``size`` threads at once (tid 0 is the caller)."""
 
-    def __init__(self, entry: Callable[..., None], size: int) -> None:
+    def __init__(self, entry: Callable[..., None], worker: int, size: int, n_args: int) -> None:
         self.entry = entry
         self.size = size
+        self._worker = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(worker)
         self._sync = np.zeros(16, np.int32)  # the barrier's arrival count and generation
+        self._mailbox = np.zeros(2 + n_args, np.int64)  # generation, exit flag, pointers
+        self._parked = 0
         self._sync_ptr = self._sync.ctypes.data
-        self._args: Sequence[int] | None = None
-        self._go = [threading.Semaphore(0) for _ in range(size - 1)]
-        self._done = threading.Semaphore(0)
-        self._workers = [threading.Thread(target=self._work, args=(tid,), daemon=True,
+        self._cv = threading.Condition()
+        self._threads = [threading.Thread(target=self._work, args=(tid,), daemon=True,
                                           name=f"sw2c-worker-{tid}") for tid in range(1, size)]
-        for w in self._workers:
-            w.start()
+        for t in self._threads:
+            t.start()
 
     def _work(self, tid: int) -> None:
+        box, sync = self._mailbox.ctypes.data, self._sync.ctypes.data
+        seen = 0
         while True:
-            self._go[tid - 1].acquire()
-            args = self._args
-            if args is None:
+            seen = self._worker(box, sync, tid, seen, SPINS)  # runs jobs until idle
+            if seen < 0:
                 return
-            self.entry(*args, self._sync_ptr, tid)
-            self._done.release()
+            with self._cv:  # idle for a while: park until the next run
+                self._parked += 1
+                while self._mailbox[0] == seen:
+                    self._cv.wait()
+                self._parked -= 1
 
     def run(self, args: Sequence[int]) -> None:
-        self._args = args
-        for go in self._go:
-            go.release()
+        self._mailbox[2:] = args
+        self._mailbox[0] += 1  # x86 keeps stores in order: the pointers are visible first
+        if self._parked:
+            with self._cv:
+                self._cv.notify_all()
         self.entry(*args, self._sync_ptr, 0)
-        for _ in self._go:
-            self._done.acquire()
 
     def close(self) -> None:
-        self._args = None
-        for go in self._go:
-            go.release()
+        self._mailbox[1] = 1
+        self._mailbox[0] += 1
+        with self._cv:
+            self._cv.notify_all()

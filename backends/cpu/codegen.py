@@ -18,7 +18,7 @@ from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import Matmul, emit_matmul, scratch_bytes
-from .team import I32P, Team
+from .team import I32P, Team, emit_worker
 
 ALIGN = 64
 
@@ -111,9 +111,10 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
         b.call(fn, [*args, sync, tid])
-        if index + 1 < len(kernels):
-            team.barrier(b)
+        team.barrier(b)  # after the last one too: when thread 0 returns, the run is complete
     b.ret_void()
+    if threads > 1:
+        emit_worker(module, entry, 2 + n_in + n_out)
     return Program(module, weights.blob(), plan, graph)
 
 

@@ -55,6 +55,58 @@ class Team:
             b.call(barrier_function(b.module), [self.sync, const(self.size)])
 
 
+def _pause(b: ir.IRBuilder) -> None:
+    """The spin-wait hint (x86 `pause`), where the target has one."""
+    if "x86" in b.module.triple:
+        b.call(b.module.declare_intrinsic("llvm.x86.sse2.pause",
+                                          fnty=ir.FunctionType(ir.VoidType(), [])), [])
+
+
+def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Function:
+    """`i64 <name>_worker(i64* mailbox, i32* sync, i64 tid, i64 seen, i64 spins)`: a worker
+    thread's loop, all in native code so a busy worker never takes the GIL: spin until the
+    mailbox's generation (word 0) moves past the last one seen, run the entry with the pointers
+    in words 2.., and wait again. Returns the last generation seen after ``spins`` idle rounds
+    (the runtime then parks the thread), or -1 when word 1 asks the worker to exit."""
+    i64p = I64.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(I64, [i64p, I32P, I64, I64, I64]),
+                     f"{entry.name.removesuffix('_entry')}_worker")
+    mailbox, sync, tid, seen0, spins = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+    pre = b.block
+    wait, idle, timeout, run, work, gone = (fn.append_basic_block(n) for n in (
+        "wait", "idle", "timeout", "run", "work", "exit"))
+    b.branch(wait)
+    b.position_at_end(wait)
+    i = b.phi(I64)
+    seen = b.phi(I64)
+    i.add_incoming(const(0), pre)
+    seen.add_incoming(seen0, pre)
+    gen = b.load_atomic(mailbox, "acquire", 8)
+    b.cbranch(b.icmp_signed("!=", gen, seen), run, idle)
+    b.position_at_end(idle)
+    _pause(b)
+    nxt = b.add(i, const(1))
+    i.add_incoming(nxt, idle)
+    seen.add_incoming(seen, idle)
+    b.cbranch(b.icmp_signed("<", nxt, spins), wait, timeout)
+    b.position_at_end(timeout)
+    b.ret(seen)
+    b.position_at_end(run)
+    leave = b.load(b.gep(mailbox, [const(1)]))
+    b.cbranch(b.icmp_signed("!=", leave, const(0)), gone, work)
+    b.position_at_end(gone)
+    b.ret(const(-1))
+    b.position_at_end(work)
+    args = [b.inttoptr(b.load(b.gep(mailbox, [const(2 + j)])), t)
+            for j, t in enumerate(entry.function_type.args[:n_args])]
+    b.call(entry, [*args, sync, tid])
+    i.add_incoming(const(0), work)
+    seen.add_incoming(gen, work)
+    b.branch(wait)
+    return fn
+
+
 def barrier_function(module: ir.Module) -> ir.Function:
     """`void sw2c_barrier(i32* sync, i64 n)`: a sense-reversing spin barrier for n threads."""
     existing = module.globals.get("sw2c_barrier")
@@ -78,10 +130,7 @@ def barrier_function(module: ir.Module) -> ir.Function:
             done = b.append_basic_block("spun")
             b.branch(spin)
             b.position_at_end(spin)
-            pause = module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(
-                ir.VoidType(), [])) if "x86" in module.triple else None
-            if pause is not None:
-                b.call(pause, [])
+            _pause(b)
             now = b.load_atomic(gen_ptr, "acquire", 4)
             b.cbranch(b.icmp_unsigned("==", now, gen), spin, done)
             b.position_at_end(done)
