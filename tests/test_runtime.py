@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-
 import sw2c
 from sw2c.driver import compile_graph
 from sw2c.ir import Builder, Op, TensorType, Unary, Value, run
