@@ -16,7 +16,7 @@ from llvmlite import ir
 from ...ir import Graph, Op
 from .llvm import F32, I64
 from .loops import const
-from .math import emit_binary, emit_unary
+from .math import emit_binary, emit_unary, splat
 
 Coords = list[ir.Value]
 
@@ -39,22 +39,56 @@ def linear(b: ir.IRBuilder, coords: Coords, shape: Sequence[int]) -> ir.Value:
     return off
 
 
+def keeps_last_axis(body: Graph) -> bool:
+    """True when every body value's last axis is the kernel's last axis, read with stride 1
+    (or broadcast from size 1): then ``lanes`` consecutive elements along it can be computed
+    as one vector (see BodyEmitter)."""
+    width = body.type_of(body.outputs[0]).shape[-1:]
+    for node in body.nodes:
+        shape = node.type.shape
+        if node.op is Op.RESHAPE or (shape[-1:] != width and shape[-1:] not in ((1,), ())):
+            return False
+        at = node.attrs
+        if node.op is Op.TRANSPOSE and at["perm"][-1] != len(shape) - 1:
+            return False
+        if node.op is Op.SLICE and at["steps"][-1] != 1:
+            return False
+        if node.op is Op.PAD and (at["pads"][len(shape) - 1] or at["pads"][-1]):
+            return False
+    return all(v.type.shape[-1:] in (width, (1,), ()) for v in body.inputs)
+
+
 class BodyEmitter:
     """Emits ``value(name, coords)`` for the nodes of a kernel body.
 
     ``pointers`` maps body inputs to float pointers; ``overrides`` supplies values the kernel
-    computes itself (a reduction's accumulator)."""
+    computes itself (a reduction's accumulator). With ``lanes`` > 1 every value is a vector of
+    that many consecutive elements along the last axis, whose coordinate is the first of them
+    (valid only where ``keeps_last_axis(body)``)."""
 
     def __init__(self, b: ir.IRBuilder, body: Graph, pointers: dict[str, ir.Value],
-                 overrides: dict[str, Callable[[Coords], ir.Value]] | None = None) -> None:
+                 overrides: dict[str, Callable[[Coords], ir.Value]] | None = None,
+                 lanes: int = 1) -> None:
         self.b = b
         self.body = body
         self.pointers = pointers
         self.overrides = overrides or {}
+        self.lanes = lanes
 
     def load(self, name: str, coords: Coords) -> ir.Value:
         shape = self.body.type_of(name).shape
-        return self.b.load(self.b.gep(self.pointers[name], [linear(self.b, coords, shape)]))
+        ptr = self.b.gep(self.pointers[name], [linear(self.b, coords, shape)])
+        if self.lanes == 1:
+            return self.b.load(ptr)
+        vec = ir.VectorType(F32, self.lanes)
+        if shape[-1:] in ((1,), ()):
+            return splat(self.b, ir.Constant(vec, None), self.b.load(ptr))
+        return self.b.load(self.b.bitcast(ptr, vec.as_pointer()), align=4)
+
+    def constant(self, value: float) -> ir.Value:
+        if self.lanes == 1:
+            return ir.Constant(F32, value)
+        return ir.Constant(ir.VectorType(F32, self.lanes), [ir.Constant(F32, value)] * self.lanes)
 
     def value(self, name: str, coords: Coords) -> ir.Value:
         if name in self.overrides:
@@ -64,7 +98,7 @@ class BodyEmitter:
         node = self.body.producer[name]
         b, at = self.b, node.attrs
         if node.op is Op.CONST:
-            return ir.Constant(F32, float(np.asarray(at["value"]).reshape(-1)[0]))
+            return self.constant(float(np.asarray(at["value"]).reshape(-1)[0]))
         if node.op is Op.UNARY:
             return emit_unary(b, at["fn"], at, self.value(node.inputs[0], coords))
         if node.op is Op.BINARY:
@@ -104,7 +138,7 @@ class BodyEmitter:
             inside = b.icmp_unsigned("<", c, const(d))  # unsigned: negatives are huge
             ok = b.and_(ok, inside)
             clamped.append(b.select(inside, c, const(0)))
-        return b.select(ok, self.value(name, clamped), ir.Constant(F32, float(pad)))
+        return b.select(ok, self.value(name, clamped), self.constant(float(pad)))
 
     def _window(self, name: str, coords: Coords, at) -> ir.Value:
         n = len(at["kernel"])
@@ -130,7 +164,12 @@ class BodyEmitter:
 
 def store(b: ir.IRBuilder, ptr: ir.Value, coords: Coords, shape: Sequence[int],
           value: ir.Value) -> None:
-    b.store(value, b.gep(ptr, [linear(b, coords, shape)]))
+    """Store a scalar, or a vector of consecutive elements along the last axis."""
+    at = b.gep(ptr, [linear(b, coords, shape)])
+    if isinstance(value.type, ir.VectorType):
+        b.store(value, b.bitcast(at, value.type.as_pointer()), align=4)
+    else:
+        b.store(value, at)
 
 
 __all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides"]

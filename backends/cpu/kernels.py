@@ -9,9 +9,9 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Binary, Graph, Node, Op, Reduce
-from .expr import BodyEmitter, Coords, linear, store
-from .llvm import F32, F32P, I8P, I64
-from .loops import Split, const, loop_nest
+from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store
+from .llvm import F32, F32P, I8P, I64, vector_lanes
+from .loops import Split, const, for_range, loop_nest
 from .math import FAST, emit_binary
 from .team import I32P, Team
 
@@ -53,8 +53,52 @@ def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     red = next(n for n in body.nodes if n.op is Op.REDUCE)
     oshape = red.type.shape
     kept = [a for a in range(len(oshape)) if a not in red.attrs["axes"]]
+    rank = len(oshape)
+    if rank and rank - 1 in kept and oshape[-1] >= 4 and keeps_last_axis(body):
+        with team.share(b, oshape, kept[:-1]) as split:
+            _reduce_vectors(b, body, red, ptrs, out, split)
+        return
     with team.share(b, oshape, kept) as split:  # threads own disjoint output elements
         _reduce_loops(b, body, red, ptrs, out, split)
+
+
+def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
+                    out: ir.Value, split: Split | None) -> None:
+    """Channels innermost and kept (pooling, depthwise conv): per output position, blocks of
+    channels accumulate in vector registers over the window, then the epilogue runs on the
+    vector and one store writes the block."""
+    fn, axes = red.attrs["fn"], tuple(red.attrs["axes"])
+    oshape, ishape = red.type.shape, body.type_of(red.inputs[0]).shape
+    width, lanes = oshape[-1], vector_lanes()
+    count = int(np.prod([ishape[a] for a in axes]))
+    root = body.outputs[0]
+    with loop_nest(b, oshape[:-1], split) as idx:
+        for start, n, blocks in _blocks(width, lanes):
+            with for_range(b, blocks) as blk:
+                c0 = b.add(const(start), b.mul(blk, const(n)))
+                emitter = BodyEmitter(b, body, ptrs, lanes=n)
+                vec = ir.VectorType(F32, n)
+                with b.goto_entry_block():
+                    acc = b.alloca(vec)
+                b.store(emitter.constant(REDUCE_INIT[fn]), acc)
+                with loop_nest(b, [ishape[a] for a in axes]) as r:
+                    coords = list(idx) + [c0]
+                    for a, i in zip(axes, r):
+                        coords[a] = i
+                    x = emitter.value(red.inputs[0], coords)
+                    b.store(emit_binary(b, REDUCE_OP[fn], b.load(acc), x), acc)
+                total = b.load(acc)
+                if fn is Reduce.MEAN:
+                    total = b.fmul(total, emitter.constant(1.0 / count))
+                result = BodyEmitter(b, body, ptrs, {red.name: lambda _: total}, lanes=n)
+                store(b, out, list(idx) + [c0], oshape, result.value(root, list(idx) + [c0]))
+
+
+def _blocks(width: int, lanes: int) -> list[tuple[int, int, int]]:
+    """(first channel, lanes, count) runs covering ``width``: full vectors, then one shorter."""
+    full, tail = divmod(width, lanes)
+    runs = [(0, lanes, full)] if full else []
+    return runs + ([(full * lanes, tail, 1)] if tail else [])
 
 
 def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
