@@ -90,7 +90,7 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
                 total = b.load(acc)
                 if fn is Reduce.MEAN:
                     total = b.fmul(total, emitter.constant(1.0 / count))
-                result = BodyEmitter(b, body, ptrs, {red.name: lambda _: total}, lanes=n)
+                result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes=n)
                 store(b, out, list(idx) + [c0], oshape, result.value(root, list(idx) + [c0]))
 
 
