@@ -89,7 +89,7 @@ def _compile(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .benchmarks.harness import bench_model
+    from .benchmarks.bench import bench_model, format_result
 
     result = bench_model(args.models, target=args.target, threads=args.threads or 1,
                          input_shapes=dict(args.input_shape), seconds=args.seconds,
@@ -97,8 +97,6 @@ def _bench(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        from .benchmarks.harness import format_result
-
         print(format_result(result))
 
 

@@ -1,0 +1,65 @@
+"""`sw2c bench`: compile a model, then time sw2c and onnxruntime on the same inputs, interleaved
+in one process, with the same number of threads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .harness import PEAK_GFLOPS_PER_CORE, measure, ort_session
+
+
+def bench_model(models: Sequence[str], *, target: str = "cpu", threads: int = 1,
+                input_shapes: Mapping[str, Sequence[int]] | None = None, seconds: float = 3.0,
+                progress: bool = False) -> dict[str, Any]:
+    """Median/p90 latency of sw2c and onnxruntime, their ratio, GFLOP/s and % of peak."""
+    import sw2c
+    from sw2c.frontend import load_model
+    from sw2c.runtime.verify import random_feeds
+
+    module = sw2c.compile(list(models), target=target, threads=threads,
+                          input_shapes=input_shapes)
+    feeds = random_feeds(module, seed=0)
+    session = ort_session(load_model(models[0]), threads)
+    names = [n for n, _, _ in module.outputs]
+    arrays = [feeds[n] for n, _, _ in module.inputs]
+    timing = measure(lambda: module(*arrays), lambda: session.run(names, feeds),
+                     min_seconds=seconds, rounds=10, progress=progress)
+    report = module.report
+    gflop = report["flops"] / 1e9
+    sw2c_s = timing["sw2c"]["median"]
+    return {
+        "model": " ".join(str(m) for m in models),
+        "target": target,
+        "threads": threads,
+        "gflop": gflop,
+        "sw2c": timing["sw2c"],
+        "onnxruntime": timing["ort"],
+        "ratio": timing["ratio"],
+        "gflops": gflop / sw2c_s if sw2c_s else 0.0,
+        "percent_of_peak": 100 * gflop / sw2c_s / (PEAK_GFLOPS_PER_CORE * threads)
+        if sw2c_s else 0.0,
+        "arena_bytes": report["arena_bytes"],
+        "arena_lower_bound_bytes": report["arena_lower_bound_bytes"],
+        "kernels": report["kernels"],
+        "compile_seconds": report["compile_seconds"],
+        "verification_error": report.get("verification_error"),
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+def format_result(r: dict[str, Any]) -> str:
+    s, o = r["sw2c"], r["onnxruntime"]
+    return "\n".join([
+        f"{r['model']}: {r['gflop']:.4f} GFLOP, {r['threads']} thread(s), target {r['target']}",
+        f"  sw2c         median {_ms(s['median'])}  p90 {_ms(s['p90'])}",
+        f"  onnxruntime  median {_ms(o['median'])}  p90 {_ms(o['p90'])}",
+        f"  ratio        {r['ratio']:.2f}x onnxruntime's latency "
+        f"({'faster' if r['ratio'] < 1 else 'slower'})",
+        f"  throughput   {r['gflops']:.1f} GFLOP/s = {r['percent_of_peak']:.0f}% of the "
+        f"measured fp32 FMA peak",
+        f"  arena        {r['arena_bytes']} bytes (lower bound {r['arena_lower_bound_bytes']})",
+    ])

@@ -1,0 +1,106 @@
+"""Whole models: the architectures the onnx wheel ships (light/*: constant 0.02 weights, so
+also re-run with random weights against onnxruntime) and the pytorch-converted/-operator cases
+whose ops sw2c supports."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import onnx
+import pytest
+import sw2c
+from onnx import numpy_helper
+from sw2c.runtime.verify import reference_session
+
+from .conformance import FOLDABLE, SUPPORTED
+
+DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+LIGHT = sorted(os.path.basename(p)[len("light_"):-len(".onnx")]
+               for p in glob.glob(os.path.join(DATA, "light", "light_*.onnx")))
+
+
+def dummy_input(vi: onnx.ValueInfoProto) -> np.ndarray:
+    """The input onnx's backend runner feeds the light models (arange / n)."""
+    shape = tuple(d.dim_value or 1 for d in vi.type.tensor_type.shape.dim)
+    n = int(np.prod(shape))
+    return (np.arange(n).reshape(shape) / n).astype(np.float32)
+
+
+def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """The same architecture with random float weights (scaled by fan-in, so activations stay
+    O(1) through deep nets)."""
+    rng = np.random.default_rng(seed)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, t in enumerate(out.graph.initializer):
+        w = numpy_helper.to_array(t)
+        if w.dtype != np.float32:
+            continue
+        fan_in = int(np.prod(w.shape[1:])) if w.ndim > 1 else 1
+        scale = (2.0 / max(fan_in, 1)) ** 0.5 if w.ndim > 1 else 0.1
+        r = rng.normal(0, scale, w.shape).astype(np.float32)
+        if w.ndim == 1 and "var" in t.name.lower():
+            r = np.abs(r) + 1.0  # BatchNorm variances stay positive
+        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(r, t.name))
+    return out
+
+
+def light_model(name: str) -> onnx.ModelProto:
+    return onnx.load(os.path.join(DATA, "light", f"light_{name}.onnx"))
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_light_model_matches_reference_output(name):
+    model = light_model(name)
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    feeds = {vi.name: dummy_input(vi) for vi in inputs}
+    module = sw2c.compile(model, verify=False)
+    got = module.run(feeds)
+    expect = numpy_helper.to_array(onnx.load_tensor(
+        os.path.join(DATA, "light", f"light_{name}_output_0.pb")))
+    np.testing.assert_allclose(got[module.outputs[0][0]], expect, rtol=2e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LIGHT)
+def test_light_model_with_random_weights_matches_onnxruntime(name):
+    model = randomized(light_model(name))
+    module = sw2c.compile(model, verify=True)  # raises VerificationError on disagreement
+    assert module.report["verification_error"] < 1e-3
+
+
+def _converted_cases() -> list[str]:
+    cases = []
+    for kind in ("pytorch-converted", "pytorch-operator"):
+        for d in sorted(glob.glob(os.path.join(DATA, kind, "test_*"))):
+            model = onnx.load(os.path.join(d, "model.onnx"))
+            ops = {n.op_type for n in model.graph.node}
+            if ops <= SUPPORTED | FOLDABLE:
+                cases.append(d)
+    return cases
+
+
+CONVERTED = _converted_cases()
+
+
+@pytest.mark.parametrize("case", CONVERTED, ids=[os.path.basename(c) for c in CONVERTED])
+def test_pytorch_case(case):
+    model = onnx.load(os.path.join(case, "model.onnx"))
+    data = os.path.join(case, "test_data_set_0")
+    inputs = [numpy_helper.to_array(onnx.load_tensor(p))
+              for p in sorted(glob.glob(os.path.join(data, "input_*.pb")))]
+    outputs = [numpy_helper.to_array(onnx.load_tensor(p))
+               for p in sorted(glob.glob(os.path.join(data, "output_*.pb")))]
+    inits = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    feeds = dict(zip(names, inputs))
+    module = sw2c.compile(model, verify=False, input_shapes={k: v.shape for k, v in feeds.items()})
+    got = module.run(feeds)
+    for (name, _, _), want in zip(module.outputs, outputs):
+        np.testing.assert_allclose(got[name], want, rtol=1e-3, atol=1e-5)
+
+
+def test_reference_session_runs():
+    assert reference_session(light_model("squeezenet")) is not None
