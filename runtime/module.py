@@ -49,7 +49,8 @@ class Module:
         n = len(inputs) + len(outputs)
         # entry(weights, arena, inputs.., outputs.., barrier words, thread index)
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64)(entry)
-        self._team = ThreadTeam(self._fn, worker, threads, 2 + n) if threads > 1 else None
+        self._team = (ThreadTeam(self._fn, worker, threads, 2 + n, self._keepalive)
+                      if threads > 1 else None)
         self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data

@@ -21,8 +21,10 @@ SPINS = 1 << 16  # idle rounds of `pause` before a worker parks (roughly a milli
 class ThreadTeam:
     """Runs ``entry(*args, sync, tid)`` on ``size`` threads at once (tid 0 is the caller)."""
 
-    def __init__(self, entry: Callable[..., None], worker: int, size: int, n_args: int) -> None:
+    def __init__(self, entry: Callable[..., None], worker: int, size: int, n_args: int,
+                 code: object) -> None:
         self.entry = entry
+        self._code = code  # the JIT engine: its code must outlive the workers running it
         self.size = size
         self._worker = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(worker)
@@ -58,7 +60,11 @@ class ThreadTeam:
         self.entry(*args, self._sync_ptr, 0)
 
     def close(self) -> None:
+        """Stop the workers and wait until none is left inside the generated code."""
         self._mailbox[1] = 1
         self._mailbox[0] += 1
         with self._cv:
             self._cv.notify_all()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()

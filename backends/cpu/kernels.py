@@ -11,7 +11,7 @@ from llvmlite import ir
 from ...ir import Binary, Graph, Node, Op, Reduce
 from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store
 from .llvm import F32, F32P, I8P, I64, vector_lanes
-from .loops import Split, const, for_range, loop_nest
+from .loops import Split, const, loop_nest
 from .math import FAST, emit_binary
 from .team import I32P, Team
 
@@ -64,41 +64,46 @@ def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
 
 def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
                     out: ir.Value, split: Split | None) -> None:
-    """Channels innermost and kept (pooling, depthwise conv): per output position, blocks of
-    channels accumulate in vector registers over the window, then the epilogue runs on the
-    vector and one store writes the block."""
+    """Channels innermost and kept (pooling, depthwise conv): per output position, a group of
+    up to GROUP channel vectors accumulates in registers over the window (the window's bounds
+    are checked once per tap for the whole group), then the epilogue runs on each vector and
+    one store writes it."""
     fn, axes = red.attrs["fn"], tuple(red.attrs["axes"])
     oshape, ishape = red.type.shape, body.type_of(red.inputs[0]).shape
-    width, lanes = oshape[-1], vector_lanes()
     count = int(np.prod([ishape[a] for a in axes]))
-    root = body.outputs[0]
     with loop_nest(b, oshape[:-1], split) as idx:
-        for start, n, blocks in _blocks(width, lanes):
-            with for_range(b, blocks) as blk:
-                c0 = b.add(const(start), b.mul(blk, const(n)))
-                emitter = BodyEmitter(b, body, ptrs, lanes=n)
-                vec = ir.VectorType(F32, n)
+        for group in _groups(oshape[-1], vector_lanes()):
+            accs = []
+            for start, lanes in group:
                 with b.goto_entry_block():
-                    acc = b.alloca(vec)
-                b.store(emitter.constant(REDUCE_INIT[fn]), acc)
-                with loop_nest(b, [ishape[a] for a in axes]) as r:
-                    coords = list(idx) + [c0]
+                    accs.append(b.alloca(ir.VectorType(F32, lanes)))
+                b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(REDUCE_INIT[fn]),
+                        accs[-1])
+            with loop_nest(b, [ishape[a] for a in axes]) as r:
+                for (start, lanes), acc in zip(group, accs):
+                    coords = list(idx) + [const(start)]
                     for a, i in zip(axes, r):
                         coords[a] = i
-                    x = emitter.value(red.inputs[0], coords)
+                    x = BodyEmitter(b, body, ptrs, lanes=lanes).value(red.inputs[0], coords)
                     b.store(emit_binary(b, REDUCE_OP[fn], b.load(acc), x), acc)
+            for (start, lanes), acc in zip(group, accs):
                 total = b.load(acc)
                 if fn is Reduce.MEAN:
-                    total = b.fmul(total, emitter.constant(1.0 / count))
-                result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes=n)
-                store(b, out, list(idx) + [c0], oshape, result.value(root, list(idx) + [c0]))
+                    total = b.fmul(total, BodyEmitter(b, body, ptrs, lanes=lanes).constant(
+                        1.0 / count))
+                at = list(idx) + [const(start)]
+                result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes)
+                store(b, out, at, oshape, result.value(body.outputs[0], at))
 
 
-def _blocks(width: int, lanes: int) -> list[tuple[int, int, int]]:
-    """(first channel, lanes, count) runs covering ``width``: full vectors, then one shorter."""
-    full, tail = divmod(width, lanes)
-    runs = [(0, lanes, full)] if full else []
-    return runs + ([(full * lanes, tail, 1)] if tail else [])
+GROUP = 8  # channel vectors accumulated together (registers: GROUP + operands < 32)
+
+
+def _groups(width: int, lanes: int) -> list[list[tuple[int, int]]]:
+    """(first channel, lanes) blocks covering ``width``, in groups of at most GROUP vectors;
+    the last block may be shorter than a vector."""
+    blocks = [(c, min(lanes, width - c)) for c in range(0, width, lanes)]
+    return [blocks[i:i + GROUP] for i in range(0, len(blocks), GROUP)]
 
 
 def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
