@@ -74,7 +74,7 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
     with loop_nest(b, oshape[:-1], split) as idx:
         for group in _groups(oshape[-1], vector_lanes()):
             accs = []
-            for start, lanes in group:
+            for _, lanes in group:
                 with b.goto_entry_block():
                     accs.append(b.alloca(ir.VectorType(F32, lanes)))
                 b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(REDUCE_INIT[fn]),
