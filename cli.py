@@ -10,8 +10,6 @@ from typing import Any
 
 from .errors import Sw2cError
 
-COMMANDS = ("bench",)
-
 
 def _shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.rpartition("=")
@@ -35,7 +33,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _compile_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sw2c", description="Compile ONNX models to native code with a static memory plan. "
-        "Other commands: sw2c bench MODEL.onnx (latency vs onnxruntime).")
+        "Other commands: sw2c bench MODEL.onnx (latency vs onnxruntime), "
+        "sw2c inspect MODEL.onnx (IR, kernels, memory plan).")
     _common(p)
     p.add_argument("-o", "--output", default="build", metavar="DIR",
                    help="where to write lib<name>.so, <name>.h, <name>.json (default: build)")
@@ -51,6 +50,15 @@ def _bench_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per engine")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sw2c inspect",
+                                description="Show the optimized IR, the kernels and the memory plan.")
+    _common(p)
+    p.add_argument("--plot", metavar="PLAN.png", help="draw the memory plan")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (stable keys)")
     return p
 
 
@@ -100,10 +108,28 @@ def _bench(args: argparse.Namespace) -> None:
         print(format_result(result))
 
 
+def _inspect(args: argparse.Namespace) -> None:
+    from . import compile as sw2c_compile
+    from .runtime.inspect import format_inspection, kernel_table, plot_plan
+
+    module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
+                          threads=args.threads, verify=False)
+    if args.plot:
+        plot_plan(module.plan, args.plot, module.name)
+    if args.json:
+        doc = {"model": module.name, **module.plan.as_json(),
+               "kernels": kernel_table(module.graph, module.plan)}
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    else:
+        print(format_inspection(module.graph, module.plan))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         args, run = _bench_parser().parse_args(argv[1:]), _bench
+    elif argv and argv[0] == "inspect":
+        args, run = _inspect_parser().parse_args(argv[1:]), _inspect
     else:
         args, run = _compile_parser().parse_args(argv), _compile
     try:

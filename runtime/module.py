@@ -41,6 +41,8 @@ class Module:
                  keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1,
                  worker: int = 0) -> None:
         self.name = name
+        self.graph: Any = None  # the optimized IR and memory plan, when compiled in-process
+        self.plan: Any = None
         self.inputs = inputs
         self.outputs = outputs
         self.report = report
