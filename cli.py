@@ -54,8 +54,8 @@ def _bench_parser() -> argparse.ArgumentParser:
 
 
 def _inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sw2c inspect",
-                                description="Show the optimized IR, the kernels and the memory plan.")
+    p = argparse.ArgumentParser(
+        prog="sw2c inspect", description="Show the optimized IR, the kernels and the memory plan.")
     _common(p)
     p.add_argument("--plot", metavar="PLAN.png", help="draw the memory plan")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (stable keys)")
