@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Binary, Graph, Node, Op
+from ..ir import Binary, Graph, Node, Op, Reduce
 from .fold_constants import fold_rule
 from .rewrite import Rewriter, rewrite
 
@@ -85,6 +85,30 @@ def scale_into_matmul(rw: Rewriter, node: Node) -> str | None:
     return rw.emit(Op.MATMUL, (mm.inputs[0], rw.constant(w * col)), mm.origin)
 
 
+def scale_into_weighted_sum(rw: Rewriter, node: Node) -> str | None:
+    """sum(x * W) * c -> sum(x * (W * c)) for a per-channel c, when the channel (last) axis is
+    not summed: a depthwise conv absorbs its BatchNorm scale like a matmul does."""
+    if not _binary(node, Binary.MUL) or (parts := _split(rw, node)) is None:
+        return None
+    x, c = parts
+    red = rw.source(x, Op.REDUCE)
+    if (red is None or red.attrs["fn"] is not Reduce.SUM or not rw.single_use(x)
+            or node.type.shape != red.type.shape or red.type.rank - 1 in red.attrs["axes"]):
+        return None
+    prod = rw.source(red.inputs[0], Op.BINARY)
+    if prod is None or prod.attrs["fn"] is not Binary.MUL or not rw.single_use(prod.name):
+        return None
+    inner = _split(rw, prod)
+    col = _column_vector(c, node.type.shape[-1], node.type.rank)
+    if inner is None or col is None:
+        return None
+    y, w = inner
+    scaled = rw.emit(Op.BINARY, (y, rw.constant((w * col).astype(w.dtype))), prod.origin,
+                     fn=Binary.MUL)
+    return rw.emit(Op.REDUCE, (scaled,), red.origin, **red.attrs)
+
+
 def fold_affine(graph: Graph) -> Graph:
     """Fold constant scales/shifts into matmul weights and merge chained constant adds."""
-    return rewrite(graph, [fold_rule, canonicalize, reassociate, scale_into_matmul])
+    return rewrite(graph, [fold_rule, canonicalize, reassociate, scale_into_matmul,
+                           scale_into_weighted_sum])

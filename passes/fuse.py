@@ -1,7 +1,7 @@
 """Fusion: group nodes into KERNEL nodes, each one generated function.
 
-- a MATMUL anchors a kernel with its im2col prologue (window -> reshape) and an epilogue chain
-  of elementwise ops (bias, scale, activation, residual add);
+- a MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape) and an
+  epilogue chain of elementwise ops (bias, scale, activation, residual add);
 - a REDUCE anchors a kernel with an elementwise/window prologue tree and an elementwise epilogue
   (pooling, depthwise conv, softmax pieces);
 - remaining elementwise ops fuse into trees of equal shape, absorbing transposes, slices, pads
@@ -103,6 +103,9 @@ def _group(graph: Graph) -> _Groups:
             w = g.free(r.inputs[0], Op.WINDOW) if r is not None else None
             if w is not None:
                 members = [w, r]
+                t = g.free(w.inputs[0], Op.TRANSPOSE)  # im2col reads through a layout change
+                if t is not None:
+                    members.insert(0, t)
             g.add(members + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)))
     for node in graph.nodes:
         if node.op is Op.REDUCE and node.name not in g.group_of:

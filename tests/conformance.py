@@ -83,15 +83,16 @@ def scope(case) -> str | None:
 
 
 def prepare(case) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarray]]:
-    """The model with its non-float inputs (shapes, axes, pads, ...) made initializers, as in a
-    real exported model, plus the float feeds and the expected outputs."""
+    """The model with its parameter inputs (non-float: shapes, axes, pads; 0-d floats: clip
+    bounds, dropout ratio) made initializers, as they are in a real exported model, plus the
+    float feeds and the expected outputs."""
     model = onnx.ModelProto()
     model.CopyFrom(case.model)
     inputs, outputs = _data(case)
     feeds = {}
     keep = []
     for vi, x in zip(list(model.graph.input), inputs):
-        if x.dtype.kind == "f":
+        if x.dtype.kind == "f" and x.ndim > 0:
             feeds[vi.name] = x
             keep.append(vi)
         else:
