@@ -76,6 +76,10 @@ def scope(case) -> str | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "BatchNormalization" and attrs.get("training_mode", 0):
             return "training mode"
+        if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            names = [vi.name for vi in graph.input]
+            if node.input[2] in names and bool(inputs[names.index(node.input[2])]):
+                return "training mode"
         used = [o for o in node.output if o]
         if node.op_type in ("MaxPool", "Dropout", "BatchNormalization") and len(used) > 1:
             return f"{node.op_type}'s optional extra outputs"

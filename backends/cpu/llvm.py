@@ -47,6 +47,25 @@ def target_machine(reloc: str = "default", opt: int = 3) -> llvm.TargetMachine:
                                         codemodel="default")
 
 
+def _mangle(t: ir.Type) -> str:
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_mangle(t.element)}"
+    if isinstance(t, ir.PointerType):
+        return "p0"
+    return {"float": "f32", "double": "f64"}.get(str(t), str(t))
+
+
+def intrinsic(module: ir.Module, name: str, overloads: list[ir.Type], ret: ir.Type,
+              args: list[ir.Type]) -> ir.Function:
+    """Declare an overloaded LLVM intrinsic, mangling scalar, vector and pointer types
+    (llvmlite's declare_intrinsic does not know vectors)."""
+    full = ".".join([name, *(_mangle(t) for t in overloads)])
+    existing = module.globals.get(full)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(ret, args), full)
+
+
 @lru_cache(maxsize=1)
 def _data_layout() -> str:
     return str(target_machine().target_data)

@@ -9,7 +9,7 @@ from typing import Any
 from llvmlite import ir
 
 from ...ir import Binary, Unary
-from .llvm import F32
+from .llvm import F32, intrinsic
 
 FAST = ("fast",)
 
@@ -31,8 +31,8 @@ def splat(b: ir.IRBuilder, like: ir.Value, value: float | ir.Value) -> ir.Value:
 
 
 def _call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
-    fn = b.module.declare_intrinsic(name, [args[0].type])
-    return b.call(fn, list(args))
+    t = args[0].type
+    return b.call(intrinsic(b.module, name, [t], t, [t] * len(args)), list(args))
 
 
 # unordered compares: a NaN in x propagates, as in numpy (a NaN in y does not; y is usually a

@@ -118,7 +118,8 @@ class ChainEpilogue:
         vptr = b.bitcast(b.gep(ptr, [b.add(base, col)]), like.type.as_pointer())
         if mask is None:
             return b.load(vptr, align=4)
-        fn = b.module.declare_intrinsic("llvm.masked.load", [like.type, vptr.type])
+        fn = intrinsic(b.module, "llvm.masked.load", [like.type, vptr.type], like.type,
+                       [vptr.type, ir.IntType(32), mask.type, like.type])
         return b.call(fn, [vptr, ir.Constant(ir.IntType(32), 4), mask,
                            ir.Constant(like.type, None)])
 
