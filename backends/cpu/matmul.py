@@ -13,7 +13,7 @@ from llvmlite import ir
 from ...ir import Graph, Node, Op
 from .expr import BodyEmitter, store
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
-from .llvm import F32P, I64
+from .llvm import F32P, I64, intrinsic
 from .loops import const, loop_nest
 from .math import emit_binary, emit_unary, splat
 from .team import Team
