@@ -13,6 +13,7 @@ import onnx.version_converter
 import pytest
 import sw2c
 from onnx import numpy_helper
+from sw2c.benchmarks.zoo import randomize_weights
 
 from .conformance import FOLDABLE, SUPPORTED
 
@@ -26,25 +27,6 @@ def dummy_input(vi: onnx.ValueInfoProto) -> np.ndarray:
     shape = tuple(d.dim_value or 1 for d in vi.type.tensor_type.shape.dim)
     n = int(np.prod(shape))
     return (np.arange(n).reshape(shape) / n).astype(np.float32)
-
-
-def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """The same architecture with random float weights (scaled by fan-in, so activations stay
-    O(1) through deep nets)."""
-    rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for i, t in enumerate(out.graph.initializer):
-        w = numpy_helper.to_array(t)
-        if w.dtype != np.float32:
-            continue
-        fan_in = int(np.prod(w.shape[1:])) if w.ndim > 1 else 1
-        scale = (2.0 / max(fan_in, 1)) ** 0.5 if w.ndim > 1 else 0.1
-        r = rng.normal(0, scale, w.shape).astype(np.float32)
-        if w.ndim == 1 and "var" in t.name.lower():
-            r = np.abs(r) + 1.0  # BatchNorm variances stay positive
-        out.graph.initializer[i].CopyFrom(numpy_helper.from_array(r, t.name))
-    return out
 
 
 def light_model(name: str) -> onnx.ModelProto:
@@ -66,7 +48,7 @@ def test_light_model_matches_reference_output(name):
 
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_model_with_random_weights_matches_onnxruntime(name):
-    model = randomized(light_model(name))
+    model = randomize_weights(light_model(name), seed=0)
     module = sw2c.compile(model, verify=True)  # raises VerificationError on disagreement
     assert module.report["verification_error"] < 1e-3
 

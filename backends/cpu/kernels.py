@@ -76,7 +76,7 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
             accs = []
             for _, lanes in group:
                 with b.goto_entry_block():
-                    accs.append(b.alloca(ir.VectorType(F32, lanes)))
+                    accs.append(b.alloca(ir.VectorType(F32, lanes) if lanes > 1 else F32))
                 b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(REDUCE_INIT[fn]),
                         accs[-1])
             with loop_nest(b, [ishape[a] for a in axes]) as r:
