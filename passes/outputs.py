@@ -30,12 +30,16 @@ def _copy_kernel(graph: Graph, out: Value, source: str) -> Node:
 def materialize_outputs(graph: Graph) -> Graph:
     """Insert copy kernels so each output's storage is a kernel output owned by it alone."""
     inputs = {v.name for v in graph.inputs}
-    claimed: set[str] = set()
+    # a kernel's own output keeps its buffer; outputs that only alias it get the copies
+    claimed = {name for name in graph.outputs
+               if (n := graph.producer.get(name)) is not None and n.op is Op.KERNEL}
     copies: dict[str, str] = {}  # output name -> the value it copies
     renamed: dict[str, Node] = {}
     for name in graph.outputs:
         root = storage_root(graph, name)
         node = graph.producer.get(root)
+        if name in claimed:
+            continue
         if root not in inputs and node is not None and node.op is Op.KERNEL and root not in claimed:
             claimed.add(root)
             continue

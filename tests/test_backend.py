@@ -116,7 +116,7 @@ def test_matmul_const_rhs_with_epilogue(m, k, n):
 
 
 @pytest.mark.parametrize("a,bshape", [((3, 5, 7), (3, 7, 4)), ((2, 1, 5, 7), (3, 7, 6)),
-                                      ((4, 6, 8), (8, 5))])
+                                      ((4, 6, 8), (8, 5)), ((2, 3, 5, 7), (2, 3, 7, 4))])
 @pytest.mark.parametrize("const_rhs", [True, False])
 def test_batched_matmul(a, bshape, const_rhs):
     rng = np.random.default_rng(1)
@@ -132,6 +132,13 @@ def test_outputs_that_alias_inputs_constants_and_each_other():
     y = b.add(Op.UNARY, ["x0"], fn=Unary.RELU)
     y2 = b.add(Op.RESHAPE, [y], shape=(6,))
     check(b.finish([r, c, y, y2]))
+
+
+def test_output_aliasing_a_later_output():
+    """Fuzz seed 2: the first output reshapes the second; the second keeps its buffer."""
+    b = builder((1, 1, 1, 1))
+    y = b.add(Op.UNARY, ["x0"], fn=Unary.EXP)
+    check(b.finish([b.add(Op.RESHAPE, [y], shape=(1, 1)), y]))
 
 
 def test_in_place_chain_and_residual_network():

@@ -93,7 +93,9 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         root = storage_root(graph, value)
         data = graph.const(root)
         key = (root, "packed" if packed else "raw")
-        off = weights.add(key, gemm.pack_b(data) if packed else data)
+        if packed:  # one packed panel set per batch of the right-hand side
+            data = gemm.pack_b(data.reshape(-1, *data.shape[-2:]))
+        off = weights.add(key, data)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
