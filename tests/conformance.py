@@ -17,13 +17,15 @@ from onnx import numpy_helper
 
 # ONNX ops sw2c compiles (beyond these, Shape/Gather/Cast/... fold when their inputs are constant)
 SUPPORTED = frozenset("""
-Abs Add AveragePool BatchNormalization Clip Concat Constant ConstantOfShape Conv Div Dropout Exp
-Flatten Gemm GlobalAveragePool GlobalMaxPool HardSigmoid HardSwish Identity LRN LeakyRelu Log
-LogSoftmax MatMul Max MaxPool Min Mul Neg Pad Pow Reciprocal ReduceMax ReduceMean ReduceSum Relu
-Reshape Sigmoid Slice Softmax Split Sqrt Squeeze Sub Sum Tanh Transpose Unsqueeze
+Abs Add AveragePool BatchNormalization CastLike Clip Concat Constant ConstantOfShape Conv Div
+Dropout Exp Expand Flatten Gather Gemm GlobalAveragePool GlobalMaxPool HardSigmoid HardSwish
+Identity LRN LeakyRelu Log LogSoftmax MatMul Max MaxPool Mean Min Mul Neg PRelu Pad Pow
+Reciprocal ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceSum
+ReduceSumSquare Relu Reshape Sigmoid Slice Softmax Split Sqrt Squeeze Sub Sum Tanh Tile Transpose
+Unsqueeze
 """.split())
 # may appear in a test's graph when they fold to constants at compile time
-FOLDABLE = frozenset("Shape Gather Cast Range Equal Where Expand".split())
+FOLDABLE = frozenset("Shape Size Cast Range Equal Where".split())
 
 # in-scope tests we knowingly fail, with the reason (kept empty unless a reason is real)
 KNOWN: dict[str, str] = {}
@@ -74,6 +76,8 @@ def scope(case) -> str | None:
         return "non-fp32 input data"
     for node in graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Cast" and attrs.get("to") == onnx.TensorProto.DOUBLE:
+            return "float64 arithmetic inside the graph"
         if node.op_type == "BatchNormalization" and attrs.get("training_mode", 0):
             return "training mode"
         if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
