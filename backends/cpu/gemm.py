@@ -1,0 +1,365 @@
+"""The register-blocked single-precision GEMM: C = epilogue(A @ B) with B pre-packed.
+
+B is packed into panels of NR columns, ``[n / NR][k][NR]`` (zero padded), so the micro-kernel
+reads one contiguous NR-float row of a panel per step of the reduction. A is read in place
+(row-major, any row stride): each step broadcasts A[i, p] for the MR rows of a strip and issues
+MR x (NR / lanes) FMAs into accumulators that live in vector registers for the whole K block.
+
+Loop nest, outermost first: batch, K blocks of KC (B block in L2, A strip in L1), chunks of NC
+columns, strips of MR rows, tiles of panels. The first K block initialises the tile, later ones
+reload C and keep accumulating, and the last one applies the epilogue once before the store.
+Remainder rows get their own (smaller) micro-kernel; when few rows leave registers free it
+covers several panels at once and splits the reduction over independent accumulator sets, so
+that a GEMV (m == 1) still keeps both FMA pipes busy. Remainder columns use masked stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from llvmlite import ir
+
+from .llvm import F32, F32P, I32, I64, intrinsic, vector_lanes
+from .loops import const, for_range
+from .math import splat
+
+LANES = vector_lanes()
+REGS = 32 if LANES == 16 else 16  # vector registers of the host ISA
+# vectors per row of a panel: on AVX-512, 6 rows x 4 vectors measured 3-10% faster than
+# 14 rows x 2 vectors (fewer, wider B rows per step; no register spill)
+V = 4 if REGS == 32 else 2
+NR = V * LANES  # columns per packed panel: 64 on AVX-512, 16 on AVX2
+MR = (REGS - V - 1) // V  # rows of the main micro-kernel (accumulators + B row + broadcast): 6
+KC = 256  # reduction block: the MR x KC strip of A (6 KiB) stays in L1
+NC = 512  # columns per block of B: KC x NC floats (512 KiB) stay in L2 (1 MiB on Zen 5)
+UNROLL = 4  # unroll of the reduction loop
+CHAINS = 8  # independent FMA chains that hide the FMA latency (2 pipes x 4 cycles)
+
+I1 = ir.IntType(1)
+VEC = ir.VectorType(F32, LANES)
+
+
+class Epilogue(Protocol):
+    """Elementwise code applied to each finished vector of C before it is stored."""
+
+    def arg_types(self) -> list[ir.Type]:
+        """Extra arguments (usually float pointers) appended to the GEMM's signature."""
+
+    def emit(self, b: ir.IRBuilder, args: list[ir.Value], acc: ir.Value, row: ir.Value,
+             col: ir.Value, lanes: int, mask: ir.Value | None) -> ir.Value:
+        """The vector to store for C[row, col:col + lanes] (row within the batch, i64). ``mask``
+        is None for a full vector, else the <lanes x i1> valid columns."""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def packed_b_floats(k: int, n: int) -> int:
+    """float32 elements that pack_b produces for one [k, n] matrix (n padded to NR)."""
+    return _ceil_div(n, NR) * NR * k
+
+
+def pack_b(b: np.ndarray) -> np.ndarray:
+    """Compile-time packing of a constant [k, n] or [batch..., k, n] right-hand side into
+    ``[batch][n / NR][k][NR]`` (zero padded), flattened."""
+    b = np.asarray(b, np.float32)
+    k, n = b.shape[-2:]
+    g = int(np.prod(b.shape[:-2]))
+    panels = _ceil_div(n, NR)
+    padded = np.zeros((g, k, panels * NR), np.float32)
+    padded[:, :, :n] = b.reshape(g, k, n)
+    return np.ascontiguousarray(padded.reshape(g, k, panels, NR).transpose(0, 2, 1, 3)).ravel()
+
+
+def _mask(valid: int) -> ir.Constant | None:
+    """The <LANES x i1> mask of the first ``valid`` lanes; None when the vector is full."""
+    if valid >= LANES:
+        return None
+    return ir.Constant(ir.VectorType(I1, LANES), [1] * valid + [0] * (LANES - valid))
+
+
+def _vector_at(b: ir.IRBuilder, base: ir.Value, offset: ir.Value | int) -> ir.Value:
+    offset = const(offset) if isinstance(offset, int) else offset
+    return b.bitcast(b.gep(base, [offset]), VEC.as_pointer())
+
+
+def _load(b: ir.IRBuilder, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+    if mask is None:
+        return b.load(ptr, align=4)
+    fn = intrinsic(b.module, "llvm.masked.load", [VEC, ptr.type], VEC,
+                   [ptr.type, I32, mask.type, VEC])
+    return b.call(fn, [ptr, ir.Constant(I32, 4), mask, ir.Constant(VEC, None)])
+
+
+def _store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+    if mask is None:
+        b.store(value, ptr, align=4)
+        return
+    fn = intrinsic(b.module, "llvm.masked.store", [VEC, ptr.type], ir.VoidType(),
+                   [VEC, ptr.type, I32, mask.type])
+    b.call(fn, [value, ptr, ir.Constant(I32, 4), mask])
+
+
+def _no_alias(args: list[ir.Argument]) -> None:
+    """The operand is reached through this pointer only, which does not escape."""
+    for arg in args:
+        arg.add_attribute("noalias")
+        arg.add_attribute("captures(none)")
+
+
+def _carried_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
+                  init: list[ir.Value],
+                  body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]]) -> list[ir.Value]:
+    """A counted loop whose body maps the loop-carried vectors to their next values (phi
+    nodes keep them in registers); returns their values after the loop."""
+    pre = b.block
+    head, loop, end = (b.append_basic_block(s) for s in ("k.head", "k.body", "k.end"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, "p")
+    carried = [b.phi(v.type) for v in init]
+    for phi, v in zip([i, *carried], [start, *init]):
+        phi.add_incoming(v, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), loop, end)
+    b.position_at_end(loop)
+    nxt = body(i, carried)
+    i.add_incoming(b.add(i, const(step), flags=("nsw",)), b.block)
+    for phi, v in zip(carried, nxt):
+        phi.add_incoming(v, b.block)
+    b.branch(head)
+    b.position_at_end(end)
+    return carried
+
+
+class _Tile:
+    """One micro-kernel: ``rows`` x ``panels`` panels (the last with ``tail`` valid columns) as
+    ``void tile(A, Bpanel, C, kc, row, col, first, last, <epilogue args>)``."""
+
+    def __init__(self, module: ir.Module, name: str, *, rows: int, panels: int, tail: int,
+                 k: int, lda: int, ldc: int, epilogue: Epilogue | None) -> None:
+        self.rows, self.lda, self.ldc, self.epilogue = rows, lda, ldc, epilogue
+        # (offset in a packed B row, offset in a C row, valid lanes) of each accumulator column
+        self.cols = [(q * k * NR + v * LANES, q * NR + v * LANES, valid)
+                     for q in range(panels) for v in range(V)
+                     if (valid := min(LANES, (tail if q == panels - 1 else NR) - v * LANES)) > 0]
+        # the split of the reduction depends on the rows only, never on how many columns a
+        # tile covers: every column of a row is summed in the same order, so equal columns
+        # of B give bit-equal results (ties in a softmax stay ties, as in onnxruntime)
+        tiles = rows * _panels_per_tile(rows) * V
+        self.sets = min(UNROLL, 1 << (_ceil_div(CHAINS, tiles) - 1).bit_length())
+        extra = epilogue.arg_types() if epilogue else []
+        fnty = ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, I64, I64, I64, I1, I1, *extra])
+        self.fn = ir.Function(module, fnty, name)
+        self.fn.linkage = "internal"
+        self.fn.attributes.add("nounwind")
+        _no_alias(self.fn.args[:3])
+        self._define()
+
+    def _define(self) -> None:
+        b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        a, bp, c, kc, row, col, first, last, *eargs = self.fn.args
+        zero = ir.Constant(VEC, None)
+        # first K block: start from zero; later ones: from the partial sums stored in C
+        entry = b.block
+        reload, start = b.append_basic_block("reload"), b.append_basic_block("start")
+        b.cbranch(first, start, reload)
+        b.position_at_end(reload)
+        loaded = [_load(b, self._c_at(b, c, r, j), _mask(self.cols[j][2]))
+                  for r in range(self.rows) for j in range(len(self.cols))]
+        b.branch(start)
+        b.position_at_end(start)
+        acc = []
+        for value in loaded:
+            phi = b.phi(VEC)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(value, reload)
+            acc.append(phi)
+        # main loop, UNROLL steps at a time, step u feeding accumulator set u % sets
+        n_acc = len(acc)
+        init = acc + [zero] * (n_acc * (self.sets - 1))
+
+        def unrolled(p: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            carried = list(carried)
+            for u in range(UNROLL):
+                s = (u % self.sets) * n_acc
+                carried[s:s + n_acc] = self._step(b, a, bp, b.add(p, const(u)),
+                                                  carried[s:s + n_acc])
+            return carried
+
+        body_end = b.and_(kc, const(-UNROLL))
+        sums = _carried_loop(b, const(0), body_end, UNROLL, init, unrolled)
+        acc = sums[:n_acc]
+        for s in range(1, self.sets):
+            acc = [b.fadd(x, y) for x, y in zip(acc, sums[s * n_acc:(s + 1) * n_acc])]
+        acc = _carried_loop(b, body_end, kc, 1, acc, lambda p, cur: self._step(b, a, bp, p, cur))
+        if self.epilogue is None:
+            self._store_all(b, c, acc, None)
+            return
+        finish, plain = b.append_basic_block("finish"), b.append_basic_block("plain")
+        b.cbranch(last, finish, plain)
+        b.position_at_end(plain)
+        self._store_all(b, c, acc, None)
+        b.position_at_end(finish)
+        self._store_all(b, c, acc, (eargs, row, col))
+
+    def _c_at(self, b: ir.IRBuilder, c: ir.Value, r: int, j: int) -> ir.Value:
+        return _vector_at(b, c, r * self.ldc + self.cols[j][1])
+
+    def _step(self, b: ir.IRBuilder, a: ir.Value, bp: ir.Value, p: ir.Value,
+              acc: list[ir.Value]) -> list[ir.Value]:
+        """One reduction step: acc[r, j] += A[r, p] * B[p, j] for the whole register tile."""
+        fma = intrinsic(b.module, "llvm.fma", [VEC], VEC, [VEC] * 3)
+        row = b.mul(p, const(NR))
+        bv = [b.load(_vector_at(b, bp, b.add(row, const(off))), align=4)
+              for off, _, _ in self.cols]
+        out = []
+        for r in range(self.rows):
+            x = splat(b, acc[0], b.load(b.gep(a, [b.add(p, const(r * self.lda))])))
+            out += [b.call(fma, [x, v, acc[r * len(bv) + j]]) for j, v in enumerate(bv)]
+        return out
+
+    def _store_all(self, b: ir.IRBuilder, c: ir.Value, acc: list[ir.Value],
+                   epi: tuple[list[ir.Value], ir.Value, ir.Value] | None) -> None:
+        for r in range(self.rows):
+            for j, (_, off, valid) in enumerate(self.cols):
+                value, mask = acc[r * len(self.cols) + j], _mask(valid)
+                if epi is not None:
+                    eargs, row, col = epi
+                    value = self.epilogue.emit(b, eargs, value, b.add(row, const(r)),
+                                               b.add(col, const(off)), LANES, mask)
+                _store(b, value, self._c_at(b, c, r, j), mask)
+        b.ret_void()
+
+
+def _panels_per_tile(rows: int) -> int:
+    """Panels one micro-kernel covers: as many as the registers hold (accumulators, the B
+    vectors of a step and a broadcast), up to 4."""
+    p = 4
+    while p > 1 and rows * p * V + p * V + 1 > REGS:
+        p //= 2
+    return p
+
+
+def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int, ldc: int,
+              batch: int = 1, a_batch_stride: int = 0, c_batch_stride: int = 0,
+              b_per_batch: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+    """Define ``void name(float* A, float* Bpacked, float* C, <epilogue args>)``: for every
+    batch g, C_g[i, j] = epilogue(sum_p A_g[i, p] * B_g[p, j]) for i < m, j < n, with
+    A_g = A + g * a_batch_stride (row stride lda), C_g = C + g * c_batch_stride (row stride
+    ldc) and B_g the g-th packed matrix if b_per_batch, else the only one. The epilogue is
+    given the row within the batch (no batch index) and the column; its operands must not
+    overlap C, which holds partial sums between K blocks. Writes nothing outside C_g[:m, :n].
+    Pointers need only float alignment (misaligned B or C measured no slower)."""
+    if min(m, k, n, batch) < 1:
+        raise ValueError(f"empty GEMM m={m} k={k} n={n} batch={batch}")
+    extra = epilogue.arg_types() if epilogue else []
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, *extra]), name)
+    fn.attributes.add("nounwind")
+    _no_alias(fn.args[:3])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    a, bp, c, *eargs = fn.args
+    tiles: dict[tuple[int, int, int], _Tile] = {}
+
+    def tile(rows: int, panels: int, tail: int) -> ir.Function:
+        if (rows, panels, tail) not in tiles:
+            tiles[rows, panels, tail] = _Tile(
+                module, f"{name}.tile{rows}x{panels}x{tail}", rows=rows, panels=panels,
+                tail=tail, k=k, lda=lda, ldc=ldc, epilogue=epilogue)
+        return tiles[rows, panels, tail].fn
+
+    def one_batch(g: ir.Value) -> None:
+        a_g = b.gep(a, [b.mul(g, const(a_batch_stride))])
+        b_g = b.gep(bp, [b.mul(g, const(packed_b_floats(k, n)))]) if b_per_batch else bp
+        c_g = b.gep(c, [b.mul(g, const(c_batch_stride))])
+        _emit_blocks(b, tile, a_g, b_g, c_g, eargs, m=m, k=k, n=n, lda=lda, ldc=ldc)
+
+    if batch == 1:
+        one_batch(const(0))
+    else:
+        with for_range(b, batch) as g:
+            one_batch(g)
+    b.ret_void()
+    return fn
+
+
+def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], a: ir.Value,
+                 bp: ir.Value, c: ir.Value, eargs: list[ir.Value], *, m: int, k: int, n: int,
+                 lda: int, ldc: int) -> None:
+    """K blocks x column chunks x row strips x panel tiles of one batch."""
+    blocks = _ceil_div(k, KC)
+    kc_step = k if blocks == 1 else _ceil_div(_ceil_div(k, blocks), UNROLL) * UNROLL  # balanced
+    panels, tail = _ceil_div(n, NR), n % NR or NR
+    chunk = max(1, NC // NR)
+
+    def k_block(pc: ir.Value) -> None:
+        kc = b.select(b.icmp_signed("<", b.sub(const(k), pc), const(kc_step)),
+                      b.sub(const(k), pc), const(kc_step))
+        first = b.icmp_signed("==", pc, const(0))
+        last = b.icmp_signed(">=", b.add(pc, const(kc_step)), const(k))
+
+        def call(rows: int, i: ir.Value, panel: ir.Value | int, count: int, tail: int) -> None:
+            panel = const(panel) if isinstance(panel, int) else panel
+            col = b.mul(panel, const(NR))
+            args = [b.gep(a, [b.add(b.mul(i, const(lda)), pc)]),
+                    b.gep(bp, [b.add(b.mul(panel, const(k * NR)), b.mul(pc, const(NR)))]),
+                    b.gep(c, [b.add(b.mul(i, const(ldc)), col)]), kc, i, col, first, last]
+            b.call(tile(rows, count, tail), [*args, *eargs])
+
+        def strip(rows: int, i: ir.Value, lo: int, hi: int) -> None:
+            """Panels [lo, hi) of rows [i, i + rows): groups of full panels, then the rest."""
+            per = _panels_per_tile(rows)
+            full = hi - lo - (hi == panels and tail < NR)
+            groups = full // per
+            if groups == 1:
+                call(rows, i, lo, per, NR)
+            elif groups > 1:
+                with for_range(b, groups) as t:
+                    call(rows, i, b.add(const(lo), b.mul(t, const(per))), per, NR)
+            if lo + groups * per < hi:
+                call(rows, i, lo + groups * per, hi - lo - groups * per,
+                     tail if hi == panels else NR)
+
+        for lo in range(0, panels, chunk):
+            hi = min(panels, lo + chunk)
+            if m >= MR:
+                with for_range(b, m // MR * MR, step=MR) as i:
+                    strip(MR, i, lo, hi)
+            if m % MR:
+                strip(m % MR, const(m // MR * MR), lo, hi)
+
+    if blocks == 1:
+        k_block(const(0))
+    else:
+        with for_range(b, k, step=kc_step) as pc:
+            k_block(pc)
+
+
+def emit_pack_b(module: ir.Module, name: str, *, k: int, n: int, ldb: int) -> ir.Function:
+    """Run-time packing of a non-constant right-hand side: ``void name(float* B, float*
+    Bpacked)`` writes the layout of pack_b for the [k, n] matrix B (row stride ldb)."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P]), name)
+    fn.attributes.add("nounwind")
+    _no_alias(fn.args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src, dst = fn.args
+
+    def copy_panel(j: ir.Value, width: int) -> None:
+        with for_range(b, k) as p:
+            for v in range(V):
+                valid = min(LANES, width - v * LANES)
+                at = b.add(b.mul(p, const(ldb)), b.add(b.mul(j, const(NR)), const(v * LANES)))
+                value = (_load(b, _vector_at(b, src, at), _mask(valid)) if valid > 0
+                         else ir.Constant(VEC, None))
+                out = b.add(b.mul(b.add(b.mul(j, const(k)), p), const(NR)), const(v * LANES))
+                b.store(value, _vector_at(b, dst, out), align=4)
+
+    if n // NR:
+        with for_range(b, n // NR) as j:
+            copy_panel(j, NR)
+    if n % NR:
+        copy_panel(const(n // NR), n % NR)
+    b.ret_void()
+    return fn
