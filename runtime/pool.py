@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-SPINS = 1 << 16  # idle rounds of `pause` before a worker parks (roughly a millisecond)
+SPINS = 1 << 14  # idle rounds (pause, later sched_yield) before a worker parks
 
 
 class ThreadTeam:

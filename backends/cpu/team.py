@@ -62,6 +62,22 @@ def _pause(b: ir.IRBuilder) -> None:
                                           fnty=ir.FunctionType(ir.VoidType(), [])), [])
 
 
+YIELD_AFTER = 2000  # spins (~50 us) before a waiting thread gives its core away each round
+
+
+def _wait(b: ir.IRBuilder, spins: ir.Value) -> None:
+    """One round of waiting: `pause`, or once the wait is long, sched_yield(): on a machine
+    with more runnable threads than cores, the thread we wait for may need our core."""
+    module = b.module
+    yield_fn = module.globals.get("sched_yield") or ir.Function(
+        module, ir.FunctionType(I32, []), "sched_yield")
+    with b.if_else(b.icmp_unsigned("<", spins, const(YIELD_AFTER))) as (short, long):
+        with short:
+            _pause(b)
+        with long:
+            b.call(yield_fn, [])
+
+
 def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Function:
     """`i64 <name>_worker(i64* mailbox, i32* sync, i64 tid, i64 seen, i64 spins)`: a worker
     thread's loop, all in native code so a busy worker never takes the GIL: spin until the
@@ -85,10 +101,10 @@ def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Functi
     gen = b.load_atomic(mailbox, "acquire", 8)
     b.cbranch(b.icmp_signed("!=", gen, seen), run, idle)
     b.position_at_end(idle)
-    _pause(b)
+    _wait(b, i)
     nxt = b.add(i, const(1))
-    i.add_incoming(nxt, idle)
-    seen.add_incoming(seen, idle)
+    i.add_incoming(nxt, b.block)
+    seen.add_incoming(seen, b.block)
     b.cbranch(b.icmp_signed("<", nxt, spins), wait, timeout)
     b.position_at_end(timeout)
     b.ret(seen)
@@ -126,11 +142,15 @@ def barrier_function(module: ir.Module) -> ir.Function:
             b.store_atomic(ir.Constant(I32, 0), count, "monotonic", 4)
             b.atomic_rmw("add", gen_ptr, ir.Constant(I32, 1), "release")
         with otherwise:
+            before = b.block
             spin = b.append_basic_block("spin")
             done = b.append_basic_block("spun")
             b.branch(spin)
             b.position_at_end(spin)
-            _pause(b)
+            i = b.phi(I64)
+            i.add_incoming(const(0), before)
+            _wait(b, i)
+            i.add_incoming(b.add(i, const(1)), b.block)
             now = b.load_atomic(gen_ptr, "acquire", 4)
             b.cbranch(b.icmp_unsigned("==", now, gen), spin, done)
             b.position_at_end(done)
