@@ -3,15 +3,17 @@
 Steps are the kernels in execution order. Reshapes alias their input; an elementwise kernel
 may write in place over an operand that dies at that step; kernel scratch (im2col patches,
 run-time packed operands) lives for its kernel's step only. Buffers are then placed by greedy
-first-fit under a few orders, keeping the smallest arena; the lower bound is the largest sum of
-bytes live at one step, the naive figure the sum of all buffers. Concat inputs are written in
-place by their producers when they can be (see ``_concat_views``).
+first-fit under a few orders, improved by hill climbing over the order; the lower bound is the
+largest sum of bytes live at one step, the naive figure the sum of all buffers. Concat inputs
+are written in place by their producers when they can be (see ``_concat_views``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import random
 
 import numpy as np
 
@@ -77,9 +79,11 @@ def in_place_operand(kernel: Node) -> str | None:
     return None
 
 
-def _place(buffers: list[Buffer], key: Callable[[Buffer], tuple]) -> list[Buffer]:
+def _place(buffers: list[Buffer], key: Callable[[Buffer], tuple] | None = None) -> list[Buffer]:
+    """First fit: each buffer (in ``key`` order, else as given) at the lowest offset where it
+    overlaps no already placed buffer that is live at the same time."""
     placed: list[Buffer] = []
-    for buf in sorted(buffers, key=key):
+    for buf in sorted(buffers, key=key) if key else buffers:
         offset = 0
         for other in sorted((p for p in placed if p.overlaps(buf)), key=lambda p: p.offset):
             if offset + buf.size <= other.offset:
@@ -95,6 +99,31 @@ ORDERS: tuple[Callable[[Buffer], tuple], ...] = (
     lambda b: (-b.size * (b.last - b.first + 1), b.first),
     lambda b: (b.first, -b.size),
 )
+
+
+def _peak(placed: list[Buffer]) -> int:
+    return max((b.offset + b.size for b in placed), default=0)
+
+
+def _hill_climb(buffers: list[Buffer], bound: int, rounds: int = 200) -> list[Buffer]:
+    """Greedy first fit under a few orders, then swaps of two buffers in the best order, kept
+    when the arena does not grow (as TVM's USMP hill climb); stops at the lower bound.
+    Deterministic: the swaps come from a fixed seed."""
+    orders = [sorted(buffers, key=key) for key in ORDERS]
+    order = min(orders, key=lambda o: _peak(_place(o)))
+    best = _place(order)
+    rng = random.Random(0)
+    for _ in range(rounds if len(order) > 1 else 0):
+        if _peak(best) <= bound:
+            break
+        i, j = rng.randrange(len(order)), rng.randrange(len(order))
+        order[i], order[j] = order[j], order[i]
+        trial = _place(order)
+        if _peak(trial) <= _peak(best):
+            best = trial
+        else:
+            order[i], order[j] = order[j], order[i]
+    return best
 
 
 def _lower_bound(buffers: list[Buffer], steps: int) -> int:
@@ -203,8 +232,8 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
     buffers = [Buffer(r, _aligned(graph.type_of(r).nbytes), a, b) for r, (a, b) in spans.items()]
     buffers += [Buffer(f"{k.name}#scratch", _aligned(s), step[k.name], step[k.name])
                 for k in kernels if (s := scratch_bytes(k)) > 0]
-    best = min((_place(buffers, order) for order in ORDERS),
-               key=lambda p: max((b.offset + b.size for b in p), default=0))
+    lower_bound = _lower_bound(buffers, len(kernels))
+    best = _hill_climb(buffers, lower_bound)
     offset = {b.name: b.offset for b in best}
     for name, r in root.items():
         if r in offset:
@@ -217,7 +246,7 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
         in_place=frozenset(in_place),
         elided=frozenset(elided),
         row_stride=ldc,
-        arena_bytes=max((b.offset + b.size for b in best), default=0),
-        lower_bound_bytes=_lower_bound(buffers, len(kernels)),
+        arena_bytes=_peak(best),
+        lower_bound_bytes=lower_bound,
         naive_bytes=sum(b.size for b in buffers),
     )
