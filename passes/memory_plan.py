@@ -10,10 +10,9 @@ are written in place by their producers when they can be (see ``_concat_views``)
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import random
 
 import numpy as np
 

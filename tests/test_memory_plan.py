@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from sw2c.driver import compile_graph
 from sw2c.passes.memory_plan import ALIGN, Buffer, _hill_climb, _lower_bound, _peak
 
