@@ -46,3 +46,23 @@ def test_fusion_makes_few_kernels():
     assert all(n.op in (Op.KERNEL, Op.CONST, Op.RESHAPE) for n in graph.nodes)
     assert len(kinds) <= 7, kinds
     verify(graph)
+
+
+ZOO_SMALL = ["mlp", "lenet", "mobilenet_v2", "squeezenet"]
+
+
+@pytest.mark.parametrize("name", ZOO_SMALL)
+def test_every_pass_preserves_zoo_models(name):
+    """Each pass, run on an imported real architecture, keeps the interpreter's answer."""
+    from sw2c.benchmarks.zoo import get
+    from sw2c.frontend import import_model
+
+    graph = import_model(get(name))
+    feeds = _feeds(graph)
+    expect = run(graph, feeds)
+    for p in CPU_PIPELINE:
+        graph = verify(p.run(graph))
+        got = run(graph, feeds)
+        for out in expect:
+            np.testing.assert_allclose(got[out], expect[out], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name} after {p.name}")
