@@ -53,6 +53,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     threads = _threads(threads)
     optimized = run_pipeline(graph, dump_dir=dump_ir)
     program = generate(optimized, name, threads)
+    threads = program.threads  # small models run on one thread whatever was asked
     try:
         engine = jit(program.module)
     except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly

@@ -14,6 +14,12 @@ from .ir_models import residual_cnn
 PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7}
 
 
+@pytest.fixture(autouse=True)
+def split_every_kernel(monkeypatch):
+    """These graphs are tiny: make the 2-thread runs split every kernel anyway."""
+    monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 0)
+
+
 def check(graph: Graph, seed: int = 0, positive: bool = False, rtol: float = 1e-5) -> None:
     rng = np.random.default_rng(seed)
     feeds = {}
@@ -169,3 +175,18 @@ def test_concat_of_contiguous_chunks_written_in_place():
     graph = b.finish([b.add(Op.UNARY, [b.add(Op.CONCAT, parts, axis=0)], fn=Unary.TANH)])
     check(graph)
     assert compile_graph(graph, "t").report["kernels"] == 3
+
+
+def test_small_kernels_run_solo_between_split_ones(monkeypatch):
+    """With a threshold between the convs' work and the pools', barriers only surround the
+    split kernels; the answer is the same."""
+    monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 20000)
+    graph = residual_cnn(c=16, hw=24)
+    module = compile_graph(graph, "mixed", threads=2)
+    assert module.report["threads"] == 2
+    check(graph, rtol=1e-4)
+
+
+def test_a_model_too_small_to_split_runs_on_one_thread(monkeypatch):
+    monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 1 << 40)
+    assert compile_graph(residual_cnn(), "small", threads=2).report["threads"] == 1

@@ -11,6 +11,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Node, Op
+from ...passes.cost import count_macs
 from ...passes.memory_plan import MemoryPlan, plan_memory
 from ...passes.outputs import storage_root
 from . import gemm
@@ -31,6 +32,7 @@ class Program:
     weights: bytes
     plan: MemoryPlan
     graph: Graph
+    threads: int  # the team the code runs on (1 when no kernel is worth splitting)
 
 
 class Weights:
@@ -65,11 +67,24 @@ def _is_const(graph: Graph, name: str) -> bool:
     return graph.const(storage_root(graph, name)) is not None
 
 
+MIN_PARALLEL_WORK = 1 << 17  # MACs + output elements below which one thread runs a kernel
+
+
+def _parallel(node: Node) -> bool:
+    """Worth splitting across threads: enough work to pay for waking and waiting for them."""
+    return count_macs(node.attrs["body"]) + node.type.size >= MIN_PARALLEL_WORK
+
+
 def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
     """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
-    ``threads`` threads that each call the entry with their index."""
+    ``threads`` threads that each call the entry with their index. Small kernels run on thread
+    0 alone; the team meets at a barrier only around the kernels it splits."""
     plan = plan_memory(graph, lambda k: scratch_bytes(k, lambda i: _is_const(graph, i))
                        if k.attrs["kind"] == "matmul" else 0)
+    kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
+    parallel = [threads > 1 and _parallel(k) for k in kernels]
+    if not any(parallel):
+        threads, parallel = 1, [False] * len(kernels)
     module = new_module(name)
     n_in, n_out = len(graph.inputs), len(graph.outputs)
     entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) + [I32P, I64])
@@ -98,26 +113,33 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         off = weights.add(key, data)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
-    kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
     for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
         packed = {inner.name for outer, inner in zip(node.inputs, body.inputs)
                   if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
-        _emit_kernel(fn, node, packed, threads, plan.row_stride.get(node.name))
+        split = parallel[index]
+        _emit_kernel(fn, node, packed, threads if split else 1, plan.row_stride.get(node.name))
         args = [pointer(node.name, False)]
         for outer, inner in zip(node.inputs, body.inputs):
             args.append(pointer(outer, inner.name in packed))
         scratch = plan.scratch.get(node.name)
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
-        b.call(fn, [*args, sync, tid])
-        team.barrier(b)  # after the last one too: when thread 0 returns, the run is complete
+        if split or threads == 1:
+            b.call(fn, [*args, sync, tid])
+        else:
+            with b.if_then(b.icmp_unsigned("==", tid, const(0))):
+                b.call(fn, [*args, sync, tid])
+        # every thread passes the same barriers: around split kernels (after the last one
+        # too, so when thread 0 returns the run is complete), never between solo kernels
+        if split or (index + 1 < len(kernels) and parallel[index + 1]):
+            team.barrier(b)
     b.ret_void()
     if threads > 1:
         emit_worker(module, entry, 2 + n_in + n_out)
-    return Program(module, weights.blob(), plan, graph)
+    return Program(module, weights.blob(), plan, graph, threads)
 
 
 def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int,
