@@ -14,6 +14,7 @@ import numpy as np
 from .backends.cpu.codegen import generate
 from .backends.cpu.llvm import jit
 from .errors import CompileError, Sw2cError
+from .frontend.limits import check_bytes
 from .ir import Graph, Op
 from .passes.cost import count_flops, count_macs
 from .passes.pipeline import run_pipeline
@@ -54,6 +55,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     optimized = run_pipeline(graph, dump_dir=dump_ir)
     program = generate(optimized, name, threads)
     threads = program.threads  # small models run on one thread whatever was asked
+    check_bytes(program.plan.arena_bytes, f"the arena of {name}")
     try:
         engine = jit(program.module)
     except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly

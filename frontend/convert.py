@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from ..errors import ModelError, UnsupportedOpError
 from ..ir import Binary, Node, Op, Reduce, ShapeError, TensorType, Unary, Value, infer
 from ..ir.interp import evaluate
+from .limits import check_bytes
 
 if TYPE_CHECKING:
     from .importer import Importer
@@ -176,13 +177,16 @@ class Ctx:
                 t = infer(op, [self.type(a) for a in arrays], attrs)
             except ShapeError as e:
                 raise self.error(str(e)) from e
+            check_bytes(t.nbytes, f"node '{self.label}' ({self.op_type}), folded,")
             return evaluate(Node(op, (), Value("folded", t), attrs, self.label), arrays)
         names = [self.ir(v) for v in inputs]
         try:
-            return self.imp.builder.add(op, names, origin=self.label, name=self.imp.hint(self.node),
-                                        **attrs)
+            t = infer(op, [self.imp.builder.types[n] for n in names], attrs)
         except ShapeError as e:
             raise self.error(str(e)) from e
+        check_bytes(t.nbytes, f"node '{self.label}' ({self.op_type})")
+        return self.imp.builder.add(op, names, origin=self.label, name=self.imp.hint(self.node),
+                                    **attrs)
 
     def unary(self, fn: Unary, x: Val, **params: float) -> Val:
         return self.add(Op.UNARY, [x], fn=fn, **{k: float(v) for k, v in params.items()})

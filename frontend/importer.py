@@ -17,6 +17,7 @@ from ..errors import ModelError, Sw2cError, UnsupportedOpError
 from ..ir import Builder, Graph, Node, Op, ShapeError, TensorType, Value, verify
 from . import ops_layout, ops_math, ops_nn  # noqa: F401  (they register the converters)
 from .convert import Ctx, Val, lookup, sparse_to_dense
+from .limits import check_bytes, predicted_bytes
 from .load import load_model
 
 MIN_OPSET = 7
@@ -103,7 +104,9 @@ class Importer:
                                  f"model (its inputs: {', '.join(names) or 'none'})")
         values = []
         for vi in real:
-            values.append(Value(vi.name, self._input_type(vi, input_shapes.get(vi.name))))
+            t = self._input_type(vi, input_shapes.get(vi.name))
+            check_bytes(t.nbytes, f"input '{vi.name}' of shape {t.shape}")
+            values.append(Value(vi.name, t))
         return values
 
     def _input_type(self, vi: onnx.ValueInfoProto, given: Sequence[int] | None) -> TensorType:
@@ -226,6 +229,8 @@ class Importer:
         """Evaluate a node whose inputs are all constants with the ONNX reference evaluator."""
         node = cx.node
         feeds = {name: v for name, v in zip(node.input, cx.inputs) if name}
+        check_bytes(predicted_bytes(node, feeds, self.opset),
+                    f"node '{cx.label}' ({node.op_type}), evaluated at compile time,")
         try:
             results = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
         except Exception as e:  # the evaluator's own errors; our converter may do better
