@@ -67,7 +67,7 @@ def _is_const(graph: Graph, name: str) -> bool:
     return graph.const(storage_root(graph, name)) is not None
 
 
-MIN_PARALLEL_WORK = 1 << 17  # MACs + output elements below which one thread runs a kernel
+MIN_PARALLEL_WORK = 1 << 21  # MACs + output elements below which one thread runs a kernel
 
 
 def _parallel(node: Node) -> bool:
