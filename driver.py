@@ -105,5 +105,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     module = compile_graph(graph, _model_name(models[0], proto, name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started)
     if verify:
-        module.report["verification_error"] = verify_module(module, proto)
+        # a path lets onnxruntime read external data itself (no 2 GB protobuf limit)
+        source = models[0] if isinstance(models[0], (str, os.PathLike)) else proto
+        module.report["verification_error"] = verify_module(module, source)
     return module

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 
@@ -11,14 +13,17 @@ from .module import Module
 RTOL = 1e-3
 
 
-def reference_session(model: onnx.ModelProto, threads: int = 1):
+def reference_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1):
+    """An onnxruntime session on ``model``; give a path for models over protobuf's 2 GB limit
+    (onnxruntime then reads their external data itself)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 
 
 def random_feeds(module: Module, seed: int = 0) -> dict[str, np.ndarray]:
@@ -32,7 +37,8 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(got.astype(np.float64) - ref), initial=0.0)) / scale
 
 
-def verify_module(module: Module, model: onnx.ModelProto, seed: int = 0) -> float:
+def verify_module(module: Module, model: onnx.ModelProto | str | os.PathLike,
+                  seed: int = 0) -> float:
     """Compare with onnxruntime; raise VerificationError on disagreement. Returns the largest
     relative error over the outputs."""
     feeds = random_feeds(module, seed)
