@@ -1,0 +1,54 @@
+"""The command line: compile + export + report, IR dumps, bench, inspect."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+MLP = os.path.join(EXAMPLES, "mlp.onnx")
+
+
+def sw2c(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sw2c.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_compile_exports_and_reports(tmp_path):
+    proc = sw2c(MLP, "--target", "cpu", "-o", str(tmp_path / "out"), "--dump-ir",
+                str(tmp_path / "ir"))
+    assert proc.returncode == 0, proc.stderr
+    for word in ("kernels", "GFLOP", "arena", "lower bound", "weights", "verified"):
+        assert word in proc.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == ["libmlp.so", "mlp.h", "mlp.json"]
+    dumps = sorted(os.listdir(tmp_path / "ir"))
+    assert dumps[0] == "00-input.txt" and any("fuse" in d for d in dumps)
+
+
+def test_bench_json():
+    proc = sw2c("bench", MLP, "--seconds", "0.2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["sw2c"]["median"] > 0 and result["onnxruntime"]["median"] > 0
+    assert result["ratio"] == pytest.approx(result["sw2c"]["median"] /
+                                            result["onnxruntime"]["median"])
+
+
+def test_inspect_json_and_plot(tmp_path):
+    plot = tmp_path / "plan.png"
+    proc = sw2c("inspect", os.path.join(EXAMPLES, "mobilenet_tiny.onnx"), "--json", "--plot",
+                str(plot))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["arena_bytes"] >= plan["arena_lower_bound_bytes"] > 0
+    assert plan["kernels"] and all("ops" in k for k in plan["kernels"])
+    assert plot.stat().st_size > 10_000
+
+
+def test_bad_input_shape_is_a_usage_error():
+    proc = sw2c(MLP, "--input-shape", "input=1,x")
+    assert proc.returncode == 2 and "NAME=D0,D1" in proc.stderr
