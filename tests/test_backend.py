@@ -8,8 +8,7 @@ import pytest
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value, run
 from sw2c.ir.ops import UNARY_PARAMS
-
-from .ir_models import residual_cnn
+from sw2c.tests.ir_models import residual_cnn
 
 PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7}
 

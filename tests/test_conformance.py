@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from .conformance import KNOWN, node_cases, run_case, scope
+from sw2c.tests.conformance import KNOWN, node_cases, run_case, scope
 
 CASES = [c for c in node_cases() if scope(c) is None]
 

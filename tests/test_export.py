@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import sw2c
 from sw2c.driver import compile_graph
-
-from .ir_models import residual_cnn
+from sw2c.tests.ir_models import residual_cnn
 
 
 @pytest.fixture(scope="module")

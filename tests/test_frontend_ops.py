@@ -12,8 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sw2c import ir
 from sw2c.errors import ModelError, UnsupportedOpError
 from sw2c.frontend import import_model, load_model
-
-from .onnx_util import check, make_model, node_model, random_feeds
+from sw2c.tests.onnx_util import check, make_model, node_model, random_feeds
 
 RNG = np.random.default_rng(1234)
 

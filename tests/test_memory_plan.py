@@ -8,8 +8,7 @@ import random
 import pytest
 from sw2c.driver import compile_graph
 from sw2c.passes.memory_plan import ALIGN, Buffer, _hill_climb, _lower_bound, _peak
-
-from .ir_models import residual_cnn
+from sw2c.tests.ir_models import residual_cnn
 
 
 def assert_disjoint(placed: list[Buffer]) -> None:

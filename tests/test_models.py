@@ -14,8 +14,7 @@ import pytest
 import sw2c
 from onnx import numpy_helper
 from sw2c.benchmarks.zoo import randomize_weights
-
-from .conformance import FOLDABLE, SUPPORTED
+from sw2c.tests.conformance import FOLDABLE, SUPPORTED
 
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 LIGHT = sorted(os.path.basename(p)[len("light_"):-len(".onnx")]

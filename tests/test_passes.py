@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sw2c.ir import Op, run, verify
 from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline
-
-from .ir_models import residual_cnn
+from sw2c.tests.ir_models import residual_cnn
 
 
 def _feeds(graph, seed=1):
