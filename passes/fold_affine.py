@@ -65,7 +65,9 @@ def reassociate(rw: Rewriter, node: Node) -> str | None:
 
 def _column_vector(c: np.ndarray, n: int, rank: int) -> np.ndarray | None:
     """c as an [n] vector if it varies only along the last of ``rank`` axes, else None."""
-    if c.ndim > rank or (c.ndim and c.shape[-1] not in (1, n)) or c.size not in (1, n):
+    # every other axis must be 1: a [C,1,1] channel scale whose C happens to equal n varies
+    # along axis -3, not along the matmul's columns (fuzz seeds 3177, 9767)
+    if c.ndim > rank or any(d != 1 for d in c.shape[:-1]) or (c.ndim and c.shape[-1] not in (1, n)):
         return None
     return np.broadcast_to(c.reshape(-1), (n,))
 

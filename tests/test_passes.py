@@ -65,3 +65,19 @@ def test_every_pass_preserves_zoo_models(name):
         for out in expect:
             np.testing.assert_allclose(got[out], expect[out], rtol=1e-4, atol=1e-5,
                                        err_msg=f"{name} after {p.name}")
+
+
+def test_channel_scale_that_is_not_per_column_stays_out_of_the_weights():
+    """Fuzz seeds 3177/9767: a [5,1,1] scale on a [1,5,1,5] matmul output varies along axis 1,
+    not along the columns, although its size equals the column count."""
+    from sw2c.ir import Binary, Builder, TensorType, Value
+
+    rng = np.random.default_rng(0)
+    b = Builder("g", [Value("x", TensorType((1, 5, 1, 7)))])
+    y = b.add(Op.MATMUL, ["x", b.const(rng.standard_normal((7, 5)).astype(np.float32))])
+    scale = b.const(rng.uniform(0.5, 2, (5, 1, 1)).astype(np.float32))
+    graph = b.finish([b.add(Op.BINARY, [y, scale], fn=Binary.MUL)])
+    feeds = _feeds(graph)
+    after = run_pipeline(graph)
+    np.testing.assert_allclose(run(after, feeds)[graph.outputs[0]],
+                               run(graph, feeds)[graph.outputs[0]], rtol=1e-5)
