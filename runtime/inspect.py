@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import Sw2cError
 from ..ir import Graph, Op, format_graph
 from ..passes.cost import count_macs
 from ..passes.memory_plan import MemoryPlan
@@ -49,7 +50,10 @@ def format_inspection(graph: Graph, plan: MemoryPlan) -> str:
 def plot_plan(plan: MemoryPlan, path: str | os.PathLike, title: str = "memory plan") -> None:
     """Draw the plan: each buffer a rectangle over its live steps and its arena bytes; the
     lower bound and the arena size as horizontal lines."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise Sw2cError("drawing the plan needs matplotlib: pip install matplotlib") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
