@@ -82,7 +82,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
                     plan.arena_bytes, sig_in, sig_out, report, keepalive=[engine],
                     exporter=partial(_export, optimized, name, sig_in, sig_out, report),
                     threads=threads, worker=engine.get_function_address(f"{name}_worker")
-                    if threads > 1 else 0)
+                    if threads > 1 else 0, sync_words=program.sync_words)
     module.graph, module.plan = optimized, plan  # for `sw2c inspect`
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module

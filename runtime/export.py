@@ -37,16 +37,17 @@ def _wrapper(name: str, arena_bytes: int, n_in: int, n_out: int) -> ir.Module:
     arena.linkage = "internal"
     arena.align = 64
     weights = ir.GlobalVariable(module, ir.IntType(8), f"{name}_weights")
-    i32p = ir.IntType(32).as_pointer()
+    i64 = ir.IntType(64)
     entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) +
-                              [i32p, ir.IntType(64)])
+                              [i64.as_pointer(), i64, i64])
     entry = ir.Function(module, entry_t, f"{name}_entry")
     run = ir.Function(module, ir.FunctionType(ir.IntType(32), [F32P] * (n_in + n_out)),
                       f"{name}_run")
     b = ir.IRBuilder(run.append_basic_block())
-    # exported code is generated for one thread: the barrier words are never touched
+    # exported code is generated for one thread: the team words are never touched
     b.call(entry, [b.bitcast(weights, I8P), b.bitcast(arena, I8P), *run.args,
-                   ir.Constant(i32p, None), ir.Constant(ir.IntType(64), 0)])
+                   ir.Constant(i64.as_pointer(), None), ir.Constant(i64, 0),
+                   ir.Constant(i64, 0)])
     b.ret(ir.Constant(ir.IntType(32), 0))
     return module
 

@@ -39,7 +39,7 @@ class Module:
     def __init__(self, name: str, entry: int, weights: np.ndarray | int, arena_bytes: int,
                  inputs: Signature, outputs: Signature, report: dict[str, Any],
                  keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1,
-                 worker: int = 0) -> None:
+                 worker: int = 0, sync_words: int = 0) -> None:
         self.name = name
         self.graph: Any = None  # the optimized IR and memory plan, when compiled in-process
         self.plan: Any = None
@@ -49,9 +49,10 @@ class Module:
         self._keepalive = list(keepalive)  # the JIT engine or the loaded library
         self._exporter = exporter
         n = len(inputs) + len(outputs)
-        # entry(weights, arena, inputs.., outputs.., barrier words, thread index)
-        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64)(entry)
-        self._team = (ThreadTeam(self._fn, worker, threads, 2 + n, self._keepalive)
+        # entry(weights, arena, inputs.., outputs.., team words, thread index, generation)
+        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64,
+                                    ctypes.c_int64)(entry)
+        self._team = (ThreadTeam(self._fn, worker, threads, 2 + n, sync_words, self._keepalive)
                       if threads > 1 else None)
         self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._weights = weights
@@ -95,7 +96,7 @@ class Module:
         args = (self._weights_ptr, self._arena_ptr, *map(_address, arrays), *map(_address, outs))
         with self._lock:
             if self._team is None:
-                self._fn(*args, None, 0)
+                self._fn(*args, None, 0, 0)
             else:
                 self._team.run(args)
         return outs

@@ -19,7 +19,7 @@ from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import Matmul, emit_matmul, scratch_bytes
-from .team import I32P, Team, emit_worker
+from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_worker
 
 ALIGN = 64
 
@@ -33,6 +33,7 @@ class Program:
     plan: MemoryPlan
     graph: Graph
     threads: int  # the team the code runs on (1 when no kernel is worth splitting)
+    sync_words: int  # i64 words the team shares (progress, then per kernel: next, done)
 
 
 class Weights:
@@ -67,34 +68,41 @@ def _is_const(graph: Graph, name: str) -> bool:
     return graph.const(storage_root(graph, name)) is not None
 
 
-MIN_PARALLEL_WORK = 1 << 21  # MACs + output elements below which one thread runs a kernel
+MIN_PARALLEL_WORK = 1 << 20  # MACs + output elements below which one thread runs a kernel
+CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance its load
 
 
-def _parallel(node: Node) -> bool:
-    """Worth splitting across threads: enough work to pay for waking and waiting for them."""
+def _parallel(node: Node, graph: Graph) -> bool:
+    """Worth splitting: enough work to pay for handing out chunks, and no step (packing a
+    run-time right-hand side) that every chunk would need first."""
+    if node.attrs["kind"] == "matmul" and not all(
+            _is_const(graph, outer) for outer, inner in
+            zip(node.inputs, node.attrs["body"].inputs) if inner.name in _packed_inputs(node)):
+        return False
     return count_macs(node.attrs["body"]) + node.type.size >= MIN_PARALLEL_WORK
 
 
 def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
     """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
-    ``threads`` threads that each call the entry with their index. Small kernels run on thread
-    0 alone; the team meets at a barrier only around the kernels it splits."""
+    ``threads`` threads that each call the entry with their index and the run's generation.
+    Big kernels are split into chunks the team takes (team.py); small ones run on thread 0."""
     plan = plan_memory(graph, lambda k: scratch_bytes(k, lambda i: _is_const(graph, i))
                        if k.attrs["kind"] == "matmul" else 0)
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
-    parallel = [threads > 1 and _parallel(k) for k in kernels]
+    parallel = [threads > 1 and _parallel(k, graph) for k in kernels]
     if not any(parallel):
         threads, parallel = 1, [False] * len(kernels)
     module = new_module(name)
     n_in, n_out = len(graph.inputs), len(graph.outputs)
-    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) + [I32P, I64])
+    entry_t = ir.FunctionType(ir.VoidType(),
+                              [I8P, I8P] + [F32P] * (n_in + n_out) + [I64P, I64, I64])
     entry = ir.Function(module, entry_t, f"{name}_entry")
     entry.attributes.add("nounwind")
     b = ir.IRBuilder(entry.append_basic_block())
     weights_arg, arena_arg = entry.args[:2]
     ins, outs = entry.args[2:2 + n_in], entry.args[2 + n_in:2 + n_in + n_out]
-    sync, tid = entry.args[-2:]
-    team = Team(tid, threads, sync)
+    sync, tid, gen = entry.args[-3:]  # team words, this thread, the run's generation
+    tag = b.shl(b.and_(gen, const(LOW)), const(32))
     weights = Weights()
 
     def pointer(value: str, packed: bool) -> ir.Value:
@@ -119,36 +127,31 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
                   if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
-        split = parallel[index]
-        _emit_kernel(fn, node, packed, threads if split else 1, plan.row_stride.get(node.name))
+        chunks = CHUNKS_PER_THREAD * threads if parallel[index] else 1
+        _emit_kernel(fn, node, packed, chunks, plan.row_stride.get(node.name))
         args = [pointer(node.name, False)]
         for outer, inner in zip(node.inputs, body.inputs):
             args.append(pointer(outer, inner.name in packed))
         scratch = plan.scratch.get(node.name)
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
-        if split or threads == 1:
-            b.call(fn, [*args, sync, tid])
+        if parallel[index]:
+            emit_split_call(b, fn, args, sync, tid, tag, index, chunks)
         else:
-            with b.if_then(b.icmp_unsigned("==", tid, const(0))):
-                b.call(fn, [*args, sync, tid])
-        # every thread passes the same barriers: around split kernels (after the last one
-        # too, so when thread 0 returns the run is complete), never between solo kernels
-        if split or (index + 1 < len(kernels) and parallel[index + 1]):
-            team.barrier(b)
+            emit_solo_call(b, fn, args, sync, tid, tag, index, team=threads > 1)
     b.ret_void()
     if threads > 1:
         emit_worker(module, entry, 2 + n_in + n_out)
-    return Program(module, weights.blob(), plan, graph, threads)
+    return Program(module, weights.blob(), plan, graph, threads, 1 + 2 * len(kernels))
 
 
-def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], threads: int,
+def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,
                  ldc: int | None) -> None:
     body: Graph = node.attrs["body"]
     b = ir.IRBuilder(fn.append_basic_block())
-    out, scratch, sync, tid = fn.args[0], fn.args[-3], fn.args[-2], fn.args[-1]
-    ptrs = {v.name: arg for v, arg in zip(body.inputs, fn.args[1:-3])}
-    team = Team(tid, threads, sync)
+    out, scratch, chunk = fn.args[0], fn.args[-2], fn.args[-1]
+    ptrs = {v.name: arg for v, arg in zip(body.inputs, fn.args[1:-2])}
+    team = Team(chunk, chunks)
     kind = node.attrs["kind"]
     if kind == "matmul":
         emit_matmul(b, node, ptrs, out, scratch, team, packed, ldc)

@@ -1,7 +1,7 @@
 """One LLVM function per fused kernel, by kind. Each is `void k(float* out, float* in..., i8*
-scratch, i32* sync, i64 tid)`; the entry function passes pointers into the arena, the weights
-and the caller's arrays. Kernels translate the body the fusion pass built; they decide no
-grouping themselves. Every thread of the team runs every kernel on its share of one axis."""
+scratch, i64 chunk)`; the entry function passes pointers into the arena, the weights and the
+caller's arrays. Kernels translate the body the fusion pass built; they decide no grouping
+themselves. A kernel split into chunks computes one chunk (a range of one axis) per call."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store
 from .llvm import F32, F32P, I8P, I64, vector_lanes
 from .loops import Split, const, loop_nest
 from .math import FAST, emit_binary
-from .team import I32P, Team
+from .team import Team
 
 
 def kernel_function(module: ir.Module, name: str, node: Node, noalias: bool) -> ir.Function:
-    """Declare the kernel's function: output pointer, one pointer per input, scratch, the
-    team's barrier words and this thread's index."""
+    """Declare the kernel's function: output pointer, one pointer per input, scratch and the
+    chunk to compute."""
     n_in = len(node.inputs)
-    args = [F32P] * (1 + n_in) + [I8P, I32P, I64]
+    args = [F32P] * (1 + n_in) + [I8P, I64]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")

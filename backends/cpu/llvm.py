@@ -96,8 +96,10 @@ def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.Mo
 
 
 def jit(module: ir.Module) -> llvm.ExecutionEngine:
-    """Compile ``module`` in this process; keep the returned engine alive while calling it."""
-    tm = target_machine()
+    """Compile ``module`` in this process; keep the returned engine alive while calling it.
+    Position-independent code: the JIT maps code anywhere in the address space, where the
+    absolute 32-bit addresses of static code (jump tables) would not reach."""
+    tm = target_machine(reloc="pic")
     ref = optimize(module, tm)
     engine = llvm.create_mcjit_compiler(ref, tm)
     engine.finalize_object()

@@ -4,17 +4,17 @@ into its stores."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Node, Op
-from .expr import BodyEmitter, store
+from .expr import BodyEmitter, store, strides
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
 from .llvm import F32P, I64, intrinsic
-from .loops import const, loop_nest
+from .loops import const, for_range, loop_nest
 from .math import emit_binary, emit_unary, splat
 from .team import Team
 
@@ -133,10 +133,13 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     ldc = ldc or n
     cursor = b.bitcast(scratch, F32P)
     a_name, b_name = mt.mm.inputs
-    if mt.window is not None:  # im2col: the patches, materialized once
-        wshape = mt.window.type.shape
+    if mt.window is not None:  # im2col: the patches of this chunk's rows, materialized once
+        wshape = mt.window.type.shape  # [N, *O, *K, C]: rows are [N, *O], m of them
+        spatial = 1 + len(mt.window.attrs["kernel"])
         emitter = BodyEmitter(b, body, ptrs)
-        with team.share(b, wshape) as split, loop_nest(b, wshape, split) as idx:
+        lo, hi = team.bounds(b, m)
+        with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
+            idx = _unravel(b, row, wshape[:spatial]) + rest
             store(b, cursor, idx, wshape, emitter.value(mt.window.name, idx))
         a_ptr = cursor
         cursor = b.gep(cursor, [const(int(np.prod(wshape)))])
@@ -146,13 +149,12 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     panel = packed_b_floats(k, n)
     if b_name in packed:
         b_ptr = ptrs[b_name]
-    else:  # both operands are activations: pack the right-hand side now
+    else:  # both operands are activations: pack the right-hand side now (never split)
         pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n, ldb=n)
-        with team.share(b, (b_batches,)) as split, loop_nest(b, (b_batches,), split) as (g,):
+        with for_range(b, b_batches) as g:
             b.call(pack, [b.gep(ptrs[b_name], [b.mul(g, const(k * n))]),
                           b.gep(cursor, [b.mul(g, const(panel))])])
         b_ptr = cursor
-    team.barrier(b)  # every thread's rows of A and panels of B are in place
     epilogue = ChainEpilogue(body, mt)
     extra = [ptrs[i] for i in epilogue.operands]
     if batch > 1:
@@ -165,7 +167,7 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
             b.call(gemm, [a_at, b_at, b.gep(out, [b.mul(g, const(m * n))]), *extra])
         return
     variants: dict[int, ir.Function] = {}
-    for t in range(team.size):  # thread t takes rows [lo, hi); one GEMM per distinct height
+    for t in range(team.size):  # chunk t takes rows [lo, hi); one GEMM per distinct height
         lo, hi = m * t // team.size, m * (t + 1) // team.size
         if hi == lo:
             continue
@@ -180,6 +182,15 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         else:
             with b.if_then(b.icmp_unsigned("==", team.tid, const(t))):
                 b.call(variants[hi - lo], call)
+
+
+def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
+    """Row-major coordinates of element ``flat`` of ``shape``."""
+    coords = []
+    for stride in strides(shape):
+        coords.append(b.udiv(flat, const(stride)))
+        flat = b.urem(flat, const(stride))
+    return coords
 
 
 def _batch_offsets(body: Graph, mt: Matmul):

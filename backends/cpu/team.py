@@ -1,7 +1,15 @@
-"""Threads inside generated code: a team of ``size`` threads (fixed at compile time) runs every
-kernel, each on its own slice of an axis, and meets at a spin barrier between kernels.
+"""Threads inside generated code, scheduled by chunks.
 
-The runtime starts the threads (runtime/pool.py); generated code only splits and waits.
+A kernel worth splitting is cut into ``chunks`` pieces (a range of one axis each). Every thread
+of the team grabs chunks from the kernel's counter until none is left, so the caller (thread 0)
+finishes alone whatever a descheduled worker did not take: on a busy machine the team degrades
+to one thread instead of waiting for a core. Thread 0 then waits for the kernel's completion
+count and publishes progress; workers wait for that progress before the next split kernel.
+
+Every word is tagged with the run's generation in its upper 32 bits, so a worker still busy
+with an old run never takes a chunk of the new one. The runtime (runtime/pool.py) writes the
+words for a new run before it wakes the workers. Layout of the i64 ``sync`` words: [0]
+progress (kernels complete), then per kernel i: [1 + 2i] next chunk, [2 + 2i] chunks done.
 """
 
 from __future__ import annotations
@@ -15,20 +23,20 @@ from llvmlite import ir
 from .llvm import I32, I64
 from .loops import Split, const
 
-I32P = I32.as_pointer()
+I64P = I64.as_pointer()
+LOW = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
 class Team:
-    """``tid``: this thread's index (an i64 SSA value); ``size``: threads; ``sync``: the
-    barrier's two i32 words (arrivals, generation)."""
+    """How one kernel is split: this call computes chunk ``tid`` (an i64 SSA value) of
+    ``size`` chunks (known at compile time)."""
 
     tid: ir.Value
     size: int
-    sync: ir.Value
 
     def bounds(self, b: ir.IRBuilder, n: int) -> tuple[ir.Value, ir.Value]:
-        """This thread's half-open share [lo, hi) of ``n`` items."""
+        """This chunk's half-open share [lo, hi) of ``n`` items."""
         if self.size == 1:
             return const(0), const(n)
         lo = b.udiv(b.mul(self.tid, const(n)), const(self.size))
@@ -39,7 +47,7 @@ class Team:
     def share(self, b: ir.IRBuilder, shape: Sequence[int],
               axes: Sequence[int] | None = None) -> Iterator[Split | None]:
         """Split the first of ``axes`` (default: all) that has more than one element; when
-        none has, thread 0 alone runs the body, so no two threads write the same element."""
+        none has, chunk 0 alone runs the body, so no two chunks write the same element."""
         axes = range(len(shape)) if axes is None else axes
         axis = next((a for a in axes if shape[a] > 1), None)
         if self.size == 1:
@@ -50,9 +58,8 @@ class Team:
         else:
             yield (axis, *self.bounds(b, shape[axis]))
 
-    def barrier(self, b: ir.IRBuilder) -> None:
-        if self.size > 1:
-            b.call(barrier_function(b.module), [self.sync, const(self.size)])
+
+YIELD_AFTER = 2000  # spins (~50 us) before a waiting thread gives its core away each round
 
 
 def _pause(b: ir.IRBuilder) -> None:
@@ -60,9 +67,6 @@ def _pause(b: ir.IRBuilder) -> None:
     if "x86" in b.module.triple:
         b.call(b.module.declare_intrinsic("llvm.x86.sse2.pause",
                                           fnty=ir.FunctionType(ir.VoidType(), [])), [])
-
-
-YIELD_AFTER = 2000  # spins (~50 us) before a waiting thread gives its core away each round
 
 
 def _wait(b: ir.IRBuilder, spins: ir.Value) -> None:
@@ -78,14 +82,137 @@ def _wait(b: ir.IRBuilder, spins: ir.Value) -> None:
             b.call(yield_fn, [])
 
 
+@contextmanager
+def _spin(b: ir.IRBuilder, word: ir.Value) -> Iterator[tuple[ir.Value, ir.Block]]:
+    """A waiting loop on ``word``: the body gets (value, exit block) and branches to the exit
+    or falls through to wait and read again."""
+    fn = b.function
+    head, done = fn.append_basic_block("spin"), fn.append_basic_block("spun")
+    before = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(const(0), before)
+    yield b.load_atomic(word, "acquire", 8), done
+    _wait(b, i)
+    i.add_incoming(b.add(i, const(1)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> tuple:
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing, None
+    fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    fn.linkage = "internal"
+    return fn, ir.IRBuilder(fn.append_basic_block())
+
+
+def grab_function(module: ir.Module) -> ir.Function:
+    """`i64 sw2c_grab(i64* next, i64 tag, i64 chunks)`: the next chunk of this run, -1 when
+    none is left, -2 when the counter belongs to another run (a late worker must stop)."""
+    fn, b = _function(module, "sw2c_grab", I64, [I64P, I64, I64])
+    if b is None:
+        return fn
+    word, tag, chunks = fn.args
+    with _spin(b, word) as (v, _):  # a failed compare-and-swap reads again at once
+        stale, gone, take = (fn.append_basic_block(n) for n in ("stale", "gone", "take"))
+        ok_tag = b.icmp_unsigned("==", b.and_(v, const(~LOW)), tag)
+        b.cbranch(ok_tag, take, stale)
+        b.position_at_end(stale)
+        b.ret(const(-2))
+        b.position_at_end(take)
+        index = b.and_(v, const(LOW))
+        swap = fn.append_basic_block("swap")
+        b.cbranch(b.icmp_unsigned(">=", index, chunks), gone, swap)
+        b.position_at_end(gone)
+        b.ret(const(-1))
+        b.position_at_end(swap)
+        pair = b.cmpxchg(word, v, b.add(v, const(1)), "acq_rel", "acquire")
+        won = fn.append_basic_block("won")
+        lost = fn.append_basic_block("lost")
+        b.cbranch(b.extract_value(pair, 1), won, lost)
+        b.position_at_end(won)
+        b.ret(index)
+        b.position_at_end(lost)
+    b.unreachable()
+    return fn
+
+
+def wait_function(module: ir.Module) -> ir.Function:
+    """`i1 sw2c_wait(i64* word, i64 tag, i64 count)`: spin until the word's count reaches
+    ``count``; false if it belongs to another run."""
+    fn, b = _function(module, "sw2c_wait", ir.IntType(1), [I64P, I64, I64])
+    if b is None:
+        return fn
+    word, tag, count = fn.args
+    with _spin(b, word) as (v, _):
+        stale, check, ready = (fn.append_basic_block(n) for n in ("stale", "check", "ready"))
+        b.cbranch(b.icmp_unsigned("==", b.and_(v, const(~LOW)), tag), check, stale)
+        b.position_at_end(stale)
+        b.ret(ir.Constant(ir.IntType(1), 0))
+        b.position_at_end(check)
+        more = fn.append_basic_block("more")
+        b.cbranch(b.icmp_unsigned(">=", b.and_(v, const(LOW)), count), ready, more)
+        b.position_at_end(ready)
+        b.ret(ir.Constant(ir.IntType(1), 1))
+        b.position_at_end(more)
+    b.unreachable()
+    return fn
+
+
+def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
+                    sync: ir.Value, tid: ir.Value, tag: ir.Value, index: int,
+                    chunks: int) -> None:
+    """Entry code for split kernel number ``index``: take chunks until none is left; thread
+    0 then waits for every chunk and publishes progress ``index + 1``."""
+    fn = b.function
+    word = b.gep(sync, [const(1 + 2 * index)])
+    done = b.gep(sync, [const(2 + 2 * index)])
+    with b.if_then(b.icmp_unsigned("!=", tid, const(0))):  # workers: wait for the inputs
+        ready = b.call(wait_function(b.module), [sync, tag, const(index)])
+        with b.if_then(b.not_(ready)):
+            b.ret_void()
+    head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
+    b.branch(head)
+    b.position_at_end(head)
+    chunk = b.call(grab_function(b.module), [word, tag, const(chunks)])
+    # compares, not a switch: a jump table's absolute addresses do not relocate in MCJIT
+    stop = fn.append_basic_block("stop")
+    b.cbranch(b.icmp_signed(">=", chunk, const(0)), work, stop)
+    b.position_at_end(stop)
+    b.cbranch(b.icmp_signed("==", chunk, const(-1)), out, late)
+    b.position_at_end(late)
+    b.ret_void()
+    b.position_at_end(work)
+    b.call(kernel, [*args, chunk])
+    b.atomic_rmw("add", done, const(1), "release")
+    b.branch(head)
+    b.position_at_end(out)
+    with b.if_then(b.icmp_unsigned("==", tid, const(0))):
+        b.call(wait_function(b.module), [done, tag, const(chunks)])
+        b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
+
+
+def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], sync: ir.Value,
+                   tid: ir.Value, tag: ir.Value, index: int, team: bool) -> None:
+    """Entry code for a kernel thread 0 runs alone (then publishes progress)."""
+    if not team:
+        b.call(kernel, [*args, const(0)])
+        return
+    with b.if_then(b.icmp_unsigned("==", tid, const(0))):
+        b.call(kernel, [*args, const(0)])
+        b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
+
+
 def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Function:
-    """`i64 <name>_worker(i64* mailbox, i32* sync, i64 tid, i64 seen, i64 spins)`: a worker
+    """`i64 <name>_worker(i64* mailbox, i64* sync, i64 tid, i64 seen, i64 spins)`: a worker
     thread's loop, all in native code so a busy worker never takes the GIL: spin until the
     mailbox's generation (word 0) moves past the last one seen, run the entry with the pointers
     in words 2.., and wait again. Returns the last generation seen after ``spins`` idle rounds
     (the runtime then parks the thread), or -1 when word 1 asks the worker to exit."""
-    i64p = I64.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(I64, [i64p, I32P, I64, I64, I64]),
+    fn = ir.Function(module, ir.FunctionType(I64, [I64P, I64P, I64, I64, I64]),
                      f"{entry.name.removesuffix('_entry')}_worker")
     mailbox, sync, tid, seen0, spins = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
@@ -116,43 +243,13 @@ def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Functi
     b.position_at_end(work)
     args = [b.inttoptr(b.load(b.gep(mailbox, [const(2 + j)])), t)
             for j, t in enumerate(entry.function_type.args[:n_args])]
-    b.call(entry, [*args, sync, tid])
+    b.call(entry, [*args, sync, tid, gen])
     i.add_incoming(const(0), work)
     seen.add_incoming(gen, work)
     b.branch(wait)
     return fn
 
 
-def barrier_function(module: ir.Module) -> ir.Function:
-    """`void sw2c_barrier(i32* sync, i64 n)`: a sense-reversing spin barrier for n threads."""
-    existing = module.globals.get("sw2c_barrier")
-    if existing is not None:
-        return existing
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I32P, I64]), "sw2c_barrier")
-    fn.linkage = "internal"
-    sync, n = fn.args
-    b = ir.IRBuilder(fn.append_basic_block())
-    count = sync
-    gen_ptr = b.gep(sync, [ir.Constant(I32, 1)])
-    gen = b.load_atomic(gen_ptr, "acquire", 4)
-    arrived = b.atomic_rmw("add", count, ir.Constant(I32, 1), "acq_rel")
-    last = b.icmp_unsigned("==", b.zext(arrived, I64), b.sub(n, const(1)))
-    with b.if_else(last) as (then, otherwise):
-        with then:
-            b.store_atomic(ir.Constant(I32, 0), count, "monotonic", 4)
-            b.atomic_rmw("add", gen_ptr, ir.Constant(I32, 1), "release")
-        with otherwise:
-            before = b.block
-            spin = b.append_basic_block("spin")
-            done = b.append_basic_block("spun")
-            b.branch(spin)
-            b.position_at_end(spin)
-            i = b.phi(I64)
-            i.add_incoming(const(0), before)
-            _wait(b, i)
-            i.add_incoming(b.add(i, const(1)), b.block)
-            now = b.load_atomic(gen_ptr, "acquire", 4)
-            b.cbranch(b.icmp_unsigned("==", now, gen), spin, done)
-            b.position_at_end(done)
-    b.ret_void()
-    return fn
+def run_tag(gen: int) -> int:
+    """The tag of run ``gen`` in the sync words (its low 32 bits, shifted up)."""
+    return (gen & LOW) << 32
