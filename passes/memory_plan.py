@@ -66,14 +66,16 @@ def _aligned(n: int) -> int:
 
 
 def in_place_operand(kernel: Node) -> str | None:
-    """A kernel input that the kernel may overwrite with its output: read only by elementwise
-    ops, element for element (same shape as the output, no movement op in between)."""
+    """A kernel input that the kernel may overwrite with its output: the body is elementwise
+    ops only, so every element is read at the very index it is written (a slice or transpose
+    anywhere downstream would read elements already overwritten: fuzz seed 104485)."""
     body: Graph = kernel.attrs["body"]
     if kernel.attrs["kind"] != "elementwise":  # a blocked matmul re-reads C between K blocks
         return None
+    if any(n.op not in ELEMENTWISE and n.op is not Op.CONST for n in body.nodes):
+        return None
     for v in body.inputs:
-        users = body.users[v.name]
-        if v.type == kernel.type and users and all(u.op in ELEMENTWISE for u in users):
+        if v.type == kernel.type and body.users[v.name]:
             return v.name
     return None
 

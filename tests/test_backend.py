@@ -189,3 +189,14 @@ def test_small_kernels_run_solo_between_split_ones(monkeypatch):
 def test_a_model_too_small_to_split_runs_on_one_thread(monkeypatch):
     monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 1 << 40)
     assert compile_graph(residual_cnn(), "small", threads=2).report["threads"] == 1
+
+
+def test_no_in_place_write_under_a_reversing_slice():
+    """Fuzz seed 104485: abs, then a reversed slice, then a multiply: writing the output over
+    the input would overwrite elements the slice still has to read."""
+    b = builder((1, 1, 1, 1))
+    t = b.add(Op.CONCAT, ["x0", "x0", "x0"], axis=3)
+    t = b.add(Op.UNARY, [b.add(Op.UNARY, [t], fn=Unary.EXP)], fn=Unary.ABS)
+    t = b.add(Op.SLICE, [t], starts=(0, 0, 0, 2), steps=(1, 1, 1, -1), counts=(1, 1, 1, 3))
+    c = b.const(np.array([[-0.2, 1.6, 0.5]], np.float32))
+    check(b.finish([b.add(Op.BINARY, [t, c], fn=Binary.MUL)]))
