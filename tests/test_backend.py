@@ -194,9 +194,11 @@ def test_a_model_too_small_to_split_runs_on_one_thread(monkeypatch):
 def test_no_in_place_write_under_a_reversing_slice():
     """Fuzz seed 104485: abs, then a reversed slice, then a multiply: writing the output over
     the input would overwrite elements the slice still has to read."""
-    b = builder((1, 1, 1, 1))
+    b = builder((1, 1, 1, 40))
     t = b.add(Op.CONCAT, ["x0", "x0", "x0"], axis=3)
     t = b.add(Op.UNARY, [b.add(Op.UNARY, [t], fn=Unary.EXP)], fn=Unary.ABS)
-    t = b.add(Op.SLICE, [t], starts=(0, 0, 0, 2), steps=(1, 1, 1, -1), counts=(1, 1, 1, 3))
-    c = b.const(np.array([[-0.2, 1.6, 0.5]], np.float32))
-    check(b.finish([b.add(Op.BINARY, [t, c], fn=Binary.MUL)]))
+    t = b.add(Op.SLICE, [t], starts=(0, 0, 0, 119), steps=(1, 1, 1, -1), counts=(1, 1, 1, 120))
+    c = b.const(np.linspace(-1, 1, 120, dtype=np.float32).reshape(1, 120))
+    t = b.add(Op.BINARY, [t, c], fn=Binary.MUL)  # not an output: it may reuse its input
+    wide = b.const(np.zeros((2, 1, 1, 1), np.float32))  # an expand, in a kernel of its own
+    check(b.finish([b.add(Op.BINARY, [t, wide], fn=Binary.ADD)]))
