@@ -32,8 +32,11 @@ TARGETS = ("cpu",)
 def compile(model: Any, *, target: str = "cpu",
             input_shapes: Mapping[str, Sequence[int]] | None = None, threads: int | None = None,
             calibration: Any = None, verify: bool = True, name: str | None = None,
-            dump_ir: str | os.PathLike | None = None) -> Module:
-    """Compile an ONNX model (path or ModelProto) for ``target``.
+            dump_ir: str | os.PathLike | None = None,
+            joins: Sequence[tuple[str, str]] | None = None) -> Module:
+    """Compile an ONNX model (path or ModelProto), or a list of them joined into one program
+    (each model's outputs feed the next one's inputs, or as ``joins=[(out, in)]`` say), for
+    ``target``.
 
     ``input_shapes`` fixes dynamic dims (default 1, with a warning); ``verify`` runs the result
     once against onnxruntime on random inputs and raises VerificationError on disagreement;
@@ -43,7 +46,7 @@ def compile(model: Any, *, target: str = "cpu",
 
     return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
                          calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
-                         started=time.perf_counter())
+                         started=time.perf_counter(), joins=joins)
 
 
 __all__ = [

@@ -22,12 +22,21 @@ def _shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _join(text: str) -> tuple[str, str]:
+    out, sep, inp = text.partition("=")
+    if not sep or not out or not inp:
+        raise argparse.ArgumentTypeError(f"expected OUTPUT=INPUT, got '{text}'")
+    return out, inp
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL.onnx")
     p.add_argument("--target", default="cpu", help="code generation target (default: cpu)")
     p.add_argument("--input-shape", action="append", type=_shape, default=[],
                    metavar="NAME=D0,D1,...", help="fix the shape of a dynamic input")
     p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
+    p.add_argument("--join", action="append", type=_join, default=[], metavar="OUT=IN",
+                   help="with several models: feed output OUT into input IN")
 
 
 def _compile_parser() -> argparse.ArgumentParser:
@@ -59,6 +68,8 @@ def _inspect_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--plot", metavar="PLAN.png", help="draw the memory plan")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (stable keys)")
+    p.add_argument("--emit-onnx", metavar="FILE.onnx",
+                   help="write the optimized graph as ONNX (kernels in the 'sw2c' domain)")
     return p
 
 
@@ -90,7 +101,7 @@ def _compile(args: argparse.Namespace) -> None:
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
                           threads=args.threads, verify=not args.no_verify, name=args.name,
-                          dump_ir=args.dump_ir)
+                          dump_ir=args.dump_ir, joins=args.join)
     lib = module.export(args.output)
     header = os.path.join(args.output, f"{module.name}.h")
     _print_report(module.report, " ".join(args.models), [lib, header])
@@ -110,12 +121,16 @@ def _bench(args: argparse.Namespace) -> None:
 
 def _inspect(args: argparse.Namespace) -> None:
     from . import compile as sw2c_compile
-    from .runtime.inspect import format_inspection, kernel_table, plot_plan
+    from .runtime.inspect import format_inspection, kernel_table, plot_plan, to_onnx
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
-                          threads=args.threads, verify=False)
+                          threads=args.threads, verify=False, joins=args.join)
     if args.plot:
         plot_plan(module.plan, args.plot, module.name)
+    if args.emit_onnx:
+        import onnx
+
+        onnx.save(to_onnx(module.graph, module.plan), args.emit_onnx)
     if args.json:
         doc = {"model": module.name, **module.plan.as_json(),
                "kernels": kernel_table(module.graph, module.plan)}

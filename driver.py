@@ -90,22 +90,25 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
 
 def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequence[int]] | None,
                   threads: int | None, calibration: Any, verify: bool, name: str | None,
-                  dump_ir: str | os.PathLike | None, started: float) -> Module:
+                  dump_ir: str | os.PathLike | None, started: float,
+                  joins: Sequence[tuple[str, str]] | None = None) -> Module:
     """The body of ``sw2c.compile``."""
     if target != "cpu":
         raise Sw2cError(f"unknown target '{target}'; available targets: cpu")
     models = list(model) if isinstance(model, (list, tuple)) else [model]
-    if len(models) != 1:
-        raise Sw2cError(f"got {len(models)} models; joining several models into one program is "
-                        "not supported yet: compile them one at a time")
+    if not models:
+        raise Sw2cError("no model given")
     from .frontend import import_model, load_model
+    from .frontend.join import join_models
 
-    proto = load_model(models[0])
+    protos = [load_model(m) for m in models]
+    proto = protos[0] if len(protos) == 1 else join_models(protos, joins)
     graph = import_model(proto, input_shapes)
-    module = compile_graph(graph, _model_name(models[0], proto, name), target=target,
+    module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started)
     if verify:
         # a path lets onnxruntime read external data itself (no 2 GB protobuf limit)
-        source = models[0] if isinstance(models[0], (str, os.PathLike)) else proto
-        module.report["verification_error"] = verify_module(module, source)
+        one_path = len(models) == 1 and isinstance(models[0], (str, os.PathLike))
+        module.report["verification_error"] = verify_module(module, models[0] if one_path
+                                                            else proto)
     return module

@@ -15,12 +15,14 @@ def bench_model(models: Sequence[str], *, target: str = "cpu", threads: int = 1,
     """Median/p90 latency of sw2c and onnxruntime, their ratio, GFLOP/s and % of peak."""
     import sw2c
     from sw2c.frontend import load_model
+    from sw2c.frontend.join import join_models
     from sw2c.runtime.verify import random_feeds
 
     module = sw2c.compile(list(models), target=target, threads=threads,
                           input_shapes=input_shapes)
     feeds = random_feeds(module, seed=0)
-    session = ort_session(load_model(models[0]), threads)
+    protos = [load_model(m) for m in models]  # several models: onnxruntime runs them composed
+    session = ort_session(protos[0] if len(protos) == 1 else join_models(protos), threads)
     names = [n for n, _, _ in module.outputs]
     arrays = [feeds[n] for n, _, _ in module.inputs]
     timing = measure(lambda: module(*arrays), lambda: session.run(names, feeds),

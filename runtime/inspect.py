@@ -80,3 +80,40 @@ def plot_plan(plan: MemoryPlan, path: str | os.PathLike, title: str = "memory pl
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def to_onnx(graph: Graph, plan: MemoryPlan) -> Any:
+    """The optimized graph as an ONNX model for Netron: one node per generated kernel in the
+    `sw2c` domain (op type from its kind, the fused ops in an attribute), constants as
+    initializers, reshapes as Reshape nodes. Documentation, not meant to be run."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    def info(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                             list(graph.type_of(name).shape))
+
+    nodes, inits = [], []
+    for node in graph.nodes:
+        if node.op is Op.CONST:
+            inits.append(numpy_helper.from_array(np.asarray(node.attrs["value"]), node.name))
+        elif node.op is Op.RESHAPE:
+            shape = f"{node.name}.shape"
+            inits.append(numpy_helper.from_array(np.array(node.type.shape, np.int64), shape))
+            nodes.append(helper.make_node("Reshape", [node.inputs[0], shape], [node.name]))
+        elif node.op is Op.KERNEL and node.name not in plan.elided:
+            body: Graph = node.attrs["body"]
+            ops = "+".join(n.attrs["fn"].value if "fn" in n.attrs else n.op.value
+                           for n in body.nodes if n.op is not Op.CONST)
+            kind = node.attrs["kind"].capitalize() + "Kernel"
+            nodes.append(helper.make_node(kind, list(node.inputs), [node.name], domain="sw2c",
+                                          name=node.origin or node.name, ops=ops))
+        elif node.op is Op.KERNEL:  # a concat its producers wrote in place
+            nodes.append(helper.make_node("Concat", list(node.attrs["body"].nodes[-1].inputs),
+                                          [node.name], axis=node.attrs["body"].nodes[-1]
+                                          .attrs["axis"], name=node.origin or node.name))
+    model_graph = helper.make_graph(nodes, graph.name, [info(v.name) for v in graph.inputs],
+                                    [info(o) for o in graph.outputs], inits)
+    return helper.make_model(model_graph, opset_imports=[helper.make_opsetid("", 17),
+                                                          helper.make_opsetid("sw2c", 1)])

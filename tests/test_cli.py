@@ -38,15 +38,21 @@ def test_bench_json():
                                             result["onnxruntime"]["median"])
 
 
-def test_inspect_json_and_plot(tmp_path):
-    plot = tmp_path / "plan.png"
+def test_inspect_json_plot_and_onnx(tmp_path):
+    plot, emitted = tmp_path / "plan.png", tmp_path / "optimized.onnx"
     proc = sw2c("inspect", os.path.join(EXAMPLES, "mobilenet_tiny.onnx"), "--json", "--plot",
-                str(plot))
+                str(plot), "--emit-onnx", str(emitted))
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["arena_bytes"] >= plan["arena_lower_bound_bytes"] > 0
     assert plan["kernels"] and all("ops" in k for k in plan["kernels"])
     assert plot.stat().st_size > 10_000
+    import onnx
+
+    model = onnx.load(str(emitted))
+    onnx.checker.check_model(model)
+    kernels = [n for n in model.graph.node if n.domain == "sw2c"]
+    assert len(kernels) == len(plan["kernels"])
 
 
 def test_bad_input_shape_is_a_usage_error():
