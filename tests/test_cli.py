@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -47,6 +48,9 @@ def test_inspect_json_plot_and_onnx(tmp_path):
     assert plan["arena_bytes"] >= plan["arena_lower_bound_bytes"] > 0
     assert plan["kernels"] and all("ops" in k for k in plan["kernels"])
     assert plot.stat().st_size > 10_000
+    header = plot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (1000, 500)  # 10 x 5 inches at 100 dpi
     import onnx
 
     model = onnx.load(str(emitted))
