@@ -331,7 +331,7 @@ def gen_sum(b: Builder, x: str) -> bool:
     for _ in range(b.randint(0, 2)):
         y = other_operand(b, shape)
         if y is None:
-            return False
+            break
         operands.append(y)
         shape = broadcast(shape, b.shapes[y])
     b.op1("Sum", list(b.rng.permutation(operands)), shape)
@@ -466,14 +466,11 @@ def gen_gemm(b: Builder, x: str) -> bool:
     rows, cols = b.shapes[x]
     m, k = (cols, rows) if trans_a else (rows, cols)
     y = b.pick(lambda s: len(s) == 2 and s[trans_b] == k and small((m, s[1 - trans_b])))
-    if y is None or b.coin(0.6):
-        n = wide(b, 32, 130)
-        bshape = (n, k) if trans_b else (k, n)
-        y = b.const(b.floats(bshape, 1 / math.sqrt(k)))
-    else:
-        n = b.shapes[y][1 - trans_b]
-    if not small((m, n)):
+    n = wide(b, 32, 130) if y is None or b.coin(0.6) else b.shapes[y][1 - trans_b]
+    if not small((m, n)) or not small((k, n)):
         return False
+    if y is None or b.shapes[y][1 - trans_b] != n:
+        y = b.const(b.floats((n, k) if trans_b else (k, n), 1 / math.sqrt(k)))
     inputs = [x, y]
     if b.coin(0.7):
         cshape = b.choice(((n,), (1, n), (m, n), (m, 1), (), (1, 1)))
@@ -529,11 +526,11 @@ def gen_matmul(b: Builder, x: str) -> bool:
     shape = b.shapes[x]
     if b.coin(0.2):  # constant on the left: (P, M) @ x
         m = shape[-2] if len(shape) >= 2 else shape[0]
-        a = b.const(b.floats((wide(b, 12, 40), m), 1 / math.sqrt(m)))
-        out = matmul_shape(b.shapes[a], shape)
+        ashape = (wide(b, 12, 40), m)
+        out = matmul_shape(ashape, shape)
         if out is None or not small(out):
             return False
-        b.op1("MatMul", [a, x], out)
+        b.op1("MatMul", [b.const(b.floats(ashape, 1 / math.sqrt(m))), x], out)
         return True
     y = _matmul_right(b, x)
     if y is None:
@@ -612,17 +609,17 @@ def gen_concat(b: Builder, x: str) -> bool:
     def fits(s: Shape) -> bool:
         return len(s) == len(shape) and all(s[i] == shape[i] for i in range(len(s)) if i != a)
 
-    parts = [x]
+    parts: list[str | Shape] = [x]  # a shape stands for a constant, made once the op fits
     for _ in range(b.randint(1, 3)):
         if b.coin(0.25):
-            cshape = shape[:a] + (b.randint(1, 3),) + shape[a + 1:]
-            parts.append(b.const(b.floats(cshape), "c"))
+            parts.append(shape[:a] + (b.randint(1, 3),) + shape[a + 1:])
         else:
             parts.append(b.pick(fits) or x)
-    sizes = [b.shapes[p][a] for p in parts]
-    out = shape[:a] + (sum(sizes),) + shape[a + 1:]
+    out = shape[:a] + (sum(p[a] if isinstance(p, tuple) else b.shapes[p][a] for p in parts),)
+    out += shape[a + 1:]
     if not small(out):
         return False
+    parts = [b.const(b.floats(p), "c") if isinstance(p, tuple) else p for p in parts]
     order = [int(i) for i in b.rng.permutation(len(parts))]
     b.op1("Concat", [parts[i] for i in order], out, axis=axis)
     return True
@@ -883,6 +880,12 @@ def validate(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise GeneratorError(f"{model.graph.name}: invalid model: {e}") from e
+    read = {i for n in model.graph.node for i in n.input}
+    consts = [t.name for t in model.graph.initializer]
+    consts += [n.output[0] for n in model.graph.node if n.op_type == "Constant"]
+    unused = [c for c in consts if c not in read]
+    if unused:
+        raise GeneratorError(f"{model.graph.name}: constants no node reads: {unused}")
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         got = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
         if vi.name in shapes and got != shapes[vi.name]:
@@ -1441,14 +1444,16 @@ class Soak:
 
     def _minimize(self, model: onnx.ModelProto, failure: Failure, seed: int,
                   worker: Isolated) -> tuple[onnx.ModelProto, Failure | None]:
+        """The shrunk model and how it fails (the original model if shrinking broke)."""
         threads = case_threads(seed)
         timeout = HANG_SHRINK_TIMEOUT if failure.kind == "hang" else None
-        small_model = shrink(model, failure, seed=seed,
-                             check_fn=lambda m, s: worker.check_model(m, s, threads, timeout))
         try:
+            small_model = shrink(model, failure, seed=seed,
+                                 check_fn=lambda m, s: worker.check_model(m, s, threads, timeout))
             return small_model, worker.check_model(small_model, seed, threads, timeout)
-        except GeneratorError:
-            return small_model, None
+        except Exception as e:  # noqa: BLE001 (a shrinker bug must not stop the soak)
+            tqdm_write(f"shrinking seed {seed} failed: {type(e).__name__}: {e}")
+            return model, None
 
 
 def tqdm_write(text: str) -> None:
