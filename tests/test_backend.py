@@ -177,8 +177,9 @@ def test_concat_of_contiguous_chunks_written_in_place():
 
 
 def test_small_kernels_run_solo_between_split_ones(monkeypatch):
-    """With a threshold between the convs' work and the pools', barriers only surround the
-    split kernels; the answer is the same."""
+    """With a threshold between the convs' work and the pools', the convs are cut into chunks
+    the team shares while thread 0 runs the pools alone (the workers wait on its progress
+    word); the answer is the same."""
     monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 20000)
     graph = residual_cnn(c=16, hw=24)
     module = compile_graph(graph, "mixed", threads=2)
