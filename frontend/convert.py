@@ -137,6 +137,11 @@ class Ctx:
                                    "known at compile time")
         return v
 
+    def const_ints(self, i: int, what: str) -> list[int] | None:
+        """Constant input ``i`` (axes, pads, starts, ...) as a list of ints, None if absent."""
+        v = self.const(i, what)
+        return None if v is None else [int(a) for a in v.reshape(-1)]
+
     def present(self) -> list[Val]:
         return [v for v in self.inputs if v is not None]
 

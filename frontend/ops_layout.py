@@ -90,8 +90,7 @@ def squeeze_attr(cx: Ctx) -> Val:
 
 @converter("Squeeze", since=13)
 def squeeze_input(cx: Ctx) -> Val:
-    axes = cx.const(1, "axes")
-    return _squeeze(cx, None if axes is None else _ints(axes))
+    return _squeeze(cx, cx.const_ints(1, "axes"))
 
 
 @converter("Unsqueeze")
@@ -101,8 +100,7 @@ def unsqueeze_attr(cx: Ctx) -> Val:
 
 @converter("Unsqueeze", since=13)
 def unsqueeze_input(cx: Ctx) -> Val:
-    axes = cx.const(1, "axes")
-    return _unsqueeze(cx, None if axes is None else _ints(axes))
+    return _unsqueeze(cx, cx.const_ints(1, "axes"))
 
 
 @converter("Transpose")
@@ -201,12 +199,11 @@ def slice_attr(cx: Ctx) -> Val:
 @converter("Slice", since=10)
 def slice_input(cx: Ctx) -> Val:
     """Opset >= 10: starts, ends and the optional axes and steps are (constant) inputs."""
-    starts, ends, axes, steps = (cx.const(i, what) for i, what in
+    starts, ends, axes, steps = (cx.const_ints(i, what) for i, what in
                                  enumerate(("starts", "ends", "axes", "steps"), start=1))
     if starts is None or ends is None:
         raise cx.error("starts and ends are required")
-    return _slice(cx, _ints(starts), _ints(ends), None if axes is None else _ints(axes),
-                  None if steps is None else _ints(steps))
+    return _slice(cx, starts, ends, axes, steps)
 
 
 # --- padding ------------------------------------------------------------------------------------
@@ -243,11 +240,12 @@ def pad_attr(cx: Ctx) -> Val:
 
 @converter("Pad", since=11)
 def pad_input(cx: Ctx) -> Val:
-    pads, value, axes = cx.const(1, "pads"), cx.const(2, "constant_value"), cx.const(3, "axes")
+    pads, value, axes = (cx.const_ints(1, "pads"), cx.const(2, "constant_value"),
+                         cx.const_ints(3, "axes"))
     if pads is None:
         raise cx.error("pads are required")
     value = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
-    return _pad(cx, _ints(pads), value, None if axes is None else _ints(axes))
+    return _pad(cx, pads, value, axes)
 
 
 # --- broadcasting and gathering -------------------------------------------------------------------

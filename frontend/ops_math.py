@@ -167,5 +167,4 @@ def reduce_attr_axes(cx: Ctx) -> Val:
 @converter(*(op for op in REDUCES if op != "ReduceSum"), since=18)
 def reduce_input_axes(cx: Ctx) -> Val:
     """ReduceSum from opset 13 and the others from 18 take ``axes`` as an optional input."""
-    axes = cx.const(1, "axes")
-    return _reduce(cx, None if axes is None else [int(a) for a in axes.reshape(-1)])
+    return _reduce(cx, cx.const_ints(1, "axes"))

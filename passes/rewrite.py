@@ -77,11 +77,11 @@ def rewrite_once(graph: Graph, rules: Sequence[Rule]) -> tuple[Graph, bool]:
             rw.keep(node)
     outputs = []
     for name in graph.outputs:
-        if subst.get(name, name) != name:  # keep the public name with a free alias
-            node = Node(Op.RESHAPE, (subst[name],), graph.values[name],
-                        {"shape": graph.type_of(name).shape}, rw.producer.get(subst[name]).origin
-                        if subst[name] in rw.producer else "")
-            rw.keep(node)
+        new = subst.get(name, name)
+        if new != name:  # keep the public name with a free alias
+            source = rw.producer.get(new)
+            rw.keep(Node(Op.RESHAPE, (new,), graph.values[name],
+                         {"shape": graph.type_of(name).shape}, source.origin if source else ""))
         outputs.append(name)
     return rw.builder.finish(outputs), bool(subst)
 

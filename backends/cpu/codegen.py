@@ -1,7 +1,7 @@
 """Translate a fused, planned graph into one LLVM module: a function per kernel and an entry
-`void <name>_entry(i8* weights, i8* arena, float* in0.., float* out0..)` calling them in order
-with pointers fixed by the memory plan. Weights (matmul operands pre-packed) go into a byte
-blob beside the code, never into the IR text."""
+`void <name>_entry(i8* weights, i8* arena, float* in0.., float* out0.., i64* sync, i64 tid,
+i64 gen)` calling them in order with pointers fixed by the memory plan. Weights (matmul
+operands pre-packed) go into a byte blob beside the code, never into the IR text."""
 
 from __future__ import annotations
 
@@ -68,6 +68,13 @@ def _is_const(graph: Graph, name: str) -> bool:
     return graph.const(storage_root(graph, name)) is not None
 
 
+def _packed_consts(node: Node, graph: Graph) -> set[str]:
+    """The packed GEMM operands (body-side names) that are constants: packed at compile time."""
+    wanted = _packed_inputs(node)
+    return {inner.name for outer, inner in zip(node.inputs, node.attrs["body"].inputs)
+            if inner.name in wanted and _is_const(graph, outer)}
+
+
 MIN_PARALLEL_WORK = 1 << 20  # MACs + output elements below which one thread runs a kernel
 CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance its load
 
@@ -75,9 +82,7 @@ CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance
 def _parallel(node: Node, graph: Graph) -> bool:
     """Worth splitting: enough work to pay for handing out chunks, and no step (packing a
     run-time right-hand side) that every chunk would need first."""
-    if node.attrs["kind"] == "matmul" and not all(
-            _is_const(graph, outer) for outer, inner in
-            zip(node.inputs, node.attrs["body"].inputs) if inner.name in _packed_inputs(node)):
+    if _packed_inputs(node) - _packed_consts(node, graph):
         return False
     return count_macs(node.attrs["body"]) + node.type.size >= MIN_PARALLEL_WORK
 
@@ -123,8 +128,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
 
     for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
-        packed = {inner.name for outer, inner in zip(node.inputs, body.inputs)
-                  if inner.name in _packed_inputs(node) and _is_const(graph, outer)}
+        packed = _packed_consts(node, graph)
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
         chunks = CHUNKS_PER_THREAD * threads if parallel[index] else 1
