@@ -113,6 +113,11 @@ def _eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     raise NotImplementedError(op)
 
 
+def apply(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    """One node on inputs of any (broadcast-compatible) shape, without the cast to its type."""
+    return np.asarray(_eval(node, xs))
+
+
 def evaluate(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     """One node on concrete inputs, cast to the node's declared type."""
     y = np.asarray(_eval(node, xs))

@@ -1,0 +1,268 @@
+"""Cover the optimized float graph with target kernels: which IR nodes each int8 step computes.
+
+Walking the graph in order, every node either starts a region (its anchor) or is absorbed by
+one: a matmul takes its im2col window and its affine/clamp epilogue (bias, BN scale, ReLU,
+Clip); a sum over a windowed product is a depthwise conv; a reduction over a window is a pool;
+an elementwise tree of one tensor and constants becomes one lookup table. Only a region's
+output is materialized as an int8 tensor; reshapes of a materialized tensor are views of it.
+Anything else is a clear ``UnsupportedOpError`` naming the ONNX node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import UnsupportedOpError
+from ...ir import Graph, Node, Op
+from ...ir.ops import Binary, Reduce, Unary
+from .program import Kind
+
+ACCUMULATING = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL})
+MOVES = {Op.TRANSPOSE: Kind.TRANSPOSE, Op.SLICE: Kind.SLICE, Op.PAD: Kind.PAD,
+         Op.CONCAT: Kind.CONCAT}
+TWO_TENSOR = {Binary.ADD: Kind.ADD, Binary.SUB: Kind.SUB, Binary.MUL: Kind.MUL}
+
+
+@dataclass
+class Region:
+    """The IR nodes of one int8 step. ``gain``/``offset`` (broadcast to the output shape) and
+    ``clamp`` hold the folded epilogue: out = clamp(acc_real * gain + offset)."""
+
+    kind: Kind
+    anchor: Node
+    sources: tuple[str, ...]  # the materialized tensors it reads
+    output: str
+    nodes: list[Node]
+    window: Node | None = None
+    weights: np.ndarray | None = None
+    gain: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    clamp: tuple[float, float] | None = None
+
+
+def unsupported(node: Node, detail: str) -> UnsupportedOpError:
+    return UnsupportedOpError(node.op.value, "sw2c", node.origin or node.name,
+                              f"{detail} (on the asic target)")
+
+
+def channel_constant(a: np.ndarray) -> bool:
+    """True if ``a`` varies along its last axis only."""
+    flat = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    return bool(np.all(flat == flat[:1]))
+
+
+class Matcher:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.users = graph.users
+        self.producer = graph.producer
+        self.outputs = set(graph.outputs)
+        self.materialized = {v.name for v in graph.inputs}
+        self.views: dict[str, str] = {}  # reshape -> the tensor it views
+        self.virtual: set[str] = set()  # window patches waiting for their consumer
+        self.absorbed: set[str] = set()
+        self.regions: list[Region] = []
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.g.const(name)
+
+    def operands(self, node: Node) -> list[str]:
+        return [i for i in node.inputs if self.const(i) is None]
+
+    def run(self) -> list[Region]:
+        for node in self.g.nodes:
+            if node.op is Op.CONST or node.name in self.absorbed:
+                continue
+            region = self.visit(node)
+            if region is not None:
+                self.regions.append(region)
+                self.absorbed.update(n.name for n in region.nodes)
+                self.materialized.add(region.output)
+        for name in self.virtual - self.absorbed:
+            raise unsupported(self.producer[name], "window patches used other than by a conv "
+                              "or pool")
+        for name in self.g.outputs:
+            if name not in self.materialized:
+                raise unsupported(self.producer[name], "a constant model output")
+        return self.regions
+
+    def visit(self, node: Node) -> Region | None:
+        ins = node.inputs
+        if any(i in self.virtual for i in ins):
+            if node.op is Op.RESHAPE or (node.op is Op.BINARY and node.attrs["fn"] is Binary.MUL
+                                         and len(self.operands(node)) == 1):
+                self.virtual.add(node.name)
+                return None
+            if node.op is Op.MATMUL:
+                return self.conv(node)
+            if node.op is Op.REDUCE:
+                return self.windowed_reduce(node)
+            raise unsupported(node, "window patches used other than by a conv or pool")
+        if node.op is Op.WINDOW:
+            self.virtual.add(node.name)
+            return None
+        if node.op is Op.RESHAPE:
+            self.views[node.name] = self.views.get(ins[0], ins[0])
+            self.materialized.add(node.name)
+            self.absorbed.add(node.name)
+            return None
+        if node.op is Op.MATMUL:
+            return self.conv(node)
+        if node.op is Op.REDUCE:
+            return self.global_reduce(node)
+        if node.op in MOVES:
+            return Region(MOVES[node.op], node, tuple(ins), node.name, [node])
+        if node.op is Op.BINARY and len(set(self.operands(node))) == 2:
+            if node.attrs["fn"] not in TWO_TENSOR:
+                raise unsupported(node, f"{node.attrs['fn'].value} of two tensors")
+            return self.clamped(Region(TWO_TENSOR[node.attrs["fn"]], node, tuple(ins),
+                                       node.name, [node]))
+        if node.op in (Op.UNARY, Op.BINARY):
+            return self.lookup_table(node)
+        raise unsupported(node, "no int8 kernel for this op")
+
+    # --- MAC array ------------------------------------------------------------------------
+    def conv(self, node: Node) -> Region:
+        a, b = node.inputs
+        w = self.const(b)
+        if w is None or w.ndim != 2:
+            raise unsupported(node, "a matmul needs a 2-D constant right operand (grouped "
+                              "convs and products of two tensors are not supported)")
+        if a not in self.virtual:
+            return self.epilogue(Region(Kind.CONV, node, (a,), node.name, [node], weights=w))
+        flat = self.producer[a]
+        win = self.producer.get(flat.inputs[0])
+        if flat.op is not Op.RESHAPE or win is None or win.op is not Op.WINDOW:
+            raise unsupported(node, "a matmul over patches must read reshaped window patches")
+        n = len(win.attrs["kernel"])
+        if flat.type.shape[:-1] != win.type.shape[:1 + n]:
+            raise unsupported(node, "the patches must flatten kernel taps and channels only")
+        return self.epilogue(Region(Kind.CONV, node, (win.inputs[0],), node.name,
+                                    [win, flat, node], window=win, weights=w))
+
+    def windowed_reduce(self, node: Node) -> Region:
+        src = self.producer[node.inputs[0]]
+        fn = node.attrs["fn"]
+        if src.op is Op.BINARY:  # depthwise: sum(window * taps)
+            win_name = next(i for i in src.inputs if i in self.virtual)
+            win, taps = self.producer[win_name], self.const(next(
+                i for i in src.inputs if i != win_name))
+            nodes, kind = [win, src, node], Kind.DEPTHWISE
+        else:
+            win, taps, nodes = src, None, [src, node]
+            kind = Kind.MAX_POOL if fn is Reduce.MAX else Kind.SUM_POOL
+        n = len(win.attrs["kernel"])
+        kernel_axes = tuple(range(1 + n, 1 + 2 * n))
+        if win.op is not Op.WINDOW or tuple(node.attrs["axes"]) != kernel_axes or (
+                kind is Kind.DEPTHWISE and fn is not Reduce.SUM):
+            raise unsupported(node, "a reduction over patches must be a pool or depthwise conv")
+        region = Region(kind, node, (win.inputs[0],), node.name, nodes, window=win,
+                        weights=taps)
+        if kind is Kind.MAX_POOL:
+            return region
+        if fn is Reduce.MEAN:
+            region.gain = np.full(node.type.shape, 1.0 / np.prod(win.attrs["kernel"]))
+        return self.epilogue(region)
+
+    def global_reduce(self, node: Node) -> Region:
+        fn = node.attrs["fn"]
+        kind = Kind.MAX_POOL if fn is Reduce.MAX else Kind.SUM_POOL
+        region = Region(kind, node, (node.inputs[0],), node.name, [node])
+        if kind is Kind.MAX_POOL:
+            return region
+        if fn is Reduce.MEAN:
+            shape = self.g.type_of(node.inputs[0]).shape
+            count = np.prod([shape[a] for a in node.attrs["axes"]])
+            region.gain = np.full(node.type.shape, 1.0 / count)
+        return self.epilogue(region)
+
+    # --- epilogues ------------------------------------------------------------------------
+    def _next(self, name: str) -> Node | None:
+        users = self.users.get(name, [])
+        return users[0] if name not in self.outputs and len(users) == 1 else None
+
+    def epilogue(self, r: Region) -> Region:
+        """Absorb per-channel affine constants, reshapes keeping the channels, then a clamp."""
+        shape = r.anchor.type.shape
+        gain = np.ones(shape) if r.gain is None else r.gain
+        offset = np.zeros(shape)
+        while r.clamp is None and (u := self._next(r.output)) is not None:
+            if u.op is Op.RESHAPE and u.type.shape[-1:] == shape[-1:]:
+                shape = u.type.shape
+                gain, offset = gain.reshape(shape), offset.reshape(shape)
+            elif u.op is Op.BINARY and (step := self._affine(u, r.output, gain, offset)):
+                gain, offset = step
+            elif not self._clamp(u, r):
+                break
+            r.nodes.append(u)
+            r.output = u.name
+        r.gain, r.offset = gain, offset
+        return r
+
+    def clamped(self, r: Region) -> Region:
+        while r.clamp is None and (u := self._next(r.output)) is not None and self._clamp(u, r):
+            r.nodes.append(u)
+            r.output = u.name
+        return r
+
+    def _clamp(self, u: Node, r: Region) -> bool:
+        fn = u.attrs.get("fn") if u.op is Op.UNARY else None
+        if fn is Unary.RELU:
+            r.clamp = (0.0, np.inf)
+        elif fn is Unary.CLIP:
+            r.clamp = (float(u.attrs["lo"]), float(u.attrs["hi"]))
+        return r.clamp is not None
+
+    def _affine(self, u: Node, cur: str, gain: np.ndarray, offset: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """cur (+ - * /) a constant, kept when the bias stays per channel and scales > 0."""
+        fn, (x, y) = u.attrs["fn"], u.inputs
+        c = self.const(y if x == cur else x)
+        if c is None or u.type.shape != gain.shape:
+            return None
+        c = np.broadcast_to(c.astype(np.float64), gain.shape)
+        if fn is Binary.ADD:
+            new = gain, offset + c
+        elif fn is Binary.SUB and x == cur:
+            new = gain, offset - c
+        elif fn is Binary.MUL and np.all(c > 0):
+            new = gain * c, offset * c
+        elif fn is Binary.DIV and x == cur and np.all(c > 0):
+            new = gain / c, offset / c
+        else:
+            return None
+        return new if channel_constant(new[1] / new[0]) else None
+
+    # --- lookup tables --------------------------------------------------------------------
+    def lookup_table(self, node: Node) -> Region:
+        """An elementwise tree of one tensor and per-channel constants: grow it while every
+        new node reads only the source tensor, the tree and constants."""
+        (src,) = set(self.operands(node))
+        r = Region(Kind.LUT, node, (src,), node.name, [node])
+        inside = {node.name}
+        if not self._lut_consts(node):
+            raise unsupported(node, "an elementwise constant must vary along channels only")
+        while (u := self._next(r.output)) is not None and u.op in (Op.UNARY, Op.BINARY) and all(
+                i in inside or i == src for i in self.operands(u)) and self._lut_consts(u) \
+                and u.type.shape == node.type.shape:
+            r.nodes.append(u)
+            r.output = u.name
+            inside.add(u.name)
+        return r
+
+    def _lut_consts(self, node: Node) -> bool:
+        for i in node.inputs:
+            c = self.const(i)
+            if c is not None and c.size > 1 and not (
+                    c.ndim <= node.type.rank and c.shape[-1] == node.type.shape[-1]
+                    and channel_constant(c)):
+                return False
+        return True
+
+
+def match(graph: Graph) -> tuple[list[Region], dict[str, str]]:
+    """The regions of ``graph`` in execution order, and its reshape views (view -> source)."""
+    m = Matcher(graph)
+    return m.run(), m.views

@@ -1,0 +1,120 @@
+"""The integer program: int8 tensors and the steps (kernels) that compute them.
+
+Lowering turns the optimized float graph into a ``QProgram``; the integer reference
+(``reference.py``) defines what each step computes, the simulator executes it on the target's
+arena, and the C export translates it. Every activation is int8 with one scale and zero point
+(``real = scale * (q - zero_point)``); weights are int8 symmetric per output channel, biases
+int32, requantization an int32 multiplier and shift per channel (see ``fixed_point.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+import numpy as np
+
+
+class Kind(enum.Enum):
+    # the MAC array: int8 x int8 -> int32, then requantize
+    CONV = "conv"  # x [M.., K] or window patches of x  @  weights [K, N] + bias [N]
+    DEPTHWISE = "depthwise"  # window patches [.., *K, C] * weights [*K, C] summed + bias [C]
+    # the vector unit
+    SUM_POOL = "sum_pool"  # sum of (x - zp) over a window or over axes, then requantize
+    MAX_POOL = "max_pool"  # max over a window (padded with -128) or over axes; same scale
+    ADD = "add"  # a + b (numpy broadcasting), TFLite style: both rescaled to a common scale
+    SUB = "sub"
+    MUL = "mul"  # (a - za) * (b - zb), requantized
+    LUT = "lut"  # y = table[x + 128], or table[channel, x + 128] for per-channel tables
+    # data movement (the output keeps the input's scale and zero point)
+    TRANSPOSE = "transpose"  # attrs: perm
+    SLICE = "slice"  # attrs: starts, steps (counts = the output shape)
+    PAD = "pad"  # attrs: pads (begin per axis, then end); pads with the quantized pad value
+    CONCAT = "concat"  # attrs: axis; inputs already share the output's scale
+
+
+MAC_ARRAY = frozenset({Kind.CONV, Kind.DEPTHWISE})
+MOVES = frozenset({Kind.TRANSPOSE, Kind.SLICE, Kind.PAD, Kind.CONCAT})
+
+
+@dataclass(frozen=True)
+class QTensor:
+    """An int8 activation; ``view_of`` names the tensor it reshapes (sharing its bytes)."""
+
+    name: str
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+    view_of: str = ""
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Patches of [N, *S, C] as the IR's WINDOW op takes them: pads are begin then end."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Requant:
+    """int32 accumulator -> int8: ``clamp(MBQM(acc, multiplier, shift) + zero_point, lo, hi)``.
+    ``multiplier``/``shift`` broadcast against the accumulator (per channel: shape [C])."""
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    lo: int = -128
+    hi: int = 127
+
+
+@dataclass(eq=False)
+class Step:
+    """One kernel: reads ``inputs`` (tensor names), writes ``output``.
+
+    ``consts`` holds the integer operands (``weights`` int8, ``bias`` int32, ``table`` int8,
+    and for ADD/SUB the per-input rescales ``a_mult``/``a_shift``/``b_mult``/``b_shift``);
+    ``origin`` names the ONNX node it came from, ``fused`` the IR nodes it covers. Lowering
+    fills a step in; nothing changes it afterwards."""
+
+    kind: Kind
+    inputs: tuple[str, ...]
+    output: str
+    origin: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    requant: Requant | None = None
+    fused: tuple[str, ...] = ()
+
+    @property
+    def window(self) -> Window | None:
+        return self.attrs.get("window")
+
+
+@dataclass(frozen=True, eq=False)
+class QProgram:
+    """Float inputs are quantized into ``inputs`` on entry; ``outputs`` are dequantized on exit."""
+
+    name: str
+    tensors: dict[str, QTensor]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of weight memory: weights, biases, tables and requantization parameters."""
+        return sum(sum(c.nbytes for c in s.consts.values())
+                   + (s.requant.multiplier.nbytes + s.requant.shift.nbytes if s.requant else 0)
+                   for s in self.steps)
+
+    def producer(self) -> dict[str, Step]:
+        return {s.output: s for s in self.steps}

@@ -1,0 +1,159 @@
+"""The integer reference: what every step of a ``QProgram`` computes, in numpy integers.
+
+This is the definition the simulator and the C export must match bit for bit. Accumulators
+are exact: a matmul of int8 operands is computed in float64, whose 53-bit mantissa holds any
+int32 sum exactly (lowering checks that no accumulator can leave int32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ...ir.interp import window as window_patches
+from .fixed_point import multiply_by_quantized_multiplier, quantize, requantize
+from .program import Kind, QProgram, QTensor, Step
+
+I32 = np.int32
+
+
+def _centered(x: np.ndarray, t: QTensor) -> np.ndarray:
+    return x.astype(I32) - I32(t.zero_point)
+
+
+def _patches(step: Step, x: np.ndarray) -> np.ndarray:
+    """[N, *S, C] int8 -> [N, *O, *K, C] patches, padded with the step's int8 pad value."""
+    w = step.window
+    return window_patches(x, w.kernel, w.strides, w.dilations, w.pads, step.attrs["pad"])
+
+
+def conv(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    """[.., K] (or window patches flattened to K) @ [K, N] + bias [N] -> requantized."""
+    xc = _centered(_patches(step, x) if step.window is not None else x, tx)
+    w = step.consts["weights"]  # [K, N]
+    a = xc.reshape(-1, w.shape[0]).astype(np.float64)  # [M, K]
+    return (a @ w.astype(np.float64)).astype(np.int64) + step.consts["bias"]
+
+
+def depthwise(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    """Patches [N, *O, *K, C] * weights [*K, C], summed over the kernel axes, + bias [C]."""
+    p = _centered(_patches(step, x), tx)
+    n = len(step.window.kernel)
+    acc = (p * step.consts["weights"].astype(I32)).sum(axis=tuple(range(-1 - n, -1)))
+    return acc.astype(np.int64) + step.consts["bias"]
+
+
+def _pool_axes(step: Step, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    if step.window is not None:
+        n = len(step.window.kernel)
+        return _patches(step, x), tuple(range(-1 - n, -1))
+    return x, tuple(step.attrs["axes"])
+
+
+def sum_pool(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    p, axes = _pool_axes(step, x)
+    p = _centered(p, tx)
+    return p.sum(axis=axes, dtype=np.int64, keepdims=True)
+
+
+def max_pool(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    p, axes = _pool_axes(step, x)
+    return p.max(axis=axes, keepdims=True)
+
+
+def add_sub(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTensor) -> np.ndarray:
+    """TFLite int8 ADD: both sides shifted left, rescaled to a common scale, summed
+    (numpy broadcasting)."""
+    at = step.attrs
+    left = np.int64(at["left_shift"])
+    sa = multiply_by_quantized_multiplier(_centered(a, ta).astype(np.int64) << left, *at["a"])
+    sb = multiply_by_quantized_multiplier(_centered(b, tb).astype(np.int64) << left, *at["b"])
+    return sa - sb if step.kind is Kind.SUB else sa + sb
+
+
+def mul(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTensor) -> np.ndarray:
+    return _centered(a, ta).astype(np.int64) * _centered(b, tb)
+
+
+def lut(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    table = step.consts["table"]
+    idx = x.astype(np.intp) + 128
+    if table.ndim == 1:
+        return table[idx]
+    return table[np.arange(table.shape[0]), idx]  # [C, 256]: per channel (the last axis)
+
+
+def transpose(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    return np.transpose(x, step.attrs["perm"])
+
+
+def slice_(step: Step, x: np.ndarray, tx: QTensor, shape: tuple[int, ...]) -> np.ndarray:
+    idx = tuple(np.arange(n) * st + s for s, st, n in
+                zip(step.attrs["starts"], step.attrs["steps"], shape))
+    return x[np.ix_(*idx)]
+
+
+def pad(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    p, r = step.attrs["pads"], x.ndim
+    return np.pad(x, [(p[i], p[r + i]) for i in range(r)], constant_values=step.attrs["value"])
+
+
+def concat(step: Step, *xs: np.ndarray) -> np.ndarray:
+    return np.concatenate(xs, axis=step.attrs["axis"])
+
+
+UNARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
+    Kind.CONV: conv, Kind.DEPTHWISE: depthwise, Kind.SUM_POOL: sum_pool,
+    Kind.MAX_POOL: max_pool, Kind.LUT: lut, Kind.TRANSPOSE: transpose, Kind.PAD: pad,
+}
+BINARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
+    Kind.ADD: add_sub, Kind.SUB: add_sub, Kind.MUL: mul,
+}
+
+
+def run_step(step: Step, xs: list[np.ndarray], tensors: Mapping[str, QTensor]) -> np.ndarray:
+    """One step on int8 inputs; returns its int8 output, shaped as its output tensor."""
+    ts = [tensors[i] for i in step.inputs]
+    out = tensors[step.output]
+    if step.kind in UNARY_STEPS:
+        y = UNARY_STEPS[step.kind](step, xs[0], ts[0])
+    elif step.kind in BINARY_STEPS:
+        y = BINARY_STEPS[step.kind](step, xs[0], xs[1], ts[0], ts[1])
+    elif step.kind is Kind.SLICE:
+        y = slice_(step, xs[0], ts[0], out.shape)
+    elif step.kind is Kind.CONCAT:
+        y = concat(step, *xs)
+    else:
+        raise NotImplementedError(step.kind)
+    if step.requant is not None:  # the accumulating kinds: int32 -> int8
+        r = step.requant
+        y = requantize(y.reshape(out.shape), r.multiplier, r.shift, r.zero_point, r.lo, r.hi)
+    return np.ascontiguousarray(y, dtype=np.int8).reshape(out.shape)
+
+
+def quantize_inputs(program: QProgram, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    ts = [program.tensors[n] for n in program.inputs]
+    return [quantize(x, t.scale, t.zero_point).reshape(t.shape) for x, t in zip(feeds, ts)]
+
+
+def run_reference(program: QProgram, qfeeds: list[np.ndarray],
+                  keep: bool = False) -> dict[str, np.ndarray]:
+    """Execute ``program`` on int8 inputs, one fresh array per tensor; returns the int8
+    outputs by tensor name (every tensor with ``keep``)."""
+    views: dict[str, list[QTensor]] = {}
+    for t in program.tensors.values():
+        if t.view_of:
+            views.setdefault(t.view_of, []).append(t)
+    env: dict[str, np.ndarray] = {}
+
+    def define(name: str, x: np.ndarray) -> None:
+        env[name] = x
+        for v in views.get(name, ()):
+            define(v.name, x.reshape(v.shape))
+
+    for name, x in zip(program.inputs, qfeeds):
+        define(name, x)
+    for step in program.steps:
+        define(step.output, run_step(step, [env[i] for i in step.inputs], program.tensors))
+    return dict(env) if keep else {n: env[n] for n in program.outputs}
