@@ -26,7 +26,7 @@ from .runtime.module import Module
 
 __version__ = "0.1.0"
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "asic")
 
 
 def compile(model: Any, *, target: str = "cpu",
@@ -38,9 +38,13 @@ def compile(model: Any, *, target: str = "cpu",
     (each model's outputs feed the next one's inputs, or as ``joins=[(out, in)]`` say), for
     ``target``.
 
+    ``target`` is ``"cpu"`` (LLVM machine code for this CPU) or ``"asic"`` / ``"asic:NAME"`` /
+    ``"asic:PATH.toml"`` (int8 kernels for a simulated accelerator; ``calibration`` gives the
+    sample inputs: an array, a list of arrays or dicts, a dict, or an .npz path).
     ``input_shapes`` fixes dynamic dims (default 1, with a warning); ``verify`` runs the result
-    once against onnxruntime on random inputs and raises VerificationError on disagreement;
-    ``dump_ir`` writes the IR after every pass to that directory.
+    once against onnxruntime on random inputs and raises VerificationError on disagreement (on
+    asic: the simulator must equal the integer reference bit for bit, and the int8-vs-fp32
+    SQNR per output is reported); ``dump_ir`` writes the IR after every pass to that directory.
     """
     from .driver import compile_model
 

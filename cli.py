@@ -31,7 +31,12 @@ def _join(text: str) -> tuple[str, str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL.onnx")
-    p.add_argument("--target", default="cpu", help="code generation target (default: cpu)")
+    p.add_argument("--target", default="cpu",
+                   help="cpu (default), asic (the default accelerator), asic:NAME (a shipped "
+                   "target: tiny, edge) or asic:PATH.toml")
+    p.add_argument("--calibration", metavar="FILE.npz",
+                   help="asic: calibration inputs (arrays keyed by input name, samples stacked "
+                   "along the batch axis)")
     p.add_argument("--input-shape", action="append", type=_shape, default=[],
                    metavar="NAME=D0,D1,...", help="fix the shape of a dynamic input")
     p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
@@ -50,6 +55,8 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="symbol prefix of the exported library (default: file stem)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass to DIR")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime cross-check")
+    p.add_argument("--emit-qdq", metavar="FILE.onnx",
+                   help="asic: also write the quantized model as QDQ ONNX (for onnxruntime)")
     return p
 
 
@@ -94,6 +101,28 @@ def _print_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
     print("\n".join(lines))
 
 
+def _print_asic_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
+    from .backends.asic.report import format_layers
+
+    lines = [
+        f"sw2c: compiled {model} for {r['target']} ({r['target_description']}) in "
+        f"{r['compile_seconds']:.2f} s",
+        f"  kernels       {r['kernels']} ({r['macs'] / 1e6:.2f} M MACs)",
+        f"  latency       {r['cycles']:,} cycles = {r['latency_us']:,.1f} us",
+        f"  energy        {r['energy_uj']:.4g} uJ per inference",
+        f"  arena         {_kib(r['arena_bytes'])} of {_kib(r['sram_bytes'])} SRAM (lower bound "
+        f"{_kib(r['arena_lower_bound_bytes'])}, naive {_kib(r['arena_naive_bytes'])})",
+        f"  weights       {_kib(r['weights_bytes'])} of {_kib(r['weight_memory_bytes'])}",
+    ]
+    if "output_sqnr_db" in r:
+        sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
+        lines.append(f"  verified      simulator bit-exact with the integer reference on "
+                     f"{r['verified_inputs']} inputs; int8 vs fp32 SQNR: {sq}")
+    lines.append(f"  wrote         {', '.join(files)}")
+    print("\n".join(lines))
+    print(format_layers(r["layers"]))
+
+
 def _compile(args: argparse.Namespace) -> None:
     import os
 
@@ -101,15 +130,33 @@ def _compile(args: argparse.Namespace) -> None:
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
                           threads=args.threads, verify=not args.no_verify, name=args.name,
-                          dump_ir=args.dump_ir, joins=args.join)
+                          dump_ir=args.dump_ir, joins=args.join, calibration=args.calibration)
+    if args.target.startswith("asic"):
+        files = [module.export(args.output), os.path.join(args.output, f"{module.name}.h")]
+        if args.emit_qdq:
+            import onnx
+
+            from .backends.asic.qdq import to_qdq
+
+            onnx.save(to_qdq(module.program), args.emit_qdq)
+            files.append(args.emit_qdq)
+        _print_asic_report(module.report, " ".join(args.models), files)
+        return
+    if args.emit_qdq:
+        raise Sw2cError("--emit-qdq needs an int8 target: add --target asic")
     lib = module.export(args.output)
     header = os.path.join(args.output, f"{module.name}.h")
     _print_report(module.report, " ".join(args.models), [lib, header])
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .benchmarks.bench import bench_model, format_result
+    from .benchmarks.bench import bench_asic, bench_model, format_asic_result, format_result
 
+    if args.target.startswith("asic"):
+        result = bench_asic(args.models, target=args.target, calibration=args.calibration,
+                            input_shapes=dict(args.input_shape))
+        print(json.dumps(result, indent=1) if args.json else format_asic_result(result))
+        return
     result = bench_model(args.models, target=args.target, threads=args.threads or 1,
                          input_shapes=dict(args.input_shape), seconds=args.seconds,
                          progress=not args.json and sys.stderr.isatty())
@@ -124,9 +171,13 @@ def _inspect(args: argparse.Namespace) -> None:
     from .runtime.inspect import format_inspection, kernel_table, plot_plan, to_onnx
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
-                          threads=args.threads, verify=False, joins=args.join)
+                          threads=args.threads, verify=False, joins=args.join,
+                          calibration=args.calibration)
     if args.plot:
         plot_plan(module.plan, args.plot, module.name)
+    if args.target.startswith("asic"):
+        _inspect_asic(args, module)
+        return
     if args.emit_onnx:
         import onnx
 
@@ -137,6 +188,31 @@ def _inspect(args: argparse.Namespace) -> None:
         print(json.dumps(doc, indent=1, sort_keys=True))
     else:
         print(format_inspection(module.graph, module.plan))
+
+
+def _inspect_asic(args: argparse.Namespace, module: Any) -> None:
+    """The float IR the int8 program was lowered from, one line per kernel (with cycles and
+    SQNR), the plan; --emit-onnx writes the QDQ model."""
+    from .backends.asic.report import format_layers
+    from .ir import format_graph
+
+    if args.emit_onnx:
+        import onnx
+
+        from .backends.asic.qdq import to_qdq
+
+        onnx.save(to_qdq(module.program), args.emit_onnx)
+    if args.json:
+        doc = {"model": module.name, **module.plan.as_json(), "kernels": module.report["layers"]}
+        print(json.dumps(doc, indent=1, sort_keys=True))
+        return
+    plan = module.plan
+    print(format_graph(module.graph))
+    print(format_layers(module.report["layers"]))
+    print(f"arena {plan.arena_bytes:,} bytes (lower bound {plan.lower_bound_bytes:,}, naive "
+          f"{plan.naive_bytes:,}); buffers (offset, bytes, steps):")
+    for b in sorted(plan.buffers, key=lambda b: (b.first, b.offset)):
+        print(f"  {b.name:<40} {b.offset:>10,} {b.size:>10,}  {b.first}..{b.last}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

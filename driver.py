@@ -88,13 +88,48 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     return module
 
 
+def compile_asic(graph: Graph, name: str, *, spec: str | None, calibration: Any,
+                 dump_ir: str | os.PathLike | None, started: float) -> Module:
+    """IR graph -> int8 program for the target described by ``spec`` -> a simulated Module."""
+    from .backends.asic.build import build
+    from .backends.asic.report import layers, totals
+    from .backends.asic.target import load_target
+    from .runtime.simulator import SimulatedModule, Simulator
+
+    b = build(graph, load_target(spec), calibration, dump_ir)
+    report: dict[str, Any] = {"name": name, "threads": 1, "flops": count_flops(b.graph),
+                              **totals(b), "layers": layers(b)}
+    module = SimulatedModule(name, b.program, Simulator(b.program, b.plan, b.costs), report,
+                             exporter=partial(_export_c, b, name, report))
+    module.graph, module.plan, module.build = b.graph, b.plan, b
+    report["compile_seconds"] = round(time.perf_counter() - started, 3)
+    return module
+
+
+def _export_c(b: Any, name: str, report: dict[str, Any], directory: str | os.PathLike) -> str:
+    """<name>.c, <name>.h and <name>.json: portable C99 that matches the simulator bit for bit."""
+    import json
+
+    from .backends.asic.emit_c import emit_c
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    source, header = emit_c(b.program, b.plan, name)
+    (out / f"{name}.c").write_text(source)
+    (out / f"{name}.h").write_text(header)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return str(out / f"{name}.c")
+
+
 def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequence[int]] | None,
                   threads: int | None, calibration: Any, verify: bool, name: str | None,
                   dump_ir: str | os.PathLike | None, started: float,
                   joins: Sequence[tuple[str, str]] | None = None) -> Module:
     """The body of ``sw2c.compile``."""
-    if target != "cpu":
-        raise Sw2cError(f"unknown target '{target}'; available targets: cpu")
+    kind, _, spec = str(target).partition(":")
+    if kind not in ("cpu", "asic") or (kind == "cpu" and spec):
+        raise Sw2cError(f"unknown target '{target}'; available targets: cpu, asic, "
+                        "asic:NAME (a shipped target), asic:PATH.toml")
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise Sw2cError("no model given")
@@ -104,6 +139,14 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     protos = [load_model(m) for m in models]
     proto = protos[0] if len(protos) == 1 else join_models(protos, joins)
     graph = import_model(proto, input_shapes)
+    if kind == "asic":
+        module = compile_asic(graph, _model_name(models[0], protos[0], name), spec=spec or None,
+                              calibration=calibration, dump_ir=dump_ir, started=started)
+        if verify:
+            from .runtime.verify import verify_asic
+
+            verify_asic(module, models[0] if len(models) == 1 else proto)
+        return module
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started)
     if verify:

@@ -30,3 +30,12 @@ class VerificationError(Sw2cError):
 
 class CompileError(Sw2cError):
     """Code generation or linking failed."""
+
+
+class TargetError(Sw2cError):
+    """The model does not fit the chosen target (SRAM, weight memory), or the target file is
+    unusable."""
+
+
+class SimulationError(Sw2cError):
+    """The simulated accelerator caught an access outside the memory plan (a compiler bug)."""

@@ -102,32 +102,32 @@ ORDERS: tuple[Callable[[Buffer], tuple], ...] = (
 )
 
 
-def _peak(placed: list[Buffer]) -> int:
+def peak(placed: list[Buffer]) -> int:
     return max((b.offset + b.size for b in placed), default=0)
 
 
-def _hill_climb(buffers: list[Buffer], bound: int, rounds: int = 200) -> list[Buffer]:
+def place_buffers(buffers: list[Buffer], bound: int, rounds: int = 200) -> list[Buffer]:
     """Greedy first fit under a few orders, then swaps of two buffers in the best order, kept
     when the arena does not grow (as TVM's USMP hill climb); stops at the lower bound.
     Deterministic: the swaps come from a fixed seed."""
     orders = [sorted(buffers, key=key) for key in ORDERS]
-    order = min(orders, key=lambda o: _peak(_place(o)))
+    order = min(orders, key=lambda o: peak(_place(o)))
     best = _place(order)
     rng = random.Random(0)
     for _ in range(rounds if len(order) > 1 else 0):
-        if _peak(best) <= bound:
+        if peak(best) <= bound:
             break
         i, j = rng.randrange(len(order)), rng.randrange(len(order))
         order[i], order[j] = order[j], order[i]
         trial = _place(order)
-        if _peak(trial) <= _peak(best):
+        if peak(trial) <= peak(best):
             best = trial
         else:
             order[i], order[j] = order[j], order[i]
     return best
 
 
-def _lower_bound(buffers: list[Buffer], steps: int) -> int:
+def lower_bound(buffers: list[Buffer], steps: int) -> int:
     return max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in range(steps)),
                default=0)
 
@@ -233,8 +233,8 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
     buffers = [Buffer(r, _aligned(graph.type_of(r).nbytes), a, b) for r, (a, b) in spans.items()]
     buffers += [Buffer(f"{k.name}#scratch", _aligned(s), step[k.name], step[k.name])
                 for k in kernels if (s := scratch_bytes(k)) > 0]
-    lower_bound = _lower_bound(buffers, len(kernels))
-    best = _hill_climb(buffers, lower_bound)
+    bound = lower_bound(buffers, len(kernels))
+    best = place_buffers(buffers, bound)
     offset = {b.name: b.offset for b in best}
     for name, r in root.items():
         if r in offset:
@@ -247,7 +247,7 @@ def plan_memory(graph: Graph, scratch_bytes: Callable[[Node], int]) -> MemoryPla
         in_place=frozenset(in_place),
         elided=frozenset(elided),
         row_stride=ldc,
-        arena_bytes=_peak(best),
-        lower_bound_bytes=lower_bound,
+        arena_bytes=peak(best),
+        lower_bound_bytes=bound,
         naive_bytes=sum(b.size for b in buffers),
     )

@@ -40,25 +40,30 @@ class Module:
                  inputs: Signature, outputs: Signature, report: dict[str, Any],
                  keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1,
                  worker: int = 0, sync_words: int = 0) -> None:
-        self.name = name
-        self.graph: Any = None  # the optimized IR and memory plan, when compiled in-process
-        self.plan: Any = None
-        self.inputs = inputs
-        self.outputs = outputs
-        self.report = report
+        self._describe(name, inputs, outputs, report, exporter)
         self._keepalive = list(keepalive)  # the JIT engine or the loaded library
-        self._exporter = exporter
         n = len(inputs) + len(outputs)
         # entry(weights, arena, inputs.., outputs.., team words, thread index, generation)
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64,
                                     ctypes.c_int64)(entry)
         self._team = (ThreadTeam(self._fn, worker, threads, 2 + n, sync_words, self._keepalive)
                       if threads > 1 else None)
-        self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data
         self._arena = _aligned_buffer(max(arena_bytes, 64))
         self._arena_ptr = self._arena.ctypes.data
+
+    def _describe(self, name: str, inputs: Signature, outputs: Signature,
+                  report: dict[str, Any], exporter: Any) -> None:
+        """What every module has, however it runs: signature, report, exporter."""
+        self.name = name
+        self.graph: Any = None  # the optimized IR and memory plan, when compiled in-process
+        self.plan: Any = None
+        self.inputs = inputs
+        self.outputs = outputs
+        self.report = report
+        self._exporter = exporter
+        self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._input_index = {name: i for i, (name, _, _) in enumerate(inputs)}
 
     def _check(self, name: str, array: Any, shape: tuple[int, ...]) -> np.ndarray:

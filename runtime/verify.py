@@ -58,3 +58,38 @@ def verify_module(module: Module, model: onnx.ModelProto | str | os.PathLike,
                 f"{RTOL:g}): a miscompile — please report it with the model; "
                 "compile with verify=False to bypass")
     return worst
+
+
+def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int = 8) -> None:
+    """The asic target: the simulator must equal the integer reference bit for bit (else
+    VerificationError); the int8 outputs' SQNR against onnxruntime's fp32 on the calibration
+    feeds is reported, not raised (quantization error is not a miscompile)."""
+    from ..backends.asic.build import sqnr_db
+    from ..backends.asic.reference import quantize_inputs, run_reference
+
+    b = module.build
+    p = b.program
+    feeds = b.feeds[:samples] + [random_feeds(module, seed) for seed in range(2)]
+    for i, feed in enumerate(feeds):
+        q = quantize_inputs(p, [feed[n] for n in p.inputs])
+        want = run_reference(p, q)
+        got = module.run_int8(q)
+        for name, g in zip(p.outputs, got):
+            if not np.array_equal(g, want[name]):
+                bad = int(np.sum(g != want[name]))
+                raise VerificationError(
+                    f"output '{name}': the simulator differs from the integer reference in "
+                    f"{bad} element(s) on verification input {i}: a miscompile — please report "
+                    "it with the model; compile with verify=False to bypass")
+    session = reference_session(model)
+    names = [n for n, _, _ in module.outputs]
+    sums = {n: [0.0, 0.0] for n in names}
+    for feed in b.feeds[:samples]:
+        ref = session.run(names, {n: feed[n] for n, _, _ in module.inputs})
+        got = module.run(feed)
+        for n, r in zip(names, ref):
+            r = np.asarray(r, np.float64).reshape(got[n].shape)
+            sums[n][0] += float(np.sum(r * r))
+            sums[n][1] += float(np.sum((got[n] - r) ** 2))
+    module.report["verified_inputs"] = len(feeds)
+    module.report["output_sqnr_db"] = {n: sqnr_db(s, e) for n, (s, e) in sums.items()}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 from sw2c.driver import compile_graph
-from sw2c.passes.memory_plan import ALIGN, Buffer, _hill_climb, _lower_bound, _peak
+from sw2c.passes.memory_plan import ALIGN, Buffer, lower_bound, peak, place_buffers
 from sw2c.tests.ir_models import residual_cnn
 
 
@@ -28,11 +28,11 @@ def test_random_lifetimes_are_packed_without_overlap(seed):
         first = rng.randrange(steps)
         last = min(steps - 1, first + rng.choice([0, 0, 1, 2, 5, 20]))
         buffers.append(Buffer(f"b{i}", ALIGN * rng.randint(1, 1000), first, last))
-    bound = _lower_bound(buffers, steps)
-    placed = _hill_climb(buffers, bound)
+    bound = lower_bound(buffers, steps)
+    placed = place_buffers(buffers, bound)
     assert sorted(b.name for b in placed) == sorted(b.name for b in buffers)
     assert_disjoint(placed)
-    assert bound <= _peak(placed) <= sum(b.size for b in buffers)
+    assert bound <= peak(placed) <= sum(b.size for b in buffers)
 
 
 def test_compiled_plan_reaches_the_lower_bound():

@@ -43,8 +43,12 @@ class Region:
 
 
 def unsupported(node: Node, detail: str) -> UnsupportedOpError:
-    return UnsupportedOpError(node.op.value, "sw2c", node.origin or node.name,
-                              f"{detail} (on the asic target)")
+    """The ONNX node whose lowered form has no int8 kernel; the cpu target still takes it."""
+    fn = node.attrs.get("fn")
+    return UnsupportedOpError(fn.value if fn is not None else node.op.value, "asic",
+                              node.origin or node.name,
+                              f"{detail} has no int8 kernel; compile this model for --target "
+                              "cpu, or replace the op")
 
 
 def channel_constant(a: np.ndarray) -> bool:

@@ -1,0 +1,89 @@
+"""The asic target end to end: float passes -> calibrate -> int8 program -> plan -> schedule."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import TargetError
+from ...ir import Graph
+from ...passes.pipeline import CPU_PIPELINE, run_pipeline
+from .calibrate import QParams, calibrate, calibration_feeds, run_float
+from .fixed_point import dequantize
+from .lower import quantize_graph
+from .plan import AsicPlan, plan_program
+from .program import QProgram
+from .reference import quantize_inputs, run_reference
+from .schedule import Cost, schedule
+from .target import Target
+
+# the float passes up to fusion: the asic matcher groups the primitive ops itself
+ASIC_PIPELINE = tuple(p for p in CPU_PIPELINE if p.name not in ("fuse", "materialize-outputs"))
+SQNR_SAMPLES = 16  # calibration feeds used for the per-layer accuracy report
+
+
+@dataclass(frozen=True)
+class AsicBuild:
+    target: Target
+    graph: Graph  # the float graph after the passes
+    program: QProgram
+    plan: AsicPlan
+    costs: list[Cost]
+    qparams: dict[str, QParams]
+    feeds: list[dict[str, np.ndarray]]  # the calibration feeds
+
+
+def _fits(name: str, plan: AsicPlan, program: QProgram, t: Target) -> None:
+    if plan.arena_bytes > t.sram_bytes:
+        raise TargetError(
+            f"{name} needs {plan.arena_bytes:,} bytes of SRAM for activations (lower bound "
+            f"{plan.lower_bound_bytes:,}); target '{t.name}' has {t.sram_bytes:,}: pick a "
+            "larger target (--target asic:edge, or your own .toml) or a smaller input")
+    if program.weights_bytes > t.weight_bytes:
+        raise TargetError(
+            f"{name} needs {program.weights_bytes:,} bytes of weight memory; target "
+            f"'{t.name}' has {t.weight_bytes:,}: pick a larger target or a smaller model")
+
+
+def build(graph: Graph, target: Target, calibration: Any,
+          dump_ir: str | os.PathLike | None = None) -> AsicBuild:
+    optimized = run_pipeline(graph, ASIC_PIPELINE, dump_dir=dump_ir)
+    feeds = calibration_feeds(calibration, optimized)
+    qparams: dict[str, QParams] = {}
+
+    def measure(names: set[str]) -> dict[str, QParams]:
+        qparams.update(calibrate(optimized, names, feeds))
+        return qparams
+
+    program = quantize_graph(optimized, measure)
+    plan = plan_program(program)
+    _fits(graph.name, plan, program, target)
+    return AsicBuild(target, optimized, program, plan, schedule(program, target), qparams,
+                     feeds)
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """10 log10(signal / noise), +inf when exact; rounded for reports."""
+    if noise <= 0:
+        return float("inf")
+    return round(float(10 * np.log10(max(signal, 1e-30) / noise)), 2)
+
+
+def layer_accuracy(b: AsicBuild) -> dict[str, float]:
+    """SQNR (dB) of every int8 tensor against the float graph, on the calibration feeds."""
+    names = [n for n in b.program.tensors if n in b.graph.values]
+    sums = {n: [0.0, 0.0] for n in names}
+    for feed in b.feeds[:SQNR_SAMPLES]:
+        ref = run_float(b.graph, feed, set(names))
+        ins = [feed[n] for n in b.program.inputs]
+        got = run_reference(b.program, quantize_inputs(b.program, ins), keep=True)
+        for n in names:
+            t = b.program.tensors[n]
+            f = ref[n].astype(np.float64)
+            err = dequantize(got[n], t.scale, t.zero_point).reshape(f.shape) - f
+            sums[n][0] += float(np.sum(f * f))
+            sums[n][1] += float(np.sum(err * err))
+    return {n: sqnr_db(s, e) for n, (s, e) in sums.items()}

@@ -1,0 +1,371 @@
+"""Export a ``QProgram`` as a standard QDQ ONNX model, to cross-check the int8 program in any
+ONNX runtime.
+
+The model takes the program's float inputs (same names and shapes), quantizes them with
+``QuantizeLinear`` to each input tensor's scale and zero point, and computes every step in
+the QDQ pattern: ``DequantizeLinear`` (int8 activations) -> float op(s) -> ``QuantizeLinear``
+(the output's scale and zero point). The outputs are dequantized under the program's output
+names. Conventions follow TFLite / onnxruntime so that ORT fuses the patterns into its
+integer kernels (QLinearConv, QLinearMatMul, ...) where it can:
+
+* weights are int8 initializers dequantized per output channel (``axis`` = that channel);
+  biases int32 initializers dequantized with scale ``s_x * s_w[c]`` and zero point 0;
+* data movement (transpose, slice, pad, concat, reshape views) runs on the int8 tensors
+  directly, which is exact; so do a step's clamp (an int8 ``Clip`` after ``QuantizeLinear``:
+  clamping commutes with rounding to integers) and a lookup table (a ``Gather`` on the int8
+  table at ``x + 128``, or ``channel * 256 + x + 128`` for per-channel tables);
+* a step's weight scale is not stored in the program, only the requantization multiplier
+  ``M = s_x * s_w * gain / s_y`` (``gain`` = folded batch-norm scale or pool divisor). The
+  export recovers ``M = multiplier * 2^(shift - 31)`` and dequantizes the weights with
+  ``s_w' = M * s_y / s_x``, so the float op's result, quantized with ``s_y``, is ``M * acc``.
+  Where ``M`` varies per position (average pools without padded counts), the weights keep
+  scale 1 and a float ``Mul`` by ``M * s_y / s_x`` precedes the ``QuantizeLinear``. Sum pools
+  are depthwise convolutions with all-ones weights (global ones: ``ReduceSum``).
+
+Agreement with ``reference.run_reference``: the float model computes each step in float32 and
+rounds once, where the program computes exact integer accumulators and rounds with the
+gemmlowp fixed-point multiply. So an output code can differ by one where the real value lies
+within float / Q31-multiplier error of a rounding boundary, and ``QuantizeLinear`` rounds
+ties to even where the program rounds them away from zero (this matters at the model input:
+pixel values on a regular grid can land exactly on a half code). ORT's fused integer kernels
+requantize in float32 too (MLAS: ``acc * (s_x * s_w / s_y)`` rounded to nearest even), so the
+same one-LSB bound holds with graph optimizations on. An ADD step in the program rounds each
+rescaled addend to 2^-20 of the common scale before the final rounding; float addition does
+not, which again moves results only at a rounding boundary. Differences can propagate
+through later steps, so a deep model can show a few output codes off by more than one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .fixed_point import Q_MAX, Q_MIN
+from .program import Kind, QProgram, QTensor, Requant, Step
+
+OPSET = 17
+IR_VERSION = 8  # the IR version of opset 17: loadable by any runtime supporting that opset
+
+
+def real_multiplier(r: Requant) -> np.ndarray:
+    """The real value of a fixed-point multiplier, ``multiplier * 2^(shift - 31)``."""
+    return r.multiplier.astype(np.float64) * np.exp2(r.shift.astype(np.float64) - 31)
+
+
+def _channels_first(rank: int) -> list[int]:
+    return [0, rank - 1, *range(1, rank - 1)]
+
+
+def _channels_last(rank: int) -> list[int]:
+    return [0, *range(2, rank), 1]
+
+
+class _Builder:
+    """Accumulates nodes and initializers; maps program tensors to their int8 ONNX values."""
+
+    def __init__(self, program: QProgram) -> None:
+        self.program = program
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[TensorProto] = []
+        # the float interface keeps the program's names; everything else gets fresh ones
+        self.used: set[str] = set(program.inputs) | set(program.outputs)
+        self.int8_values: dict[str, str] = {}
+        self.qparams: dict[tuple[float, int], tuple[str, str]] = {}
+        self.prefix = ""  # names of a step's intermediate values start with its output
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.used:
+            i += 1
+            name = f"{base}.{i}"
+        self.used.add(name)
+        return name
+
+    def tensor(self, name: str) -> QTensor:
+        return self.program.tensors[name]
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        name = self.fresh(f"{self.prefix}.{base}" if self.prefix else base)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], name: str = "", **attrs) -> str:
+        """Append one node; returns its (only) output, ``name`` or a fresh one."""
+        out = name or self.fresh(f"{self.prefix}.{op}" if self.prefix else op)
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+    # --- int8 activations ---------------------------------------------------------------
+    def int8(self, name: str) -> str:
+        """The int8 value of program tensor ``name``; a view is a Reshape of its source."""
+        if name not in self.int8_values:
+            t = self.tensor(name)
+            if not t.view_of:
+                raise ValueError(f"tensor '{name}' is read before any step writes it")
+            src = self.int8(t.view_of)
+            self.int8_values[name] = self.node(
+                "Reshape", [src, self.const("shape", np.array(t.shape, np.int64))],
+                self.fresh(f"{name}.q8"))
+        return self.int8_values[name]
+
+    def _qparams(self, t: QTensor) -> tuple[str, str]:
+        """Scale and zero point initializers, shared by every tensor with the same pair."""
+        key = (float(np.float32(t.scale)), t.zero_point)
+        if key not in self.qparams:
+            prefix, self.prefix = self.prefix, ""
+            self.qparams[key] = (self.const("scale", np.array(t.scale, np.float32)),
+                                 self.const("zero_point", np.array(t.zero_point, np.int8)))
+            self.prefix = prefix
+        return self.qparams[key]
+
+    def dequantize(self, value: str, t: QTensor, name: str = "") -> str:
+        return self.node("DequantizeLinear", [value, *self._qparams(t)], name)
+
+    def quantize(self, value: str, t: QTensor, name: str = "") -> str:
+        return self.node("QuantizeLinear", [value, *self._qparams(t)], name)
+
+    def reshape(self, value: str, have: Sequence[int], want: Sequence[int]) -> str:
+        if tuple(have) == tuple(want):
+            return value
+        return self.node("Reshape", [value, self.const("shape", np.array(want, np.int64))])
+
+    def transpose(self, value: str, perm: Sequence[int]) -> str:
+        return self.node("Transpose", [value], perm=list(perm))
+
+    # --- constants in the QDQ convention ------------------------------------------------
+    def weights(self, w: np.ndarray, scale: np.ndarray, axis: int) -> str:
+        """int8 weights dequantized per channel along ``axis``."""
+        zero = np.zeros(scale.shape, np.int8)
+        return self.node("DequantizeLinear", [
+            self.const("weights", w.astype(np.int8)),
+            self.const("weights_scale", scale.astype(np.float32)),
+            self.const("weights_zero_point", zero)], axis=axis)
+
+    def bias(self, bias: np.ndarray, x: QTensor, w_scale: np.ndarray) -> str:
+        """int32 bias dequantized with scale s_x * s_w[c] (computed in float32, as ORT does
+        when it fuses the conv into an integer kernel that adds the raw int32 bias)."""
+        scale = np.float32(x.scale) * w_scale.astype(np.float32)
+        return self.node("DequantizeLinear", [
+            self.const("bias", bias.astype(np.int32)),
+            self.const("bias_scale", scale),
+            self.const("bias_zero_point", np.zeros(scale.shape, np.int32))], axis=0)
+
+
+# --- the per-kind translations: each returns the int8 value of the step's output ---------
+
+def _mac_scales(step: Step, x: QTensor, y: QTensor, channels: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(per-channel weight scales, per-position factor or None) such that the float op on
+    DQ(x) with those weights, times the factor, is ``M * acc`` in units of ``s_y``."""
+    per_acc = real_multiplier(step.requant) * y.scale / x.scale  # real per unit of s_x * acc
+    if per_acc.size == 1 or per_acc.shape == (channels,):
+        return np.broadcast_to(per_acc, (channels,)).astype(np.float32), None
+    return np.ones(channels, np.float32), np.broadcast_to(per_acc, y.shape).astype(np.float32)
+
+
+def _requantize(g: _Builder, step: Step, acc: str, shape: Sequence[int],
+                factor: np.ndarray | None = None, channels_first: bool = False) -> str:
+    """A float result (in ``shape``, NCHW if ``channels_first``) -> the step's int8 output:
+    times ``factor`` (per position, in the output's shape), quantized, reshaped, clamped."""
+    y = g.tensor(step.output)
+    shape = list(shape)
+    if factor is not None:  # the factor is laid out like the output: move there in float
+        if channels_first:
+            acc = g.transpose(acc, _channels_last(len(shape)))
+            shape, channels_first = [shape[i] for i in _channels_last(len(shape))], False
+        acc = g.reshape(acc, shape, y.shape)
+        acc, shape = g.node("Mul", [acc, g.const("factor", factor)]), list(y.shape)
+    q = g.quantize(acc, y)
+    if channels_first:
+        q = g.transpose(q, _channels_last(len(shape)))
+        shape = [shape[i] for i in _channels_last(len(shape))]
+    q = g.reshape(q, shape, y.shape)
+    r = step.requant
+    if r is not None and (r.lo > Q_MIN or r.hi < Q_MAX):
+        q = g.node("Clip", [q, g.const("lo", np.array(r.lo, np.int8)),
+                            g.const("hi", np.array(r.hi, np.int8))])
+    return q
+
+
+def _window_input(g: _Builder, step: Step, x: QTensor, neutral: int) -> tuple[str, list[int]]:
+    """The step's input as int8 NCHW and the pads for the ONNX op. ONNX pads with 0.0 (conv)
+    or ignores the padding (max pool); a pad code acting otherwise is padded explicitly."""
+    win = step.window
+    value, pads = g.int8(x.name), list(win.pads)
+    if step.attrs["pad"] != neutral and any(pads):
+        n = len(win.kernel)
+        width = [0, *pads[:n], 0, 0, *pads[n:], 0]
+        value = g.node("Pad", [value, g.const("pads", np.array(width, np.int64)),
+                               g.const("pad_value", np.array(step.attrs["pad"], np.int8))])
+        pads = [0] * (2 * n)
+    return g.transpose(value, _channels_first(len(x.shape))), pads
+
+
+def _window_attrs(step: Step, pads: list[int]) -> dict:
+    win = step.window
+    return {"kernel_shape": list(win.kernel), "strides": list(win.strides),
+            "dilations": list(win.dilations), "pads": pads}
+
+
+def _out_nchw(x: QTensor, step: Step, channels: int) -> list[int]:
+    """The NCHW shape of a windowed op's result, as ONNX computes it (floor mode)."""
+    win, n = step.window, len(step.window.kernel)
+    spatial = [(s + win.pads[i] + win.pads[n + i] - (k - 1) * d - 1) // st + 1
+               for i, (s, k, d, st) in enumerate(zip(x.shape[1:-1], win.kernel, win.dilations,
+                                                     win.strides))]
+    return [x.shape[0], channels, *spatial]
+
+
+def _conv(g: _Builder, step: Step) -> str:
+    x = g.tensor(step.inputs[0])
+    w = step.consts["weights"]  # [K, N]; with a window K = taps (row-major) then channels
+    n_out = w.shape[1]
+    w_scale, factor = _mac_scales(step, x, g.tensor(step.output), n_out)
+    bias = g.bias(step.consts["bias"], x, w_scale)
+    win = step.window
+    if win is None:
+        rows = x.size // w.shape[0]
+        a = g.reshape(g.int8(x.name), x.shape, (rows, w.shape[0]))
+        acc = g.node("MatMul", [g.dequantize(a, x), g.weights(w, w_scale, axis=1)])
+        acc = g.node("Add", [acc, bias])
+        return _requantize(g, step, acc, (rows, n_out), factor)
+    taps = w.reshape(*win.kernel, -1, n_out)  # [*K, Cin, N]
+    taps = np.moveaxis(taps, (-1, -2), (0, 1))  # ONNX: [N, Cin, *K]
+    xs, pads = _window_input(g, step, x, neutral=x.zero_point)
+    acc = g.node("Conv", [g.dequantize(xs, x), g.weights(taps, w_scale, axis=0), bias],
+                 **_window_attrs(step, pads))
+    return _requantize(g, step, acc, _out_nchw(x, step, n_out), factor, channels_first=True)
+
+
+def _depthwise(g: _Builder, step: Step) -> str:
+    x = g.tensor(step.inputs[0])
+    channels = x.shape[-1]
+    w_scale, factor = _mac_scales(step, x, g.tensor(step.output), channels)
+    taps = np.moveaxis(step.consts["weights"], -1, 0)[:, None]  # [*K, C] -> [C, 1, *K]
+    xs, pads = _window_input(g, step, x, neutral=x.zero_point)
+    acc = g.node("Conv", [g.dequantize(xs, x), g.weights(taps, w_scale, axis=0),
+                          g.bias(step.consts["bias"], x, w_scale)],
+                 group=channels, **_window_attrs(step, pads))
+    return _requantize(g, step, acc, _out_nchw(x, step, channels), factor, channels_first=True)
+
+
+def _sum_pool(g: _Builder, step: Step) -> str:
+    x, y = g.tensor(step.inputs[0]), g.tensor(step.output)
+    channels = x.shape[-1]
+    if step.window is None:  # global: ReduceSum, then the factor in the output's layout
+        axes = g.const("axes", np.array(step.attrs["axes"], np.int64))
+        acc = g.node("ReduceSum", [g.dequantize(g.int8(x.name), x), axes], keepdims=1)
+        shape = [1 if i in [a % len(x.shape) for a in step.attrs["axes"]] else d
+                 for i, d in enumerate(x.shape)]
+        per_acc = real_multiplier(step.requant) * y.scale / x.scale
+        factor = np.broadcast_to(per_acc, y.shape).astype(np.float32)
+        if per_acc.size == 1 or per_acc.shape == (channels,):
+            factor = np.broadcast_to(per_acc, (channels,)).astype(np.float32)
+        return _requantize(g, step, acc, shape, factor)
+    # windowed: a depthwise conv with all-ones taps (scaled per channel when possible)
+    w_scale, factor = _mac_scales(step, x, y, channels)
+    ones = np.ones((channels, 1, *step.window.kernel), np.int8)
+    xs, pads = _window_input(g, step, x, neutral=x.zero_point)
+    acc = g.node("Conv", [g.dequantize(xs, x), g.weights(ones, w_scale, axis=0)],
+                 group=channels, **_window_attrs(step, pads))
+    return _requantize(g, step, acc, _out_nchw(x, step, channels), factor, channels_first=True)
+
+
+def _max_pool(g: _Builder, step: Step) -> str:
+    x = g.tensor(step.inputs[0])
+    if step.window is None:
+        axes = [a % len(x.shape) for a in step.attrs["axes"]]
+        m = g.node("ReduceMax", [g.dequantize(g.int8(x.name), x)], axes=axes, keepdims=1)
+        return _requantize(g, step, m, [1 if i in axes else d for i, d in enumerate(x.shape)])
+    xs, pads = _window_input(g, step, x, neutral=Q_MIN)  # max(-128, v) = v
+    attrs = _window_attrs(step, pads)
+    m = g.node("MaxPool", [g.dequantize(xs, x)], **attrs)
+    return _requantize(g, step, m, _out_nchw(x, step, x.shape[-1]), channels_first=True)
+
+
+def _elementwise(op: str) -> Callable[[_Builder, Step], str]:
+    def translate(g: _Builder, step: Step) -> str:
+        a, b = (g.dequantize(g.int8(i), g.tensor(i)) for i in step.inputs)
+        return _requantize(g, step, g.node(op, [a, b]), g.tensor(step.output).shape)
+
+    translate.__doc__ = f"{op} of the two dequantized inputs (numpy = ONNX broadcasting)."
+    return translate
+
+
+def _lut(g: _Builder, step: Step) -> str:
+    x = g.tensor(step.inputs[0])
+    table = step.consts["table"]
+    offset = np.array(128, np.int64)  # code -128 is entry 0
+    if table.ndim == 2:  # [C, 256], one table per channel (the last axis): a flat gather
+        offset = np.arange(table.shape[0], dtype=np.int64) * 256 + 128
+    index = g.node("Cast", [g.int8(x.name)], to=TensorProto.INT64)
+    index = g.node("Add", [index, g.const("offset", offset)])
+    out = g.node("Gather", [g.const("table", table.reshape(-1)), index], axis=0)
+    return g.reshape(out, x.shape, g.tensor(step.output).shape)
+
+
+def _transpose(g: _Builder, step: Step) -> str:
+    return g.transpose(g.int8(step.inputs[0]), step.attrs["perm"])
+
+
+def _slice(g: _Builder, step: Step) -> str:
+    starts, steps = step.attrs["starts"], step.attrs["steps"]
+    counts = g.tensor(step.output).shape
+    # ONNX ends are exclusive; one past index 0 going backwards must be spelled INT64_MIN
+    ends = [s + (n - 1) * st + (1 if st > 0 else -1) for s, st, n in zip(starts, steps, counts)]
+    ends = [e if e >= 0 else np.iinfo(np.int64).min for e in ends]
+    return g.node("Slice", [g.int8(step.inputs[0]),
+                            g.const("starts", np.array(starts, np.int64)),
+                            g.const("ends", np.array(ends, np.int64)),
+                            g.const("axes", np.arange(len(starts), dtype=np.int64)),
+                            g.const("steps", np.array(steps, np.int64))])
+
+
+def _pad(g: _Builder, step: Step) -> str:
+    return g.node("Pad", [g.int8(step.inputs[0]),
+                          g.const("pads", np.array(step.attrs["pads"], np.int64)),
+                          g.const("pad_value", np.array(step.attrs["value"], np.int8))])
+
+
+def _concat(g: _Builder, step: Step) -> str:
+    return g.node("Concat", [g.int8(i) for i in step.inputs], axis=step.attrs["axis"])
+
+
+STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
+    Kind.CONV: _conv, Kind.DEPTHWISE: _depthwise, Kind.SUM_POOL: _sum_pool,
+    Kind.MAX_POOL: _max_pool, Kind.ADD: _elementwise("Add"), Kind.SUB: _elementwise("Sub"),
+    Kind.MUL: _elementwise("Mul"), Kind.LUT: _lut, Kind.TRANSPOSE: _transpose,
+    Kind.SLICE: _slice, Kind.PAD: _pad, Kind.CONCAT: _concat,
+}
+
+
+def to_qdq(program: QProgram) -> onnx.ModelProto:
+    """The QDQ ONNX model of ``program``: float inputs and outputs under the program's names."""
+    g = _Builder(program)
+    for name in program.inputs:
+        g.int8_values[name] = g.quantize(name, g.tensor(name), g.fresh(f"{name}.q8"))
+    for step in program.steps:
+        g.prefix = step.output
+        value = STEPS[step.kind](g, step)
+        # the step's int8 output carries the tensor's name (plus .q8), for debugging
+        last = g.nodes[-1]
+        assert last.output[0] == value, "a translation must end with its output's producer"
+        name = g.fresh(f"{step.output}.q8")
+        last.output[0] = last.name = name
+        g.int8_values[step.output] = name
+    g.prefix = ""
+    for name in program.outputs:
+        g.dequantize(g.int8(name), g.tensor(name), name)
+
+    def value_info(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, g.tensor(name).shape)
+
+    graph = helper.make_graph(g.nodes, f"{program.name or 'program'}_qdq",
+                              [value_info(n) for n in program.inputs],
+                              [value_info(n) for n in program.outputs], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="sw2c", ir_version=IR_VERSION)
+    return model

@@ -1,0 +1,59 @@
+"""The asic target's report: totals for the target and one row per kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .build import AsicBuild, layer_accuracy
+from .schedule import Cost
+
+
+def totals(b: AsicBuild) -> dict[str, Any]:
+    t = b.target
+    total = sum(b.costs, Cost())
+    return {
+        "target": f"asic:{t.name}",
+        "target_description": t.description,
+        "cycles": total.cycles,
+        "latency_us": round(total.cycles / t.clock_mhz, 3),
+        "energy_uj": round(total.energy_pj(t) / 1e6, 4),
+        "macs": total.macs,
+        "arena_bytes": b.plan.arena_bytes,
+        "arena_lower_bound_bytes": b.plan.lower_bound_bytes,
+        "arena_naive_bytes": b.plan.naive_bytes,
+        "sram_bytes": t.sram_bytes,
+        "weights_bytes": b.program.weights_bytes,
+        "weight_memory_bytes": t.weight_bytes,
+        "kernels": len(b.program.steps),
+        "calibration_samples": len(b.feeds),
+    }
+
+
+def layers(b: AsicBuild) -> list[dict[str, Any]]:
+    """Per kernel: origin, kind, output scale/zero point, SQNR vs float, cycles, MACs, energy."""
+    accuracy = layer_accuracy(b)
+    rows = []
+    for step, cost in zip(b.program.steps, b.costs):
+        y = b.program.tensors[step.output]
+        q = b.qparams.get(step.output)
+        rows.append({
+            "name": step.origin, "kind": step.kind.value, "output": y.name,
+            "shape": list(y.shape), "scale": y.scale, "zero_point": y.zero_point,
+            "calibration": q.method if q else "inherited",
+            "sqnr_db": accuracy.get(y.name), "cycles": cost.cycles, "macs": cost.macs,
+            "energy_uj": round(cost.energy_pj(b.target) / 1e6, 5),
+        })
+    return rows
+
+
+def format_layers(rows: list[dict[str, Any]]) -> str:
+    head = f"{'kernel':<28} {'kind':<10} {'scale':>10} {'zp':>5} {'SQNR dB':>8} {'cycles':>10}" \
+           f" {'MACs':>12} {'uJ':>9}  calibration"
+    lines = [head]
+    for r in rows:
+        sq = "exact" if r["sqnr_db"] == float("inf") else (
+            "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
+        lines.append(f"{r['name'][:28]:<28} {r['kind']:<10} {r['scale']:>10.4g} "
+                     f"{r['zero_point']:>5} {sq:>8} {r['cycles']:>10,} {r['macs']:>12,} "
+                     f"{r['energy_uj']:>9.3f}  {r['calibration']}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Targets are data: a TOML file describing the accelerator (see ``targets/*.toml``).
+
+``--target asic`` picks ``DEFAULT``, ``asic:NAME`` a shipped file, ``asic:PATH.toml`` a user's.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import Sw2cError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TARGETS_DIR = Path(__file__).parent / "targets"
+DEFAULT = "edge"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    mac_rows: int
+    mac_cols: int
+    vector_lanes: int
+    clock_mhz: float
+    step_overhead_cycles: int
+    sram_bytes: int
+    weight_bytes: int
+    e_mac: float  # energies in pJ
+    e_vector_op: float
+    e_sram_byte: float
+    e_weight_byte: float
+    path: str = ""
+
+
+def shipped() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def _field(doc: dict, section: str, key: str, kind: type, path: Path) -> float:
+    try:
+        value = doc[section][key]
+    except (KeyError, TypeError):
+        raise Sw2cError(f"target file {path} lacks [{section}] {key}") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or (
+            kind is int and value != int(value)):
+        raise Sw2cError(f"target file {path}: [{section}] {key} must be a positive "
+                        f"{kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def load_target(spec: str | None = None) -> Target:
+    """A target by shipped name (``tiny``, ``edge``) or by path to a TOML file."""
+    spec = spec or DEFAULT
+    path = Path(spec) if spec.endswith(".toml") or "/" in spec else TARGETS_DIR / f"{spec}.toml"
+    if not path.is_file():
+        raise Sw2cError(f"unknown asic target '{spec}': use one of {', '.join(shipped())} or "
+                        "the path of a .toml target file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise Sw2cError(f"cannot read target file {path}: {e}") from e
+    c, m, e = "compute", "memory", "energy_pj"
+    return Target(
+        name=str(doc.get("name", path.stem)), description=str(doc.get("description", "")),
+        mac_rows=_field(doc, c, "mac_rows", int, path),
+        mac_cols=_field(doc, c, "mac_cols", int, path),
+        vector_lanes=_field(doc, c, "vector_lanes", int, path),
+        clock_mhz=_field(doc, c, "clock_mhz", float, path),
+        step_overhead_cycles=_field(doc, c, "step_overhead_cycles", int, path),
+        sram_bytes=_field(doc, m, "sram_bytes", int, path),
+        weight_bytes=_field(doc, m, "weight_bytes", int, path),
+        e_mac=_field(doc, e, "mac", float, path),
+        e_vector_op=_field(doc, e, "vector_op", float, path),
+        e_sram_byte=_field(doc, e, "sram_byte", float, path),
+        e_weight_byte=_field(doc, e, "weight_byte", float, path),
+        path=str(path),
+    )

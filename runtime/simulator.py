@@ -1,0 +1,113 @@
+"""A bit-exact simulator of the fixed-point accelerator.
+
+It executes the int8 program step by step on one SRAM arena laid out by the memory plan,
+using the integer reference for each kernel. Every access is checked against the plan: a step
+may only read a tensor whose buffer is live and still holds that tensor's bytes (nothing else
+wrote over them), and only write inside its output's buffer. Cycles and energy come from the
+static schedule, summed as the steps execute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends.asic.fixed_point import dequantize
+from ..backends.asic.plan import AsicPlan
+from ..backends.asic.program import QProgram
+from ..backends.asic.reference import quantize_inputs, run_step
+from ..backends.asic.schedule import Cost
+from ..errors import InputError, SimulationError
+from .module import Module
+
+
+class Simulator:
+    def __init__(self, program: QProgram, plan: AsicPlan, costs: Sequence[Cost]) -> None:
+        self.program, self.plan, self.costs = program, plan, list(costs)
+        self.buffers = {b.name: b for b in plan.buffers}
+        self.ids = {name: i for i, name in enumerate(program.tensors)}
+
+    def _where(self, step: int, name: str, verb: str) -> slice:
+        t = self.program.tensors[name]
+        b = self.buffers[self.plan.roots[name]]
+        lo = self.plan.offsets[name]
+        hi = lo + t.size
+        who = self.program.steps[step].origin if self.program.steps else "entry"
+        if not b.first <= step <= b.last:
+            raise SimulationError(f"step {step} ({who}) {verb} tensor '{name}' outside its "
+                                  f"lifetime (steps {b.first}..{b.last})")
+        if not (b.offset <= lo and hi <= b.offset + b.size <= self.plan.arena_bytes):
+            raise SimulationError(f"step {step} ({who}) {verb} tensor '{name}' at bytes "
+                                  f"{lo}..{hi}, outside its buffer")
+        return slice(lo, hi)
+
+    def _owner(self, name: str) -> int:
+        t = self.program.tensors[name]
+        while t.view_of:
+            t = self.program.tensors[t.view_of]
+        return self.ids[t.name]
+
+    def run(self, qfeeds: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Cost]:
+        """int8 inputs -> int8 outputs and the summed cost of the executed steps."""
+        p = self.program
+        arena = np.zeros(self.plan.arena_bytes, np.int8)
+        owner = np.full(self.plan.arena_bytes, -1, np.int32)
+
+        def write(step: int, name: str, y: np.ndarray) -> None:
+            where = self._where(step, name, "writes")
+            arena[where] = y.reshape(-1)
+            owner[where] = self._owner(name)
+
+        def read(step: int, name: str) -> np.ndarray:
+            where = self._where(step, name, "reads")
+            if np.any(owner[where] != self._owner(name)):
+                raise SimulationError(f"step {step} reads tensor '{name}' but its bytes were "
+                                      "overwritten: the memory plan overlaps live tensors")
+            return arena[where].reshape(p.tensors[name].shape).copy()
+
+        for name, x in zip(p.inputs, qfeeds):
+            write(0, name, x)
+        total = Cost()
+        for i, step in enumerate(p.steps):
+            y = run_step(step, [read(i, x) for x in step.inputs], p.tensors)
+            write(i, step.output, y)
+            total = total + self.costs[i]
+        end = max(len(p.steps) - 1, 0)
+        return [read(end, name) for name in p.outputs], total
+
+
+class SimulatedModule(Module):
+    """A model compiled for the asic target: ``run`` quantizes the float inputs, executes the
+    simulator and dequantizes the outputs (float in, float out, like the cpu target);
+    ``run_int8`` takes and returns the int8 codes. ``export(dir)`` writes portable C99."""
+
+    def __init__(self, name: str, program: QProgram, simulator: Simulator,
+                 report: dict[str, Any], exporter: Any = None) -> None:
+        sig = [(n, program.tensors[n].shape, "float32") for n in program.inputs]
+        out = [(n, program.tensors[n].shape, "float32") for n in program.outputs]
+        self._describe(name, sig, out, report, exporter)
+        self.program, self.simulator = program, simulator
+
+    def run_int8(self, qfeeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """int8 codes in (one array per input, in order), int8 codes out; no float at all."""
+        arrays = []
+        for (name, shape, _), q in zip(self.inputs, qfeeds):
+            if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.shape != shape:
+                raise InputError(f"input '{name}' must be an int8 array of shape {shape}")
+            arrays.append(q)
+        if len(arrays) != len(self.inputs):
+            raise InputError(f"{self.name} takes {len(self.inputs)} input(s)")
+        with self._lock:
+            outs, _ = self.simulator.run(arrays)
+        return outs
+
+    def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        p = self.program
+        outs = self.run_int8(quantize_inputs(p, arrays))
+        return [dequantize(q, p.tensors[n].scale, p.tensors[n].zero_point)
+                for n, q in zip(p.outputs, outs)]
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<sw2c.Module", f"<sw2c.Module[{self.report['target']}]")
