@@ -169,3 +169,18 @@ def test_run_int8_validates_its_inputs(digits):
         module.run_int8([np.zeros((1, 1, 8, 8), np.float32)])
     with pytest.raises(sw2c.InputError, match="float32"):
         module(np.zeros((1, 1, 8, 8), np.int8))
+
+
+def test_softmax_is_one_integer_step_with_probability_scale():
+    model = node_model("Softmax", {"a": [2, 10]}, axis=1)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", TensorProto.FLOAT,
+                                                                 [2, 10]))
+    x = (np.random.default_rng(0).standard_normal((16, 2, 10)) * 3).astype(np.float32)
+    module = sw2c.compile(model, target="asic", calibration=list(x))  # bit-exact
+    (step,) = module.program.steps
+    out = module.program.tensors[step.output]
+    assert step.kind is Kind.SOFTMAX and (out.scale, out.zero_point) == (1 / 256, -128)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, want = module(x[0]), ref.run(None, {"a": x[0]})[0]
+    assert np.abs(got - want).max() < 4 / 256  # input rounding (scale ~0.07) + 1/256 output
+    assert np.abs(got.sum(axis=1) - 1).max() < 6 / 256

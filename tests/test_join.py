@@ -88,3 +88,20 @@ def test_explicit_joins_and_counts():
         sw2c.compile([backbone(), head()], joins=[("nope", "x")])
     module = sw2c.compile([backbone(), head()], joins=[("y", "x")])
     assert [n for n, _, _ in module.inputs] == ["x"]
+
+
+def test_asic_chain_is_calibrated_end_to_end():
+    """On the int8 target the joined chain is calibrated as one program (the seam's range
+    comes from the backbone run on the user's inputs) and still fuses across the seam."""
+    a, b = backbone(), head()
+    calib = [RNG.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(8)]
+    joined = sw2c.compile([a, b], target="asic", calibration=calib)  # verify: bit-exact
+    seam = [reference_session(a).run(None, {"x": x})[0] for x in calib]
+    parts = [sw2c.compile(a, target="asic", calibration=calib),
+             sw2c.compile(b, target="asic", calibration=seam)]
+    assert joined.report["kernels"] < sum(p.report["kernels"] for p in parts)
+    assert joined.report["arena_bytes"] <= sum(p.report["arena_bytes"] for p in parts)
+    composed = compose.merge_models(a, compose.add_prefix(b, "m1."), io_map=[("y", "m1.x")])
+    want = np.concatenate([reference_session(composed).run(None, {"x": x})[0] for x in calib])
+    got = np.concatenate([joined(x) for x in calib])
+    assert 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)) > 25

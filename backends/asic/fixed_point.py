@@ -5,8 +5,9 @@ Requantization follows gemmlowp / TFLite: a real multiplier ``m`` is stored as a
 
     requantize(acc) = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc << left, M), right)
 
-``SaturatingRoundingDoublingHighMul`` rounds half away from zero (the "nudge"); so does
-``RoundingDivideByPOT``. The C export and the simulator use exactly these formulas; the
+``SaturatingRoundingDoublingHighMul`` rounds to nearest with ties toward +inf (gemmlowp's
+"nudge" then a truncating division); ``RoundingDivideByPOT`` rounds half away from zero.
+The C export and the simulator use exactly these formulas; the
 only wider-than-32-bit arithmetic is the 32x32->64 product inside the high multiply, as in
 TFLite Micro and CMSIS-NN. A left shift that would overflow int32 saturates.
 
@@ -47,7 +48,8 @@ def _saturate(x: np.ndarray) -> np.ndarray:
 
 
 def high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values: round(a * b / 2^31)."""
+    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values: a * b / 2^31 rounded to
+    nearest, ties toward +inf; saturates the one overflow (INT32_MIN * INT32_MIN)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     ab = a * b
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))

@@ -23,12 +23,13 @@ from .program import Kind, QProgram, QTensor, Requant, Step, Window
 
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for the rescaled addends
 SAME_SCALE = frozenset({Kind.MAX_POOL, Kind.TRANSPOSE, Kind.SLICE, Kind.PAD})  # exact moves
+SOFTMAX_OUT = QParams(1 / 256, -128, 0.0, 255 / 256, "fixed")  # probabilities, as TFLite
 
 
 def fresh_tensors(graph: Graph, regions: list[Region]) -> set[str]:
     """The tensors whose range calibration must measure (the others inherit theirs)."""
-    return {v.name for v in graph.inputs} | {r.output for r in regions
-                                             if r.kind not in SAME_SCALE}
+    return {v.name for v in graph.inputs} | {
+        r.output for r in regions if r.kind not in SAME_SCALE and r.kind is not Kind.SOFTMAX}
 
 
 def _code(value: float, q: QTensor | QParams) -> int:
@@ -101,8 +102,9 @@ def _two_tensor(r: Region, a: QTensor, b: QTensor, y: QTensor, s: Step) -> None:
 
 
 def lut_table(graph: Graph, r: Region, x: QTensor, y: QTensor) -> np.ndarray:
-    """Evaluate the region's float tree on every int8 code: [256] or [C, 256]."""
-    channels = r.anchor.type.shape[-1] if r.anchor.type.rank else 1
+    """Evaluate the region's float tree on every int8 code: [256] or [C, 256] (C along
+    ``r.axis``)."""
+    channels = r.anchor.type.shape[r.axis] if r.axis is not None else 1
     codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)
     env = {x.name: ((codes - x.zero_point) * np.float32(x.scale))[:, None]}  # [256, 1]
     for node in r.nodes:
@@ -134,7 +136,8 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
     steps: list[Step] = []
     for r in regions:
         xs = [get(i) for i in r.sources]
-        y = define(r.output, xs[0] if r.kind in SAME_SCALE else qparams[r.output])
+        y = define(r.output, xs[0] if r.kind in SAME_SCALE else SOFTMAX_OUT
+                   if r.kind is Kind.SOFTMAX else qparams[r.output])
         s = Step(r.kind, tuple(t.name for t in xs), y.name, r.anchor.origin or r.anchor.name,
                  fused=tuple(n.name for n in r.nodes))
         if r.window is not None:
@@ -149,6 +152,10 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
             _two_tensor(r, xs[0], xs[1], y, s)
         elif r.kind is Kind.LUT:
             s.consts["table"] = lut_table(graph, r, xs[0], y)
+            if s.consts["table"].ndim == 2:
+                s.attrs["axis"] = r.axis
+        elif r.kind is Kind.SOFTMAX:
+            _softmax(r, xs[0], s)
         elif r.kind is Kind.CONCAT:
             s.attrs["axis"] = r.anchor.attrs["axis"]
             s = _concat(s, xs, y, steps, tensors)
@@ -162,6 +169,18 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
         get(name)
     return QProgram(graph.name, tensors, tuple(v.name for v in graph.inputs),
                     tuple(graph.outputs), tuple(steps))
+
+
+def _softmax(r: Region, x: QTensor, s: Step) -> None:
+    """The Q15 table of exp(d * s_x) for every difference d = x - max in [-255, 0]."""
+    axes = tuple(r.anchor.attrs["axes"])
+    count = int(np.prod([x.shape[a] for a in axes]))
+    if count >= 1 << 16:
+        raise ModelError(f"node '{r.anchor.origin}': a softmax over {count} elements could "
+                         "overflow its int32 sum")
+    d = np.arange(-255, 1, dtype=np.float64)
+    s.consts["exp"] = np.round(np.exp(d * x.scale) * (1 << 15)).astype(np.int32)
+    s.attrs["axes"] = axes
 
 
 def _concat(s: Step, xs: list[QTensor], y: QTensor, steps: list[Step],

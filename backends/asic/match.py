@@ -40,6 +40,7 @@ class Region:
     gain: np.ndarray | None = None
     offset: np.ndarray | None = None
     clamp: tuple[float, float] | None = None
+    axis: int | None = None  # the axis a per-channel lookup table is indexed by
 
 
 def unsupported(node: Node, detail: str) -> UnsupportedOpError:
@@ -172,6 +173,8 @@ class Matcher:
 
     def global_reduce(self, node: Node) -> Region:
         fn = node.attrs["fn"]
+        if fn is Reduce.MAX and (soft := self.softmax(node)) is not None:
+            return soft
         kind = Kind.MAX_POOL if fn is Reduce.MAX else Kind.SUM_POOL
         region = Region(kind, node, (node.inputs[0],), node.name, [node])
         if kind is Kind.MAX_POOL:
@@ -181,6 +184,26 @@ class Matcher:
             count = np.prod([shape[a] for a in node.attrs["axes"]])
             region.gain = np.full(node.type.shape, 1.0 / count)
         return self.epilogue(region)
+
+    def softmax(self, top: Node) -> Region | None:
+        """exp(x - max(x)) / sum(exp(x - max(x))) over the same axes, as the frontend writes
+        Softmax: one step with a fixed output scale of 1/256."""
+        x = top.inputs[0]
+        sub = self._next(top.name)
+        if sub is None or sub.op is not Op.BINARY or sub.attrs["fn"] is not Binary.SUB \
+                or sub.inputs != (x, top.name):
+            return None
+        exp = self._next(sub.name)
+        if exp is None or exp.op is not Op.UNARY or exp.attrs["fn"] is not Unary.EXP:
+            return None
+        users = self.users.get(exp.name, [])
+        total = next((u for u in users if u.op is Op.REDUCE), None)
+        div = self._next(total.name) if total is not None else None
+        if len(users) != 2 or exp.name in self.outputs or total.attrs["fn"] is not Reduce.SUM \
+                or total.attrs["axes"] != top.attrs["axes"] or div is None \
+                or div.op is not Op.BINARY or div.inputs != (exp.name, total.name):
+            return None
+        return Region(Kind.SOFTMAX, top, (x,), div.name, [top, sub, exp, total, div])
 
     # --- epilogues ------------------------------------------------------------------------
     def _next(self, name: str) -> Node | None:
@@ -241,28 +264,37 @@ class Matcher:
 
     # --- lookup tables --------------------------------------------------------------------
     def lookup_table(self, node: Node) -> Region:
-        """An elementwise tree of one tensor and per-channel constants: grow it while every
-        new node reads only the source tensor, the tree and constants."""
+        """An elementwise tree of one tensor and constants varying along (at most) one axis:
+        grow it while every new node reads only the source tensor, the tree and constants."""
         (src,) = set(self.operands(node))
+        shape = node.type.shape
+        if self.g.type_of(src).shape != shape:
+            raise unsupported(node, "an elementwise op that broadcasts its input")
         r = Region(Kind.LUT, node, (src,), node.name, [node])
+        if not self._table_axis(node, r):
+            raise unsupported(node, "an elementwise constant varying along several axes")
         inside = {node.name}
-        if not self._lut_consts(node):
-            raise unsupported(node, "an elementwise constant must vary along channels only")
         while (u := self._next(r.output)) is not None and u.op in (Op.UNARY, Op.BINARY) and all(
-                i in inside or i == src for i in self.operands(u)) and self._lut_consts(u) \
-                and u.type.shape == node.type.shape:
+                i in inside or i == src for i in self.operands(u)) \
+                and u.type.shape == shape and self._table_axis(u, r):
             r.nodes.append(u)
             r.output = u.name
             inside.add(u.name)
         return r
 
-    def _lut_consts(self, node: Node) -> bool:
+    def _table_axis(self, node: Node, r: Region) -> bool:
+        """Whether ``node``'s constants vary along one axis only, the same for the whole
+        region (recorded in ``r.axis``): the table is then [C, 256], one row per index."""
+        rank = node.type.rank
         for i in node.inputs:
             c = self.const(i)
-            if c is not None and c.size > 1 and not (
-                    c.ndim <= node.type.rank and c.shape[-1] == node.type.shape[-1]
-                    and channel_constant(c)):
+            if c is None or c.size == 1:
+                continue
+            full = (1,) * (rank - c.ndim) + c.shape
+            axes = [a for a, d in enumerate(full) if d != 1]
+            if len(axes) != 1 or (r.axis is not None and r.axis != axes[0]):
                 return False
+            r.axis = axes[0]
         return True
 
 

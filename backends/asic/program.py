@@ -27,7 +27,8 @@ class Kind(enum.Enum):
     ADD = "add"  # a + b (numpy broadcasting), TFLite style: both rescaled to a common scale
     SUB = "sub"
     MUL = "mul"  # (a - za) * (b - zb), requantized
-    LUT = "lut"  # y = table[x + 128], or table[channel, x + 128] for per-channel tables
+    SOFTMAX = "softmax"  # exp table of (x - max) in Q15, summed over attrs["axes"], divided
+    LUT = "lut"  # y = table[x + 128], or table[c, x + 128] with c the index along attrs["axis"]
     # data movement (the output keeps the input's scale and zero point)
     TRANSPOSE = "transpose"  # attrs: perm
     SLICE = "slice"  # attrs: starts, steps (counts = the output shape)

@@ -23,16 +23,31 @@ integer kernels (QLinearConv, QLinearMatMul, ...) where it can:
   are depthwise convolutions with all-ones weights (global ones: ``ReduceSum``).
 
 Agreement with ``reference.run_reference``: the float model computes each step in float32 and
-rounds once, where the program computes exact integer accumulators and rounds with the
-gemmlowp fixed-point multiply. So an output code can differ by one where the real value lies
-within float / Q31-multiplier error of a rounding boundary, and ``QuantizeLinear`` rounds
-ties to even where the program rounds them away from zero (this matters at the model input:
-pixel values on a regular grid can land exactly on a half code). ORT's fused integer kernels
-requantize in float32 too (MLAS: ``acc * (s_x * s_w / s_y)`` rounded to nearest even), so the
-same one-LSB bound holds with graph optimizations on. An ADD step in the program rounds each
-rescaled addend to 2^-20 of the common scale before the final rounding; float addition does
-not, which again moves results only at a rounding boundary. Differences can propagate
-through later steps, so a deep model can show a few output codes off by more than one.
+rounds once. The program rounds twice: gemmlowp's ``SaturatingRoundingDoublingHighMul``
+rounds ``acc * M`` to a multiple of 2^-r (r = the right shift, ``-shift``), then
+``RoundingDivideByPOT`` rounds that to an integer, so a value whose fraction lies in
+[0.5 - 2^-(r+1), 0.5) is rounded up (away from zero) instead of down. That is TFLite's
+(double-rounding) definition, not an export error, and it is where nearly all differences
+come from: about 2^-(r+1) of a step's codes are one above (in magnitude) the exactly rounded
+value. Convolutions have r ~ 8..10 (0.1-0.2% of codes); pools, ``MUL`` and small
+multipliers have r ~ 1..6, e.g. a 3x3 average pool with M ~ 1/9 * s_x / s_y (r = 1..3)
+differs on 5-25% of its codes. The remaining differences are float32 / Q31 multiplier error
+at a rounding boundary and ``QuantizeLinear``'s ties-to-even (the program rounds ties away
+from zero; this matters only for exact half codes, e.g. at the model input). Every step is
+within one code of ``reference.run_step`` given the same int8 inputs, but differences
+propagate: a later step can move by one more (a ``MUL`` by a large operand can amplify a
+one-code difference to two), and a dense layer reading many features that each differ with
+probability p differs far more often than p.
+
+onnxruntime's graph optimizations do not change this. On x86 ORT fuses QDQ groups with int8
+(signed) activations into integer kernels only if the session sets
+``session.qdqisint8allowed=1`` (the default on ARM); with it, convolutions and matmuls run
+as QLinearConv / QGemm, which requantize ``acc * (s_x * s_w / s_y)`` in float32 with
+round-to-nearest-even: the same single rounding as the float ops.
+
+``to_qdq(program, int8_outputs=True)`` also outputs every program tensor's int8 codes (the
+values named ``<tensor>.q8``), to compare with ``run_reference(..., keep=True)`` step by
+step.
 """
 
 from __future__ import annotations
@@ -342,8 +357,10 @@ STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
 }
 
 
-def to_qdq(program: QProgram) -> onnx.ModelProto:
-    """The QDQ ONNX model of ``program``: float inputs and outputs under the program's names."""
+def to_qdq(program: QProgram, int8_outputs: bool = False) -> onnx.ModelProto:
+    """The QDQ ONNX model of ``program``: float inputs and outputs under the program's names;
+    with ``int8_outputs``, then every program tensor's int8 codes, in ``program.tensors``
+    order (their names are ``<tensor>.q8``, suffixed if that is taken)."""
     g = _Builder(program)
     for name in program.inputs:
         g.int8_values[name] = g.quantize(name, g.tensor(name), g.fresh(f"{name}.q8"))
@@ -360,12 +377,15 @@ def to_qdq(program: QProgram) -> onnx.ModelProto:
     for name in program.outputs:
         g.dequantize(g.int8(name), g.tensor(name), name)
 
-    def value_info(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, g.tensor(name).shape)
+    def value_info(name: str, elem_type: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, elem_type, g.tensor(name).shape)
 
+    outputs = [value_info(n) for n in program.outputs]
+    if int8_outputs:
+        for name in program.tensors:
+            outputs.append(value_info(name, TensorProto.INT8))
+            outputs[-1].name = g.int8(name)
     graph = helper.make_graph(g.nodes, f"{program.name or 'program'}_qdq",
-                              [value_info(n) for n in program.inputs],
-                              [value_info(n) for n in program.outputs], g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="sw2c", ir_version=IR_VERSION)
-    return model
+                              [value_info(n) for n in program.inputs], outputs, g.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="sw2c", ir_version=IR_VERSION)

@@ -81,7 +81,19 @@ def lut(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
     idx = x.astype(np.intp) + 128
     if table.ndim == 1:
         return table[idx]
-    return table[np.arange(table.shape[0]), idx]  # [C, 256]: per channel (the last axis)
+    shape = [1] * x.ndim  # [C, 256]: one row per index along attrs["axis"]
+    shape[step.attrs["axis"]] = table.shape[0]
+    return table[np.arange(table.shape[0]).reshape(shape), idx]
+
+
+def softmax(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    """TFLite-style int8 softmax: e = exp_table[x - max + 255] (Q15, computed at compile time
+    for the input scale), y = round(256 * e / sum(e)) - 128 (round half up), scale 1/256."""
+    axes = tuple(step.attrs["axes"])
+    xi = x.astype(I32)
+    e = step.consts["exp"][xi - xi.max(axis=axes, keepdims=True) + 255].astype(np.int64)
+    total = e.sum(axis=axes, keepdims=True)
+    return np.clip((e * 256 + total // 2) // total - 128, -128, 127)
 
 
 def transpose(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
@@ -105,7 +117,8 @@ def concat(step: Step, *xs: np.ndarray) -> np.ndarray:
 
 UNARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
     Kind.CONV: conv, Kind.DEPTHWISE: depthwise, Kind.SUM_POOL: sum_pool,
-    Kind.MAX_POOL: max_pool, Kind.LUT: lut, Kind.TRANSPOSE: transpose, Kind.PAD: pad,
+    Kind.MAX_POOL: max_pool, Kind.LUT: lut, Kind.SOFTMAX: softmax, Kind.TRANSPOSE: transpose,
+    Kind.PAD: pad,
 }
 BINARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
     Kind.ADD: add_sub, Kind.SUB: add_sub, Kind.MUL: mul,

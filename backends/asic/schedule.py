@@ -16,7 +16,8 @@ from math import ceil, prod
 from .program import Kind, QProgram, Step
 from .target import Target
 
-VECTOR_PASSES = {Kind.ADD: 3, Kind.SUB: 3, Kind.MUL: 2, Kind.LUT: 1}  # ops per element
+# vector operations per element (softmax: max, subtract, table, sum, a divide of ~4 ops)
+VECTOR_PASSES = {Kind.ADD: 3, Kind.SUB: 3, Kind.MUL: 2, Kind.LUT: 1, Kind.SOFTMAX: 8}
 
 
 @dataclass(frozen=True)
