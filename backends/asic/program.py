@@ -82,7 +82,8 @@ class Step:
     """One kernel: reads ``inputs`` (tensor names), writes ``output``.
 
     ``consts`` holds the integer operands (``weights`` int8, ``bias`` int32, ``table`` int8,
-    and for ADD/SUB the per-input rescales ``a_mult``/``a_shift``/``b_mult``/``b_shift``);
+    ``exp`` int32); ``attrs`` the static ones (window, pad code, axes, perm, and for ADD/SUB
+    ``left_shift`` and the per-input rescales ``a``/``b`` as (multiplier, shift));
     ``origin`` names the ONNX node it came from, ``fused`` the IR nodes it covers. Lowering
     fills a step in; nothing changes it afterwards."""
 

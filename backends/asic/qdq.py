@@ -13,31 +13,37 @@ integer kernels (QLinearConv, QLinearMatMul, ...) where it can:
 * data movement (transpose, slice, pad, concat, reshape views) runs on the int8 tensors
   directly, which is exact; so do a step's clamp (an int8 ``Clip`` after ``QuantizeLinear``:
   clamping commutes with rounding to integers) and a lookup table (a ``Gather`` on the int8
-  table at ``x + 128``, or ``channel * 256 + x + 128`` for per-channel tables);
+  table at ``x + 128``, or ``c * 256 + x + 128`` for a [C, 256] table indexed along an axis);
+* a softmax is ONNX ``Softmax`` (or Exp / ReduceSum / Div over several axes) quantized to its
+  fixed scale 1/256;
 * a step's weight scale is not stored in the program, only the requantization multiplier
   ``M = s_x * s_w * gain / s_y`` (``gain`` = folded batch-norm scale or pool divisor). The
   export recovers ``M = multiplier * 2^(shift - 31)`` and dequantizes the weights with
   ``s_w' = M * s_y / s_x``, so the float op's result, quantized with ``s_y``, is ``M * acc``.
-  Where ``M`` varies per position (average pools without padded counts), the weights keep
+  Where ``M`` varies per position (average pools not counting the padding), the weights keep
   scale 1 and a float ``Mul`` by ``M * s_y / s_x`` precedes the ``QuantizeLinear``. Sum pools
   are depthwise convolutions with all-ones weights (global ones: ``ReduceSum``).
 
 Agreement with ``reference.run_reference``: the float model computes each step in float32 and
-rounds once. The program rounds twice: gemmlowp's ``SaturatingRoundingDoublingHighMul``
-rounds ``acc * M`` to a multiple of 2^-r (r = the right shift, ``-shift``), then
-``RoundingDivideByPOT`` rounds that to an integer, so a value whose fraction lies in
-[0.5 - 2^-(r+1), 0.5) is rounded up (away from zero) instead of down. That is TFLite's
-(double-rounding) definition, not an export error, and it is where nearly all differences
-come from: about 2^-(r+1) of a step's codes are one above (in magnitude) the exactly rounded
-value. Convolutions have r ~ 8..10 (0.1-0.2% of codes); pools, ``MUL`` and small
-multipliers have r ~ 1..6, e.g. a 3x3 average pool with M ~ 1/9 * s_x / s_y (r = 1..3)
-differs on 5-25% of its codes. The remaining differences are float32 / Q31 multiplier error
-at a rounding boundary and ``QuantizeLinear``'s ties-to-even (the program rounds ties away
-from zero; this matters only for exact half codes, e.g. at the model input). Every step is
-within one code of ``reference.run_step`` given the same int8 inputs, but differences
-propagate: a later step can move by one more (a ``MUL`` by a large operand can amplify a
-one-code difference to two), and a dense layer reading many features that each differ with
-probability p differs far more often than p.
+rounds once. The program rounds twice: gemmlowp's ``SaturatingRoundingDoublingHighMul`` rounds
+``acc * M`` to a multiple of 2^-r (r = the right shift, ``-shift``), then
+``RoundingDivideByPOT`` rounds that to an integer, so a value whose fraction lies in [0.5 -
+2^-(r+1), 0.5) is rounded up (away from zero) instead of down. That is TFLite's
+(double-rounding) definition, not an export error, and in the tests it explains every
+difference of a requantizing step: given the same int8 inputs, each step of the export equals
+the exactly rounded ``M * acc`` and is within one code of ``reference.run_step``, which is one
+above it (in magnitude) on about 2^-(r+1) of the codes. Convolutions have r ~ 8..9 (0.1-0.3% of
+codes differ); pools and ``MUL`` have small shifts: a 3x3 average pool (M ~ s_x / (9 s_y), r =
+0..1) differs on ~19% of its codes, a global average pool over 36 positions (r = 3) on ~7%, a
+``MUL`` (r = 6) on ~1%. The program's softmax (a Q15 exp table, an integer division) matches
+ONNX ``Softmax`` on ~99.9% of codes, within one. Otherwise only float32 / Q31 multiplier error
+right at a rounding boundary, and ``QuantizeLinear``'s ties-to-even (the program rounds exact
+halves away from zero, e.g. when quantizing the model input) could differ. Differences
+propagate: a later step can move by one more (a ``MUL`` by a large operand turns one code into
+two; a softmax moves a probability by up to 256 * s_x / 4 codes per input code), and a dense
+layer reading many features that each differ with probability p differs more often than p (the
+digits CNN: 0.6% of its features, 1.9% of its logits). To compare a deep model, compare step by
+step (below).
 
 onnxruntime's graph optimizations do not change this. On x86 ORT fuses QDQ groups with int8
 (signed) activations into integer kernels only if the session sets
@@ -171,14 +177,23 @@ class _Builder:
 
 # --- the per-kind translations: each returns the int8 value of the step's output ---------
 
-def _mac_scales(step: Step, x: QTensor, y: QTensor, channels: int
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(per-channel weight scales, per-position factor or None) such that the float op on
-    DQ(x) with those weights, times the factor, is ``M * acc`` in units of ``s_y``."""
-    per_acc = real_multiplier(step.requant) * y.scale / x.scale  # real per unit of s_x * acc
-    if per_acc.size == 1 or per_acc.shape == (channels,):
-        return np.broadcast_to(per_acc, (channels,)).astype(np.float32), None
-    return np.ones(channels, np.float32), np.broadcast_to(per_acc, y.shape).astype(np.float32)
+def _factor(step: Step, x: QTensor, y: QTensor) -> np.ndarray:
+    """``M * s_y / s_x``, what the float sum of DQ(x) terms is multiplied by before the
+    quantization to ``s_y``: per channel ([C]) when it allows, else in the output's shape."""
+    f = real_multiplier(step.requant) * y.scale / x.scale
+    channels = y.shape[-1]
+    if f.size == 1 or f.shape == (channels,):
+        return np.broadcast_to(f, (channels,)).astype(np.float32)
+    return np.broadcast_to(f, y.shape).astype(np.float32)
+
+
+def _mac_scales(step: Step, x: QTensor, y: QTensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """(per-channel weight scales, per-position factor or None): a per-channel factor is
+    folded into the weight scales (the TFLite/ORT form), a per-position one cannot be."""
+    f = _factor(step, x, y)
+    if f.ndim == 1:
+        return f, None
+    return np.ones(y.shape[-1], np.float32), f
 
 
 def _requantize(g: _Builder, step: Step, acc: str, shape: Sequence[int],
@@ -238,7 +253,7 @@ def _conv(g: _Builder, step: Step) -> str:
     x = g.tensor(step.inputs[0])
     w = step.consts["weights"]  # [K, N]; with a window K = taps (row-major) then channels
     n_out = w.shape[1]
-    w_scale, factor = _mac_scales(step, x, g.tensor(step.output), n_out)
+    w_scale, factor = _mac_scales(step, x, g.tensor(step.output))
     bias = g.bias(step.consts["bias"], x, w_scale)
     win = step.window
     if win is None:
@@ -258,7 +273,7 @@ def _conv(g: _Builder, step: Step) -> str:
 def _depthwise(g: _Builder, step: Step) -> str:
     x = g.tensor(step.inputs[0])
     channels = x.shape[-1]
-    w_scale, factor = _mac_scales(step, x, g.tensor(step.output), channels)
+    w_scale, factor = _mac_scales(step, x, g.tensor(step.output))
     taps = np.moveaxis(step.consts["weights"], -1, 0)[:, None]  # [*K, C] -> [C, 1, *K]
     xs, pads = _window_input(g, step, x, neutral=x.zero_point)
     acc = g.node("Conv", [g.dequantize(xs, x), g.weights(taps, w_scale, axis=0),
@@ -275,13 +290,9 @@ def _sum_pool(g: _Builder, step: Step) -> str:
         acc = g.node("ReduceSum", [g.dequantize(g.int8(x.name), x), axes], keepdims=1)
         shape = [1 if i in [a % len(x.shape) for a in step.attrs["axes"]] else d
                  for i, d in enumerate(x.shape)]
-        per_acc = real_multiplier(step.requant) * y.scale / x.scale
-        factor = np.broadcast_to(per_acc, y.shape).astype(np.float32)
-        if per_acc.size == 1 or per_acc.shape == (channels,):
-            factor = np.broadcast_to(per_acc, (channels,)).astype(np.float32)
-        return _requantize(g, step, acc, shape, factor)
+        return _requantize(g, step, acc, shape, _factor(step, x, y))
     # windowed: a depthwise conv with all-ones taps (scaled per channel when possible)
-    w_scale, factor = _mac_scales(step, x, y, channels)
+    w_scale, factor = _mac_scales(step, x, y)
     ones = np.ones((channels, 1, *step.window.kernel), np.int8)
     xs, pads = _window_input(g, step, x, neutral=x.zero_point)
     acc = g.node("Conv", [g.dequantize(xs, x), g.weights(ones, w_scale, axis=0)],
@@ -296,8 +307,7 @@ def _max_pool(g: _Builder, step: Step) -> str:
         m = g.node("ReduceMax", [g.dequantize(g.int8(x.name), x)], axes=axes, keepdims=1)
         return _requantize(g, step, m, [1 if i in axes else d for i, d in enumerate(x.shape)])
     xs, pads = _window_input(g, step, x, neutral=Q_MIN)  # max(-128, v) = v
-    attrs = _window_attrs(step, pads)
-    m = g.node("MaxPool", [g.dequantize(xs, x)], **attrs)
+    m = g.node("MaxPool", [g.dequantize(xs, x)], **_window_attrs(step, pads))
     return _requantize(g, step, m, _out_nchw(x, step, x.shape[-1]), channels_first=True)
 
 
@@ -314,12 +324,30 @@ def _lut(g: _Builder, step: Step) -> str:
     x = g.tensor(step.inputs[0])
     table = step.consts["table"]
     offset = np.array(128, np.int64)  # code -128 is entry 0
-    if table.ndim == 2:  # [C, 256], one table per channel (the last axis): a flat gather
-        offset = np.arange(table.shape[0], dtype=np.int64) * 256 + 128
+    if table.ndim == 2:  # [C, 256], one table per index along attrs["axis"]: a flat gather
+        shape = [1] * len(x.shape)
+        shape[step.attrs.get("axis", -1)] = table.shape[0]
+        offset = (np.arange(table.shape[0], dtype=np.int64) * 256 + 128).reshape(shape)
     index = g.node("Cast", [g.int8(x.name)], to=TensorProto.INT64)
     index = g.node("Add", [index, g.const("offset", offset)])
     out = g.node("Gather", [g.const("table", table.reshape(-1)), index], axis=0)
     return g.reshape(out, x.shape, g.tensor(step.output).shape)
+
+
+def _softmax(g: _Builder, step: Step) -> str:
+    """Softmax of the dequantized input over attrs["axes"], quantized to the output's fixed
+    scale (1/256, zero point -128)."""
+    x = g.tensor(step.inputs[0])
+    axes = [a % len(x.shape) for a in step.attrs["axes"]]
+    v = g.dequantize(g.int8(x.name), x)
+    if len(axes) == 1:
+        p = g.node("Softmax", [v], axis=axes[0])
+    else:  # ONNX's Softmax normalizes over one axis: spell it out
+        top = g.node("ReduceMax", [v], axes=axes, keepdims=1)
+        e = g.node("Exp", [g.node("Sub", [v, top])])
+        total = g.node("ReduceSum", [e, g.const("axes", np.array(axes, np.int64))], keepdims=1)
+        p = g.node("Div", [e, total])
+    return _requantize(g, step, p, x.shape)
 
 
 def _transpose(g: _Builder, step: Step) -> str:
@@ -352,7 +380,8 @@ def _concat(g: _Builder, step: Step) -> str:
 STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
     Kind.CONV: _conv, Kind.DEPTHWISE: _depthwise, Kind.SUM_POOL: _sum_pool,
     Kind.MAX_POOL: _max_pool, Kind.ADD: _elementwise("Add"), Kind.SUB: _elementwise("Sub"),
-    Kind.MUL: _elementwise("Mul"), Kind.LUT: _lut, Kind.TRANSPOSE: _transpose,
+    Kind.MUL: _elementwise("Mul"), Kind.LUT: _lut, Kind.SOFTMAX: _softmax,
+    Kind.TRANSPOSE: _transpose,
     Kind.SLICE: _slice, Kind.PAD: _pad, Kind.CONCAT: _concat,
 }
 
