@@ -62,3 +62,43 @@ def test_inspect_json_plot_and_onnx(tmp_path):
 def test_bad_input_shape_is_a_usage_error():
     proc = sw2c(MLP, "--input-shape", "input=1,x")
     assert proc.returncode == 2 and "NAME=D0,D1" in proc.stderr
+
+
+DIGITS = os.path.join(EXAMPLES, "digits_cnn.onnx")
+DIGITS_CALIB = os.path.join(EXAMPLES, "digits_calibration.npz")
+ASIC = ("--target", "asic:tiny", "--calibration", DIGITS_CALIB, "--input-shape",
+        "input=1,1,8,8")
+
+
+def test_asic_compile_writes_c_and_qdq_and_the_layer_table(tmp_path):
+    """The README's fixed-point command."""
+    proc = sw2c(DIGITS, *ASIC, "-o", str(tmp_path / "out"), "--emit-qdq",
+                str(tmp_path / "q.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    for word in ("cycles", "uJ per inference", "SRAM", "bit-exact", "SQNR", "percentile"):
+        assert word in proc.stdout
+    assert sorted(os.listdir(tmp_path / "out")) == ["digits_cnn.c", "digits_cnn.h",
+                                                    "digits_cnn.json"]
+    assert (tmp_path / "q.onnx").stat().st_size > 1000
+
+
+def test_asic_bench_and_inspect():
+    proc = sw2c("bench", DIGITS, *ASIC, "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["cycles"] > 0 and r["energy_uj"] > 0 and r["output_sqnr_db"]["logits"] > 30
+    assert r["arena_lower_bound_bytes"] <= r["arena_bytes"] <= r["sram_bytes"]
+    proc = sw2c("inspect", DIGITS, *ASIC, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [k["kind"] for k in doc["kernels"]] == ["conv", "max_pool", "conv", "transpose",
+                                                   "conv"]
+    assert all(b["offset"] + b["bytes"] <= doc["arena_bytes"] for b in doc["buffers"])
+
+
+def test_asic_errors_are_one_line():
+    proc = sw2c(DIGITS, "--target", "asic:nope", "--input-shape", "input=1,1,8,8")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "unknown asic target 'nope'" in proc.stderr
+    proc = sw2c(MLP, "--emit-qdq", "x.onnx")
+    assert proc.returncode == 1 and "--target asic" in proc.stderr

@@ -265,10 +265,10 @@ def test_source_is_plain_c99(built):
         for banned in ("malloc", "stdio", "printf", "double", "math.h", "#pragma"):
             assert banned not in code, (name, banned)
         funcs = _functions(code)
-        assert {"high_mul", "quantize", "dequantize", f"{name}_run", f"{name}_run_int8",
+        assert {"mbqm", "quantize", "dequantize", f"{name}_run", f"{name}_run_int8",
                 f"{name}_steps"} <= set(funcs), (name, sorted(funcs))
-        # 64-bit arithmetic only inside the requantization's high multiply
-        assert "int64_t" not in code.replace(funcs["high_mul"], ""), name
+        # 64-bit arithmetic only inside the requantization multiply
+        assert "int64_t" not in code.replace(funcs["mbqm"], ""), name
         # float only at the boundary
         rest = code
         for f in ("quantize", "dequantize", f"{name}_run"):

@@ -1,5 +1,5 @@
 """The fixed-point arithmetic against an independent oracle: exact rational arithmetic on
-Python integers (fractions), with gemmlowp's rounding rules written out directly."""
+Python integers (fractions), with the rounding rule written out directly."""
 
 from __future__ import annotations
 
@@ -10,20 +10,18 @@ from sw2c.backends.asic.fixed_point import (
     I32_MAX,
     I32_MIN,
     dequantize,
-    divide_by_pot,
-    high_mul,
     multiply_by_quantized_multiplier,
     quantize,
     quantize_multiplier,
+    shift_left_saturating,
 )
 
 RNG = np.random.default_rng(0)
 
 
-def round_half_away(q: Fraction) -> int:
-    n = abs(q.numerator) * 2 + q.denominator
-    r = n // (2 * q.denominator)
-    return r if q >= 0 else -r
+def round_half_up(q: Fraction) -> int:
+    """To nearest, ties toward +inf."""
+    return (2 * q.numerator + q.denominator) // (2 * q.denominator)
 
 
 def int32s(n: int) -> np.ndarray:
@@ -32,26 +30,21 @@ def int32s(n: int) -> np.ndarray:
         np.int64)
 
 
-def round_half_up(q: Fraction) -> int:
-    return (2 * q.numerator + q.denominator) // (2 * q.denominator)
+def test_requantization_rounds_once_to_nearest_ties_up_and_saturates():
+    acc = int32s(3000)
+    mult = RNG.integers(1 << 30, 1 << 31, acc.size)
+    shift = RNG.integers(-31, 31, acc.size)
+    acc[:4], mult[:4], shift[:4] = [3, -3, 1, -1], 1 << 30, [0, 0, -30, -30]  # exact ties
+    got = multiply_by_quantized_multiplier(acc, mult, shift)
+    for x, m, s, g in zip(acc.tolist(), mult.tolist(), shift.tolist(), got.tolist()):
+        want = round_half_up(Fraction(x * m, 1 << (31 - s)))
+        assert g == min(max(want, I32_MIN), I32_MAX), (x, m, s)
 
 
-def test_high_mul_rounds_the_doubled_product_to_nearest_ties_up():
-    a, b = int32s(2000), int32s(2000)[::-1]
-    a = np.concatenate([a, [3, -3, 1 << 30, -(1 << 30)]])  # exact ties of either sign
-    b = np.concatenate([b, [1 << 30, 1 << 30, 1, 1]])
-    got = high_mul(a, b)
-    for x, y, g in zip(a.tolist(), b.tolist(), got.tolist()):
-        want = I32_MAX if x == y == I32_MIN else round_half_up(Fraction(x * y, 1 << 31))
-        assert g == want, (x, y)
-
-
-def test_divide_by_pot_rounds_half_away_from_zero():
-    x = int32s(3000)
-    for e in (0, 1, 5, 17, 31):
-        got = divide_by_pot(x, e)
-        for v, g in zip(x.tolist(), got.tolist()):
-            assert g == round_half_away(Fraction(v, 1 << e)), (v, e)
+def test_int8_addends_shift_left_with_saturation():
+    x = np.array([1, -1, 255, -255, 1 << 20, -(1 << 20)])
+    assert shift_left_saturating(x, 20).tolist() == [1 << 20, -(1 << 20), 255 << 20,
+                                                     -255 << 20, I32_MAX, I32_MIN]
 
 
 def test_quantized_multipliers_represent_the_real_ones():

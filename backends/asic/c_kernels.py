@@ -47,40 +47,20 @@ static int32_t sat_shl(int32_t x, int32_t s)
 }
 """)
 
-_snippet("high_mul", [], """
-/* gemmlowp SaturatingRoundingDoublingHighMul: a * b / 2^31 to nearest, ties toward +inf
- * (the nudge, then C's division truncating toward zero, as fixed_point.high_mul spells out).
- * The 32x32->64 product (with its nudge and division) is the only 64-bit arithmetic in the
- * program. */
-static int32_t high_mul(int32_t a, int32_t b)
-{
-    int64_t ab;
-    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
-    ab = (int64_t)a * (int64_t)b;
-    ab += ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    return (int32_t)(ab / ((int64_t)1 << 31));
-}
-""")
-
-_snippet("divide_by_pot", [], """
-/* gemmlowp RoundingDivideByPOT: x / 2^e rounded half away from zero, 0 <= e <= 31.
- * x >> e on a negative int32 is an arithmetic shift on every compiler we target (it is
- * implementation-defined in C99); & on int32_t is two's complement by definition. */
-static int32_t divide_by_pot(int32_t x, int32_t e)
-{
-    const int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> e) + (remainder > threshold ? 1 : 0);
-}
-""")
-
-_snippet("mbqm", ["sat_shl", "high_mul", "divide_by_pot"], """
-/* TFLite MultiplyByQuantizedMultiplier: shift > 0 shifts left (saturating), < 0 right. */
+_snippet("mbqm", [], """
+/* TFLite MultiplyByQuantizedMultiplier with single rounding (fixed_point.py):
+ * x * multiplier / 2^(31 - shift), to nearest with ties toward +inf, saturated to int32.
+ * The 32x32->64 product and its rounding shift are the only 64-bit arithmetic in the program;
+ * >> on a negative int64 is an arithmetic shift on every compiler we target (it is
+ * implementation-defined in C99). */
 static int32_t mbqm(int32_t x, int32_t multiplier, int32_t shift)
 {
-    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    return divide_by_pot(high_mul(sat_shl(x, left), multiplier), right);
+    const int32_t total = 31 - shift;  /* 1..62: shift is in [-31, 30] */
+    int64_t r = (int64_t)x * (int64_t)multiplier + ((int64_t)1 << (total - 1));
+    r >>= total;
+    if (r > INT32_MAX) return INT32_MAX;
+    if (r < INT32_MIN) return INT32_MIN;
+    return (int32_t)r;
 }
 """)
 
@@ -315,7 +295,7 @@ typedef struct {
 } bcast_t;
 """)
 
-_snippet("add_sub", ["bcast", "index", "requant", "sat_add", "sat_sub"], """
+_snippet("add_sub", ["bcast", "index", "requant", "sat_add", "sat_sub", "sat_shl"], """
 /* ADD / SUB, TFLite style: both sides centered, shifted left by `left`, rescaled to a common
  * scale (mbqm), added (or subtracted when sub != 0), then requantized. y may be a or b (same
  * shape, in place): element i is read before it is written and never read again. */

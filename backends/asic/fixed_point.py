@@ -1,15 +1,17 @@
 """Fixed-point arithmetic of the integer kernels: the one definition, in numpy.
 
-Requantization follows gemmlowp / TFLite: a real multiplier ``m`` is stored as an int32
-``multiplier`` in Q31 (in [2^30, 2^31)) and a ``shift`` (left if > 0, right if < 0), and
+Requantization follows TFLite: a real multiplier ``m`` is stored as an int32 ``multiplier``
+in Q31 (in [2^30, 2^31)) and a ``shift`` in [-31, 30], m = multiplier * 2^(shift - 31), and
 
-    requantize(acc) = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc << left, M), right)
+    requantize(acc) = clamp((acc * multiplier + 2^(30 - shift)) >> (31 - shift) + zp, lo, hi)
 
-``SaturatingRoundingDoublingHighMul`` rounds to nearest with ties toward +inf (gemmlowp's
-"nudge" then a truncating division); ``RoundingDivideByPOT`` rounds half away from zero.
-The C export and the simulator use exactly these formulas; the
-only wider-than-32-bit arithmetic is the 32x32->64 product inside the high multiply, as in
-TFLite Micro and CMSIS-NN. A left shift that would overflow int32 saturates.
+that is, TFLite's single-rounding MultiplyByQuantizedMultiplier (TFLITE_SINGLE_ROUNDING):
+one rounding to nearest, ties toward +inf. (gemmlowp's older double rounding, a rounding
+high multiply followed by a rounding shift, is off by one on up to a quarter of the codes when
+the shift is small; with one rounding the int8 program agrees with onnxruntime's float32
+requantization of the QDQ export except on exact ties.) The C export and the simulator use
+exactly this formula; the only wider-than-32-bit arithmetic is the 32x32->64 product and its
+rounding shift, as in TFLite Micro and CMSIS-NN.
 
 The float boundary (quantize on entry, dequantize on exit) is defined in float32 so that C
 gives the same bits: ``q = clamp(round_half_away(x / scale) + zp)``, NaN -> the lowest code.
@@ -43,37 +45,24 @@ def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarra
     return q.astype(np.int32), exp.astype(np.int32)
 
 
-def _saturate(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, I32_MIN, I32_MAX)
+def saturate(x: np.ndarray) -> np.ndarray:
+    """Clamp to the int32 range (as int64)."""
+    return np.clip(np.asarray(x, np.int64), I32_MIN, I32_MAX)
 
 
-def high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values: a * b / 2^31 rounded to
-    nearest, ties toward +inf; saturates the one overflow (INT32_MIN * INT32_MIN)."""
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    num = ab + nudge
-    out = np.where(num >= 0, num >> 31, -((-num) >> 31))  # C division truncates toward zero
-    return np.where((a == I32_MIN) & (b == I32_MIN), I32_MAX, out)
-
-
-def divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded half away from zero."""
-    x, exponent = np.asarray(x, np.int64), np.asarray(exponent, np.int64)
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+def shift_left_saturating(x: np.ndarray, n: int) -> np.ndarray:
+    """x * 2^n saturated to int32, 0 <= n <= 30 (the addends of an int8 ADD)."""
+    return saturate(np.asarray(x, np.int64) << np.int64(n))
 
 
 def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: np.ndarray,
                                      shift: np.ndarray) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier on int32 ``acc``; the result as int64."""
-    shift = np.asarray(shift, np.int64)
-    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-    shifted = _saturate(np.asarray(acc, np.int64) << left)
-    return divide_by_pot(high_mul(shifted, multiplier), right)
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier: the int32 accumulator (an
+    int64 one is saturated first) times ``multiplier / 2^(31 - shift)``, rounded to nearest
+    with ties toward +inf, saturated to int32; returned as int64."""
+    total = 31 - np.asarray(shift, np.int64)  # 1..62
+    prod = saturate(acc) * np.asarray(multiplier, np.int64)  # |.| <= 2^62: no overflow
+    return saturate((prod + (np.int64(1) << (total - 1))) >> total)
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,

@@ -25,25 +25,14 @@ integer kernels (QLinearConv, QLinearMatMul, ...) where it can:
   are depthwise convolutions with all-ones weights (global ones: ``ReduceSum``).
 
 Agreement with ``reference.run_reference``: the float model computes each step in float32 and
-rounds once. The program rounds twice: gemmlowp's ``SaturatingRoundingDoublingHighMul`` rounds
-``acc * M`` to a multiple of 2^-r (r = the right shift, ``-shift``), then
-``RoundingDivideByPOT`` rounds that to an integer, so a value whose fraction lies in [0.5 -
-2^-(r+1), 0.5) is rounded up (away from zero) instead of down. That is TFLite's
-(double-rounding) definition, not an export error, and in the tests it explains every
-difference of a requantizing step: given the same int8 inputs, each step of the export equals
-the exactly rounded ``M * acc`` and is within one code of ``reference.run_step``, which is one
-above it (in magnitude) on about 2^-(r+1) of the codes. Convolutions have r ~ 8..9 (0.1-0.3% of
-codes differ); pools and ``MUL`` have small shifts: a 3x3 average pool (M ~ s_x / (9 s_y), r =
-0..1) differs on ~19% of its codes, a global average pool over 36 positions (r = 3) on ~7%, a
-``MUL`` (r = 6) on ~1%. The program's softmax (a Q15 exp table, an integer division) matches
-ONNX ``Softmax`` on ~99.9% of codes, within one. Otherwise only float32 / Q31 multiplier error
-right at a rounding boundary, and ``QuantizeLinear``'s ties-to-even (the program rounds exact
-halves away from zero, e.g. when quantizing the model input) could differ. Differences
-propagate: a later step can move by one more (a ``MUL`` by a large operand turns one code into
-two; a softmax moves a probability by up to 256 * s_x / 4 codes per input code), and a dense
-layer reading many features that each differ with probability p differs more often than p (the
-digits CNN: 0.6% of its features, 1.9% of its logits). To compare a deep model, compare step by
-step (below).
+rounds once; the program's requantization rounds once too (TFLite's single rounding, see
+``fixed_point.py``), so they agree except where float32 or the Q31 multiplier lands within
+rounding error of a tie, or where ``QuantizeLinear`` rounds an exact half to even (the
+program rounds it away from zero). The program's softmax (a Q15 exp table and an integer
+division) matches ONNX ``Softmax`` on ~99.9% of codes, within one. Measured in the tests: every
+output code equal on the digits CNN and every single-kind model, 99.9% (max one code) on a
+softmax. A difference can propagate and grow downstream (a MUL by a large operand, a
+softmax); to compare a deep model, compare step by step (below).
 
 onnxruntime's graph optimizations do not change this. On x86 ORT fuses QDQ groups with int8
 (signed) activations into integer kernels only if the session sets

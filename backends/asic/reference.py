@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ...ir.interp import window as window_patches
-from .fixed_point import multiply_by_quantized_multiplier, quantize, requantize
+from .fixed_point import (
+    multiply_by_quantized_multiplier,
+    quantize,
+    requantize,
+    shift_left_saturating,
+)
 from .program import Kind, QProgram, QTensor, Step
 
 I32 = np.int32
@@ -66,9 +71,9 @@ def add_sub(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTensor) 
     """TFLite int8 ADD: both sides shifted left, rescaled to a common scale, summed
     (numpy broadcasting)."""
     at = step.attrs
-    left = np.int64(at["left_shift"])
-    sa = multiply_by_quantized_multiplier(_centered(a, ta).astype(np.int64) << left, *at["a"])
-    sb = multiply_by_quantized_multiplier(_centered(b, tb).astype(np.int64) << left, *at["b"])
+    left = at["left_shift"]
+    sa = multiply_by_quantized_multiplier(shift_left_saturating(_centered(a, ta), left), *at["a"])
+    sb = multiply_by_quantized_multiplier(shift_left_saturating(_centered(b, tb), left), *at["b"])
     return sa - sb if step.kind is Kind.SUB else sa + sb
 
 
