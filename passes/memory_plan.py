@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,13 +53,18 @@ class MemoryPlan:
     naive_bytes: int
 
     def as_json(self) -> dict:
-        return {
-            "arena_bytes": self.arena_bytes,
-            "arena_lower_bound_bytes": self.lower_bound_bytes,
-            "arena_naive_bytes": self.naive_bytes,
-            "buffers": [{"name": b.name, "offset": b.offset, "bytes": b.size, "first": b.first,
-                         "last": b.last} for b in sorted(self.buffers, key=lambda b: b.first)],
-        }
+        return plan_json(self)
+
+
+def plan_json(plan: MemoryPlan | Any) -> dict:
+    """A plan (cpu or asic) in a stable, diffable form: totals, then buffers by first step."""
+    return {
+        "arena_bytes": plan.arena_bytes,
+        "arena_lower_bound_bytes": plan.lower_bound_bytes,
+        "arena_naive_bytes": plan.naive_bytes,
+        "buffers": [{"name": b.name, "offset": b.offset, "bytes": b.size, "first": b.first,
+                     "last": b.last} for b in sorted(plan.buffers, key=lambda b: b.first)],
+    }
 
 
 def _aligned(n: int) -> int:

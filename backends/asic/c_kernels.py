@@ -210,50 +210,21 @@ static void depthwise(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, in
 }
 """)
 
-_snippet("sum_pool", ["window", "reduce", "index", "requant"], """
-/* SUM_POOL: rq(sum of (x - zx)) over a window (win) or over axes (red); the other is 0.
- * Averages are sums whose requantization multiplier holds the divisor (per position when
- * padding is not counted). */
-static void sum_pool(const int8_t *x, int8_t *y, const win_t *win, const red_t *red,
-                     int32_t zx, int32_t padv, const rq_t *rq)
+_snippet("pool", ["window", "reduce", "index", "requant"], """
+/* SUM_POOL (is_max = 0): rq(sum of (x - zx)); MAX_POOL (is_max = 1): the max, kept on the
+ * input's scale (rq is 0). Over a window (win; padding reads the pad code) or over axes
+ * (red); the other is 0. Averages are sums whose requantization multiplier holds the divisor
+ * (per position when padding is not counted). */
+static int32_t pool_step(int32_t is_max, int32_t acc, int32_t v, int32_t zx)
 {
-    int32_t i = 0, org[3], k0, k1, k2, idx[8] = {0};
-    if (win) {
-        const int32_t npos = window_positions(win), c = win->c;
-        int32_t pos, ch;
-        for (pos = 0; pos < npos; ++pos) {
-            const int32_t n = window_origin(win, pos, org);
-            for (ch = 0; ch < c; ++ch, ++i) {
-                int32_t acc = 0;
-                for (k0 = 0; k0 < win->k[0]; ++k0)
-                    for (k1 = 0; k1 < win->k[1]; ++k1)
-                        for (k2 = 0; k2 < win->k[2]; ++k2) {
-                            const int32_t at = window_at(win, n, org, k0, k1, k2);
-                            acc += (at >= 0 ? (int32_t)x[at + ch] : padv) - zx;
-                        }
-                y[i] = rq_at(rq, acc, i % rq->n);
-            }
-        }
-        return;
-    }
-    do {
-        const int8_t *base = x + offset_of(red->rank, idx, red->stride);
-        int32_t ridx[8] = {0}, acc = 0;
-        do {
-            acc += (int32_t)base[offset_of(red->rrank, ridx, red->rstride)] - zx;
-        } while (next_index(red->rrank, red->rdims, ridx));
-        y[i] = rq_at(rq, acc, i % rq->n);
-        ++i;
-    } while (next_index(red->rank, red->dims, idx));
+    if (is_max) return v > acc ? v : acc;
+    return acc + (v - zx);
 }
-""")
 
-_snippet("max_pool", ["window", "reduce", "index", "requant"], """
-/* MAX_POOL: the max over a window (padding reads the pad code, -128 for a max pool) or
- * over axes; rq is 0 (the output keeps the input's scale). */
-static void max_pool(const int8_t *x, int8_t *y, const win_t *win, const red_t *red,
-                     int32_t padv, const rq_t *rq)
+static void pool(const int8_t *x, int8_t *y, const win_t *win, const red_t *red,
+                 int32_t is_max, int32_t zx, int32_t padv, const rq_t *rq)
 {
+    const int32_t start = is_max ? -128 : 0;
     int32_t i = 0, org[3], k0, k1, k2, idx[8] = {0};
     if (win) {
         const int32_t npos = window_positions(win), c = win->c;
@@ -261,27 +232,26 @@ static void max_pool(const int8_t *x, int8_t *y, const win_t *win, const red_t *
         for (pos = 0; pos < npos; ++pos) {
             const int32_t n = window_origin(win, pos, org);
             for (ch = 0; ch < c; ++ch, ++i) {
-                int32_t m = -128;
+                int32_t acc = start;
                 for (k0 = 0; k0 < win->k[0]; ++k0)
                     for (k1 = 0; k1 < win->k[1]; ++k1)
                         for (k2 = 0; k2 < win->k[2]; ++k2) {
                             const int32_t at = window_at(win, n, org, k0, k1, k2);
-                            const int32_t v = at >= 0 ? (int32_t)x[at + ch] : padv;
-                            if (v > m) m = v;
+                            acc = pool_step(is_max, acc, at >= 0 ? (int32_t)x[at + ch] : padv,
+                                            zx);
                         }
-                y[i] = rq ? rq_at(rq, m, i % rq->n) : (int8_t)m;
+                y[i] = rq ? rq_at(rq, acc, i % rq->n) : (int8_t)acc;
             }
         }
         return;
     }
     do {
         const int8_t *base = x + offset_of(red->rank, idx, red->stride);
-        int32_t ridx[8] = {0}, m = -128;
+        int32_t ridx[8] = {0}, acc = start;
         do {
-            const int32_t v = base[offset_of(red->rrank, ridx, red->rstride)];
-            if (v > m) m = v;
+            acc = pool_step(is_max, acc, base[offset_of(red->rrank, ridx, red->rstride)], zx);
         } while (next_index(red->rrank, red->rdims, ridx));
-        y[i] = rq ? rq_at(rq, m, i % rq->n) : (int8_t)m;
+        y[i] = rq ? rq_at(rq, acc, i % rq->n) : (int8_t)acc;
         ++i;
     } while (next_index(red->rank, red->dims, idx));
 }

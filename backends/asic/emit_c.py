@@ -290,16 +290,12 @@ class _Emitter:
             return self.window(i, s, x, x.shape[-1], out), "0", int(s.attrs["pad"])
         return "0", self.reduce(i, s, x), 0
 
-    def sum_pool(self, i: int, s: Step, x: QTensor, out: QTensor) -> str:
-        win, red, pad = self._pool_geometry(i, s, x, out)
-        rq = self.requant(i, s.requant, out)
-        return (f"sum_pool({self.ptr(x.name)}, {self.ptr(out.name)}, {win}, {red}, "
-                f"{x.zero_point}, {pad}, {rq});")
-
-    def max_pool(self, i: int, s: Step, x: QTensor, out: QTensor) -> str:
+    def pool(self, i: int, s: Step, x: QTensor, out: QTensor) -> str:
         win, red, pad = self._pool_geometry(i, s, x, out)
         rq = "0" if s.requant is None else self.requant(i, s.requant, out)
-        return f"max_pool({self.ptr(x.name)}, {self.ptr(out.name)}, {win}, {red}, {pad}, {rq});"
+        is_max = int(s.kind is Kind.MAX_POOL)
+        return (f"pool({self.ptr(x.name)}, {self.ptr(out.name)}, {win}, {red}, {is_max}, "
+                f"{x.zero_point}, {pad}, {rq});")
 
     def add_sub(self, i: int, s: Step, a: QTensor, b: QTensor, out: QTensor) -> str:
         bc = self.bcast(i, a, b, out)
@@ -488,13 +484,14 @@ class _Emitter:
 _Builder = Callable[..., str]
 _BUILDERS: dict[Kind, _Builder] = {
     Kind.CONV: _Emitter.conv, Kind.DEPTHWISE: _Emitter.depthwise,
-    Kind.SUM_POOL: _Emitter.sum_pool, Kind.MAX_POOL: _Emitter.max_pool,
+    Kind.SUM_POOL: _Emitter.pool, Kind.MAX_POOL: _Emitter.pool,
     Kind.ADD: _Emitter.add_sub, Kind.SUB: _Emitter.add_sub, Kind.MUL: _Emitter.mul,
     Kind.LUT: _Emitter.lut, Kind.SOFTMAX: _Emitter.softmax,
     Kind.TRANSPOSE: _Emitter.transpose, Kind.SLICE: _Emitter.slice, Kind.PAD: _Emitter.pad,
     Kind.CONCAT: _Emitter.concat,
 }
-_KERNEL = {k: ("add_sub" if k in (Kind.ADD, Kind.SUB) else k.value) for k in Kind}  # -> snippet
+_SHARED = {Kind.ADD: "add_sub", Kind.SUB: "add_sub", Kind.SUM_POOL: "pool", Kind.MAX_POOL: "pool"}
+_KERNEL = {k: _SHARED.get(k, k.value) for k in Kind}  # -> snippet
 _NEEDS_REQUANT = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL, Kind.ADD, Kind.SUB,
                             Kind.MUL})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...passes.memory_plan import Buffer, lower_bound, peak, place_buffers
+from ...passes.memory_plan import Buffer, lower_bound, peak, place_buffers, plan_json
 from .program import Kind, QProgram
 
 ALIGN = 4  # one SRAM word
@@ -28,13 +28,7 @@ class AsicPlan:
     naive_bytes: int
 
     def as_json(self) -> dict:
-        return {
-            "arena_bytes": self.arena_bytes,
-            "arena_lower_bound_bytes": self.lower_bound_bytes,
-            "arena_naive_bytes": self.naive_bytes,
-            "buffers": [{"name": b.name, "offset": b.offset, "bytes": b.size, "first": b.first,
-                         "last": b.last} for b in sorted(self.buffers, key=lambda b: b.first)],
-        }
+        return plan_json(self)
 
 
 def _aligned(n: int) -> int:
