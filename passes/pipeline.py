@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..ir import Graph, format_graph, verify
 from .dead_code import eliminate_dead_code
+from .flatten_order import fold_flatten_order
 from .fold_affine import fold_affine
 from .fold_constants import fold_constants
 from .fuse import fuse
@@ -25,6 +26,7 @@ class Pass:
 CPU_PIPELINE: tuple[Pass, ...] = (
     Pass("fold-constants", fold_constants),
     Pass("choose-layout", choose_layout),
+    Pass("flatten-order", fold_flatten_order),
     Pass("fold-affine", fold_affine),
     Pass("dead-code", eliminate_dead_code),
     Pass("fuse", fuse),

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from sw2c.backends.asic.build import ASIC_PIPELINE
 from sw2c.backends.asic.calibrate import calibrate
 from sw2c.backends.asic.emit_c import emit_c
 from sw2c.backends.asic.fixed_point import dequantize
@@ -22,7 +23,7 @@ from sw2c.backends.asic.plan import IN_PLACE, plan_program
 from sw2c.backends.asic.program import Kind, QProgram, QTensor, Requant, Step
 from sw2c.backends.asic.reference import quantize_inputs, run_reference
 from sw2c.frontend.importer import import_model
-from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline
+from sw2c.passes.pipeline import run_pipeline
 from sw2c.tests.onnx_util import make_model
 
 CC = shutil.which("cc")
@@ -41,7 +42,7 @@ def _program(model: onnx.ModelProto | Path, calib: list[dict[str, np.ndarray]] |
              seed: int, shapes: dict | None = None) -> tuple[QProgram, Feeds]:
     """Import, run the float passes, calibrate (on ``calib`` or random normals) and lower;
     returns the program and a few random float feeds for it."""
-    graph = run_pipeline(import_model(model, shapes), CPU_PIPELINE[:4])
+    graph = run_pipeline(import_model(model, shapes), ASIC_PIPELINE)
     rng = np.random.default_rng(seed)
 
     def normal() -> list[np.ndarray]:

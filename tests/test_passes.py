@@ -81,3 +81,18 @@ def test_channel_scale_that_is_not_per_column_stays_out_of_the_weights():
     after = run_pipeline(graph)
     np.testing.assert_allclose(run(after, feeds)[graph.outputs[0]],
                                run(graph, feeds)[graph.outputs[0]], rtol=1e-5)
+
+
+def test_flatten_through_a_transpose_folds_into_the_weights():
+    from sw2c.frontend import import_model
+    from sw2c.tests.asic_models import DIGITS
+
+    graph = import_model(str(DIGITS), {"input": (2, 1, 8, 8)})
+    before = run_pipeline(graph, CPU_PIPELINE[:2])
+    after = run_pipeline(graph, CPU_PIPELINE[:3])
+    assert [p.name for p in CPU_PIPELINE[:3]][-1] == "flatten-order"
+    count = lambda g: sum(n.op is Op.TRANSPOSE for n in g.nodes)  # noqa: E731
+    assert count(after) == count(before) - 1
+    feeds = _feeds(graph)
+    np.testing.assert_allclose(run(after, feeds)["logits"], run(before, feeds)["logits"],
+                               rtol=1e-5, atol=1e-5)

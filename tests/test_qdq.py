@@ -24,6 +24,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
+from sw2c.backends.asic.build import ASIC_PIPELINE
 from sw2c.backends.asic.calibrate import calibrate, calibration_feeds
 from sw2c.backends.asic.lower import quantize_graph
 from sw2c.backends.asic.program import Kind, QProgram, QTensor, Step
@@ -36,7 +37,7 @@ from sw2c.backends.asic.reference import (
     run_step,
 )
 from sw2c.frontend import import_model
-from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline
+from sw2c.passes.pipeline import run_pipeline
 from sw2c.tests.onnx_util import make_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -50,7 +51,7 @@ Samples = list[dict[str, np.ndarray]]
 def build_program(model: onnx.ModelProto | Path, calibration,
                   shapes: dict[str, tuple[int, ...]] | None = None) -> QProgram:
     """Import, run the pipeline up to the asic split, calibrate and lower to int8."""
-    graph = run_pipeline(import_model(model, shapes), CPU_PIPELINE[:4])
+    graph = run_pipeline(import_model(model, shapes), ASIC_PIPELINE)
     feeds = calibration_feeds(calibration, graph)
     return quantize_graph(graph, lambda names: calibrate(graph, names, feeds))
 
