@@ -277,6 +277,8 @@ def to_onnx(p: Params) -> onnx.ModelProto:
         helper.make_node("Flatten", ["relu2"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
+    for node in nodes:  # named after their outputs, so reports and errors can name them
+        node.name = node.output[0]
     graph = helper.make_graph(
         nodes, "digits_cnn",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],

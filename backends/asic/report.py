@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .build import AsicBuild, layer_accuracy
+from .program import MAC_ARRAY
 from .schedule import Cost
 
 
@@ -30,19 +31,23 @@ def totals(b: AsicBuild) -> dict[str, Any]:
 
 
 def layers(b: AsicBuild) -> list[dict[str, Any]]:
-    """Per kernel: origin, kind, output scale/zero point, SQNR vs float, cycles, MACs, energy."""
+    """Per kernel, in the static schedule's order: origin, kind, the unit it runs on, its start
+    cycle, output scale/zero point, SQNR vs float, cycles, MACs, energy."""
     accuracy = layer_accuracy(b)
     rows = []
+    start = 0
     for step, cost in zip(b.program.steps, b.costs):
         y = b.program.tensors[step.output]
         q = b.qparams.get(step.output)
         rows.append({
             "name": step.origin, "kind": step.kind.value, "output": y.name,
+            "unit": "mac_array" if step.kind in MAC_ARRAY else "vector", "start_cycle": start,
             "shape": list(y.shape), "scale": y.scale, "zero_point": y.zero_point,
             "calibration": q.method if q else "inherited",
             "sqnr_db": accuracy.get(y.name), "cycles": cost.cycles, "macs": cost.macs,
             "energy_uj": round(cost.energy_pj(b.target) / 1e6, 5),
         })
+        start += cost.cycles
     return rows
 
 
