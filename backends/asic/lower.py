@@ -9,7 +9,7 @@ ReLU/Clip becomes the requantization clamp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -140,35 +140,43 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
                    if r.kind is Kind.SOFTMAX else qparams[r.output])
         s = Step(r.kind, tuple(t.name for t in xs), y.name, r.anchor.origin or r.anchor.name,
                  fused=tuple(n.name for n in r.nodes))
-        if r.window is not None:
-            s.attrs["window"], s.attrs["pad"] = _window(r, xs[0])
-        if r.kind in ACCUMULATING:
-            _accumulating(r, xs[0], y, s)
-            if r.window is None and r.kind is Kind.SUM_POOL:
-                s.attrs["axes"] = tuple(r.anchor.attrs["axes"])
-        elif r.kind is Kind.MAX_POOL and r.window is None:
-            s.attrs["axes"] = tuple(r.anchor.attrs["axes"])
-        elif r.kind in (Kind.ADD, Kind.SUB, Kind.MUL):
-            _two_tensor(r, xs[0], xs[1], y, s)
-        elif r.kind is Kind.LUT:
-            s.consts["table"] = lut_table(graph, r, xs[0], y)
-            if s.consts["table"].ndim == 2:
-                s.attrs["axis"] = r.axis
-        elif r.kind is Kind.SOFTMAX:
-            _softmax(r, xs[0], s)
-        elif r.kind is Kind.CONCAT:
-            s.attrs["axis"] = r.anchor.attrs["axis"]
-            s = _concat(s, xs, y, steps, tensors)
-        else:
-            s.attrs.update({k: r.anchor.attrs[k] for k in ("perm", "starts", "steps", "pads")
-                            if k in r.anchor.attrs})
-            if r.kind is Kind.PAD:
-                s.attrs["value"] = _code(float(r.anchor.attrs["value"]), y)
-        steps.append(s)
+        try:
+            _fill(graph, r, xs, y, s)
+        except ValueError as e:  # a requantization multiplier out of range
+            raise ModelError(f"node '{s.origin}': cannot quantize ({e}); check the "
+                             "calibration data") from e
+        steps.append(s if r.kind is not Kind.CONCAT else _concat(s, xs, y, steps, tensors))
     for name in graph.outputs:
         get(name)
     return QProgram(graph.name, tensors, tuple(v.name for v in graph.inputs),
                     tuple(graph.outputs), tuple(steps))
+
+
+def _fill(graph: Graph, r: Region, xs: list[QTensor], y: QTensor, s: Step) -> None:
+    """The integer parameters of one step, by kind."""
+    if r.window is not None:
+        s.attrs["window"], s.attrs["pad"] = _window(r, xs[0])
+    if r.kind in ACCUMULATING:
+        _accumulating(r, xs[0], y, s)
+        if r.window is None and r.kind is Kind.SUM_POOL:
+            s.attrs["axes"] = tuple(r.anchor.attrs["axes"])
+    elif r.kind is Kind.MAX_POOL and r.window is None:
+        s.attrs["axes"] = tuple(r.anchor.attrs["axes"])
+    elif r.kind in (Kind.ADD, Kind.SUB, Kind.MUL):
+        _two_tensor(r, xs[0], xs[1], y, s)
+    elif r.kind is Kind.LUT:
+        s.consts["table"] = lut_table(graph, r, xs[0], y)
+        if s.consts["table"].ndim == 2:
+            s.attrs["axis"] = r.axis
+    elif r.kind is Kind.SOFTMAX:
+        _softmax(r, xs[0], s)
+    elif r.kind is Kind.CONCAT:
+        s.attrs["axis"] = r.anchor.attrs["axis"]
+    else:
+        s.attrs.update({k: r.anchor.attrs[k] for k in ("perm", "starts", "steps", "pads")
+                        if k in r.anchor.attrs})
+        if r.kind is Kind.PAD:
+            s.attrs["value"] = _code(float(r.anchor.attrs["value"]), y)
 
 
 def _softmax(r: Region, x: QTensor, s: Step) -> None:
@@ -202,7 +210,8 @@ def _concat(s: Step, xs: list[QTensor], y: QTensor, steps: list[Step],
                 fused=s.fused)
 
 
-def quantize_graph(graph: Graph, calibrate_fn) -> QProgram:
+def quantize_graph(graph: Graph,
+                   calibrate_fn: Callable[[set[str]], Mapping[str, QParams]]) -> QProgram:
     """match -> calibrate (``calibrate_fn(names) -> qparams``) -> lower."""
     regions, views = match(graph)
     return lower(graph, calibrate_fn(fresh_tensors(graph, regions)), regions, views)
