@@ -116,6 +116,9 @@ def load(directory: str | os.PathLike) -> Module:
     try:
         meta = json.loads(metas[0].read_text())
         name = meta["name"]
+        if str(meta.get("target", "cpu")).startswith("asic"):
+            raise ModelError(f"{path}: holds C source for {meta['target']} (build {name}.c "
+                             "into your firmware); only cpu exports load as modules")
         lib = ctypes.CDLL(str((path / meta["library"]).resolve()))
         entry = ctypes.cast(getattr(lib, f"{name}_entry"), ctypes.c_void_p).value
         weights = ctypes.addressof(ctypes.c_char.in_dll(lib, f"{name}_weights"))

@@ -184,3 +184,11 @@ def test_softmax_is_one_integer_step_with_probability_scale():
     got, want = module(x[0]), ref.run(None, {"a": x[0]})[0]
     assert np.abs(got - want).max() < 4 / 256  # input rounding (scale ~0.07) + 1/256 output
     assert np.abs(got.sum(axis=1) - 1).max() < 6 / 256
+
+
+def test_export_writes_c_that_load_refuses_to_dlopen(digits, tmp_path):
+    module, _ = digits
+    source = module.export(str(tmp_path))
+    assert source.endswith("digits_cnn.c")
+    with pytest.raises(sw2c.ModelError, match="holds C source for asic:tiny"):
+        sw2c.load(str(tmp_path))
