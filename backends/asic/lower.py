@@ -197,7 +197,12 @@ def _concat(s: Step, xs: list[QTensor], y: QTensor, steps: list[Step],
     inputs = []
     for x in xs:
         if (x.scale, x.zero_point) != (y.scale, y.zero_point):
-            name = f"{x.name}.rescaled"
+            # one rescaled copy per target scale: another concat of x may need another one
+            name, k = f"{x.name}.rescaled", 0
+            while name in tensors and (tensors[name].scale, tensors[name].zero_point) != (
+                    y.scale, y.zero_point):
+                k += 1
+                name = f"{x.name}.rescaled{k}"
             if name not in tensors:
                 tensors[name] = QTensor(name, x.shape, y.scale, y.zero_point)
                 codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)

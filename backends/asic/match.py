@@ -104,6 +104,8 @@ class Matcher:
                 return self.conv(node)
             if node.op is Op.REDUCE:
                 return self.windowed_reduce(node)
+            if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
+                return grouped
             raise unsupported(node, "window patches used other than by a conv or pool")
         if node.op is Op.WINDOW:
             self.virtual.add(node.name)
@@ -117,7 +119,11 @@ class Matcher:
             return self.conv(node)
         if node.op is Op.REDUCE:
             return self.global_reduce(node)
+        if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
+            return grouped
         if node.op in MOVES:
+            if len(self.operands(node)) != len(ins):  # only steps and the host write the arena
+                raise unsupported(node, f"a {node.op.value} with a constant operand")
             return Region(MOVES[node.op], node, tuple(ins), node.name, [node])
         if node.op is Op.BINARY and len(set(self.operands(node))) == 2:
             if node.attrs["fn"] not in TWO_TENSOR:
@@ -146,6 +152,40 @@ class Matcher:
             raise unsupported(node, "the patches must flatten kernel taps and channels only")
         return self.epilogue(Region(Kind.CONV, node, (win.inputs[0],), node.name,
                                     [win, flat, node], window=win, weights=w))
+
+    def grouped_conv(self, t: Node) -> Region | None:
+        """The frontend's grouped conv, patches [N, *O, taps, G, cg] -> transpose -> [G, N*O,
+        taps*cg] @ W [G, taps*cg, Mg] -> transpose -> [N, *O, G*Mg], as one conv whose weights
+        are block diagonal (the schedule skips the all-zero weight tiles)."""
+        split = self.producer.get(t.inputs[0])
+        flat = self._next(t.name)
+        mm = self._next(flat.name) if flat is not None else None
+        back = self._next(mm.name) if mm is not None else None
+        out = self._next(back.name) if back is not None else None
+        chain = (split, flat, mm, back, out)
+        if None in chain or [c.op for c in chain] != [Op.RESHAPE, Op.RESHAPE, Op.MATMUL,
+                                                      Op.TRANSPOSE, Op.RESHAPE] \
+                or mm.inputs[0] != flat.name or tuple(back.attrs["perm"]) != (1, 0, 2):
+            return None
+        w = self.const(mm.inputs[1])
+        *lead, taps, groups, cg = split.type.shape
+        n = len(lead) - 1
+        if w is None or w.ndim != 3 or w.shape[:2] != (groups, taps * cg) or not lead or tuple(
+                t.attrs["perm"]) != (n + 2, *range(n + 2), n + 3):
+            return None
+        mg = w.shape[2]
+        blocks = np.zeros((taps, groups, cg, groups, mg), w.dtype)  # [taps*C, G*Mg]
+        for g in range(groups):
+            blocks[:, g, :, g, :] = w[g].reshape(taps, cg, mg)
+        weights = blocks.reshape(taps * groups * cg, groups * mg)
+        src = split.inputs[0]
+        win = self.producer.get(src) if src in self.virtual else None
+        if win is not None and win.op is not Op.WINDOW:
+            return None
+        nodes = [n for n in (win, split, t, flat, mm, back, out) if n is not None]
+        source = win.inputs[0] if win is not None else self.views.get(src, src)
+        return self.epilogue(Region(Kind.CONV, mm, (source,), out.name, nodes, window=win,
+                                    weights=weights))
 
     def windowed_reduce(self, node: Node) -> Region:
         src = self.producer[node.inputs[0]]
@@ -211,15 +251,18 @@ class Matcher:
         return users[0] if name not in self.outputs and len(users) == 1 else None
 
     def epilogue(self, r: Region) -> Region:
-        """Absorb per-channel affine constants, reshapes keeping the channels, then a clamp."""
-        shape = r.anchor.type.shape
+        """Absorb per-channel affine constants, reshapes keeping the channels, then a clamp.
+        A sum pool has no bias to hold an offset: it absorbs scales only."""
+        shape = self.g.type_of(r.output).shape
         gain = np.ones(shape) if r.gain is None else r.gain
         offset = np.zeros(shape)
+        biased = r.kind is not Kind.SUM_POOL
         while r.clamp is None and (u := self._next(r.output)) is not None:
             if u.op is Op.RESHAPE and u.type.shape[-1:] == shape[-1:]:
                 shape = u.type.shape
                 gain, offset = gain.reshape(shape), offset.reshape(shape)
-            elif u.op is Op.BINARY and (step := self._affine(u, r.output, gain, offset)):
+            elif u.op is Op.BINARY and (step := self._affine(u, r.output, gain, offset)) and (
+                    biased or not np.any(step[1])):
                 gain, offset = step
             elif not self._clamp(u, r):
                 break

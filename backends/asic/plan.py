@@ -46,8 +46,9 @@ def plan_program(program: QProgram) -> AsicPlan:
     for i, s in enumerate(steps):
         for x in s.inputs:
             vlast[view_root(x)] = i
-    for name in program.outputs:
-        vlast[view_root(name)] = end
+    returned = {view_root(name) for name in program.outputs}
+    for name in returned:
+        vlast[name] = end
     storage: dict[str, str] = {}  # view root -> the root of the buffer holding it
     span: dict[str, list[int]] = {}  # storage root -> [first, last] step
     for name in program.inputs:
@@ -58,7 +59,10 @@ def plan_program(program: QProgram) -> AsicPlan:
         storage[out] = out
         for x in s.inputs if s.kind in IN_PLACE else ():
             r = storage[view_root(x)]
-            if tensors[x].shape == tensors[s.output].shape and span[r][1] <= i:
+            # an output (or an output's source) lives until the host reads it back, after
+            # the last step: "dies at step end" does not free it for that step to overwrite
+            if tensors[x].shape == tensors[s.output].shape and span[r][1] <= i \
+                    and view_root(x) not in returned:
                 storage[out] = r  # overwrite the dying operand element by element
                 break
         r = storage[out]

@@ -2,16 +2,19 @@
 
 The MAC array is weight-stationary: a [rows x cols] tile of the weights is loaded once, the M
 activation rows stream through it (re-read once per column tile), and filling and draining
-the array costs rows + cols cycles per tile. Depthwise convs, pools, adds, tables, requantize
-and data movement run on the vector unit, ``vector_lanes`` int32 operations per cycle. Every
-step pays ``step_overhead_cycles``. Nothing depends on the data, so the figures are known at
-compile time; the simulator adds them up as it executes.
+the array costs rows + cols cycles per tile; tiles whose weights are all zero are skipped.
+Depthwise convs, pools, adds, tables, requantize and data movement run on the vector unit,
+``vector_lanes`` int32 operations per cycle. Every step pays ``step_overhead_cycles``.
+Nothing depends on the data, so the figures are known at compile time; the simulator adds
+them up as it executes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil, prod
+
+import numpy as np
 
 from .program import Kind, QProgram, Step
 from .target import Target
@@ -42,6 +45,19 @@ class Cost:
                 + self.weight_read * t.e_weight_byte)
 
 
+def _live_tiles(w: np.ndarray, rows: int, cols: int) -> tuple[int, int]:
+    """(tiles holding a nonzero weight, the weights those tiles hold): the array skips
+    all-zero tiles, such as the off-diagonal blocks of a grouped conv."""
+    k, n = w.shape
+    padded = np.zeros((-(-k // rows) * rows, -(-n // cols) * cols), bool)
+    padded[:k, :n] = w != 0
+    live = padded.reshape(padded.shape[0] // rows, rows, -1, cols).any(axis=(1, 3))
+    inside = np.zeros_like(padded)
+    inside[:k, :n] = True
+    area = inside.reshape(live.shape[0], rows, -1, cols).sum(axis=(1, 3))
+    return int(live.sum()), int(area[live].sum())
+
+
 def _taps(step: Step, in_size: int, out_size: int) -> int:
     """Input elements combined into each output element by a reduction."""
     return prod(step.window.kernel) if step.window is not None else in_size // out_size
@@ -56,11 +72,12 @@ def step_cost(step: Step, program: QProgram, t: Target) -> Cost:
         step.requant.multiplier.nbytes + step.requant.shift.nbytes if step.requant else 0)
     requant = out if step.requant is not None else 0
     if step.kind is Kind.CONV:
-        k, n = step.consts["weights"].shape
+        w = step.consts["weights"]
+        k, n = w.shape
         m = out // n
-        tiles = ceil(k / t.mac_rows) * ceil(n / t.mac_cols)
+        tiles, area = _live_tiles(w, t.mac_rows, t.mac_cols)
         cycles = tiles * (m + t.mac_rows + t.mac_cols) + ceil(requant / lanes)
-        return Cost(cycles + t.step_overhead_cycles, m * k * n, requant,
+        return Cost(cycles + t.step_overhead_cycles, m * area, requant,
                     m * k * ceil(n / t.mac_cols), out, params)
     if step.kind in (Kind.DEPTHWISE, Kind.SUM_POOL, Kind.MAX_POOL):
         ops = out * _taps(step, ins[0], out)
