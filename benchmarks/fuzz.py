@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -834,10 +834,11 @@ def add_inputs(b: Builder) -> None:
         b.add_input(first if b.coin(0.5) else random_input_shape(b, batch))
 
 
-def grow(b: Builder, target_nodes: int) -> None:
-    """Add random ops until the graph has ``target_nodes`` nodes."""
+def grow(b: Builder, target_nodes: int, weights: Mapping[str, float] | None = None) -> None:
+    """Add random ops until the graph has ``target_nodes`` nodes; ``weights`` overrides the
+    ops' weights in GENERATORS (0 leaves an op out)."""
     names = list(GENERATORS)
-    weights = np.array([GENERATORS[n][0] for n in names], float)
+    weights = np.array([(weights or {}).get(n, GENERATORS[n][0]) for n in names], float)
     weights /= weights.sum()
     for _ in range(50 * target_nodes):
         if sum(n.op_type != "Constant" for n in b.nodes) >= target_nodes:
@@ -893,11 +894,12 @@ def validate(model: onnx.ModelProto, shapes: dict[str, Shape]) -> None:
                                  f"{shapes[vi.name]}, onnx {got}")
 
 
-def random_model(seed: int) -> onnx.ModelProto:
-    """A random valid ONNX graph (opset 17, float32, static shapes) of 3-15 sw2c ops."""
+def random_model(seed: int, weights: Mapping[str, float] | None = None) -> onnx.ModelProto:
+    """A random valid ONNX graph (opset 17, float32, static shapes) of 3-15 sw2c ops;
+    ``weights`` biases the choice of ops (see ``grow``)."""
     b = Builder(np.random.default_rng(seed))
     add_inputs(b)
-    grow(b, b.randint(3, 15))
+    grow(b, b.randint(3, 15), weights)
     model = assemble(b, choose_outputs(b), f"fuzz_{seed}")
     validate(model, b.shapes)
     return model
@@ -1273,6 +1275,23 @@ def _first_smaller(best: Parts, shapes: dict[str, Shape], tidy: Callable[[Parts]
 # --------------------------------------------------------------------------- isolation
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What a soak fuzzes: how a seed becomes a model, how a model is checked, and which
+    outcomes are not failures. ``CPU`` is this module's; benchmarks/fuzz_asic.py has another.
+    Its functions must be module-level (a mode is pickled into the spawned child)."""
+
+    module: str  # ``python -m <module> --replay FILE`` re-checks a saved case
+    model: Callable[[int], onnx.ModelProto]  # seed -> model
+    check: Callable[..., Failure | None]  # (model, seed, threads=) -> a Failure or None
+    threads: Callable[[int], int]  # seed -> threads
+    kinds: tuple[str, ...] = KINDS  # the failure kinds, in the summary's order
+    benign: tuple[str, ...] = ("ok",)  # outcomes that are not failures
+
+
+CPU = Mode("sw2c.benchmarks.fuzz", random_model, check, case_threads)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL this process when its parent dies (a child stuck in a hang would live on)."""
     try:
@@ -1281,7 +1300,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _serve(conn) -> None:
+def _serve(conn, mode: Mode = CPU) -> None:
     """Child process loop: answer ("seed", s) and ("model", bytes, seed, threads) requests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -1290,19 +1309,20 @@ def _serve(conn) -> None:
             request = conn.recv()
         except EOFError:
             return
-        conn.send(_answer(request))
+        conn.send(_answer(request, mode))
 
 
-def _answer(request: tuple) -> tuple:
+def _answer(request: tuple, mode: Mode = CPU) -> tuple:
     """(kind or "ok", message, error type, op types of the model)."""
     ops: list[str] = []
     try:
         if request[0] == "seed":
-            model = random_model(request[1])
+            model = mode.model(request[1])
             ops = [n.op_type for n in model.graph.node]
-            failure = check(model, request[1], threads=case_threads(request[1]))
+            failure = mode.check(model, request[1], threads=mode.threads(request[1]))
         else:
-            failure = check(onnx.load_from_string(request[1]), request[2], threads=request[3])
+            failure = mode.check(onnx.load_from_string(request[1]), request[2],
+                                 threads=request[3])
     except GeneratorError as e:
         return "generator", str(e), "GeneratorError", ops
     if failure is None:
@@ -1313,14 +1333,14 @@ def _answer(request: tuple) -> tuple:
 class Isolated:
     """``check`` in a child process, so that a segfault or hang of sw2c becomes a Failure."""
 
-    def __init__(self, timeout: float = 60.0) -> None:
-        self.timeout = timeout
+    def __init__(self, timeout: float = 60.0, mode: Mode = CPU) -> None:
+        self.timeout, self.mode = timeout, mode
         self._ctx = multiprocessing.get_context("spawn")
         self._start()
 
     def _start(self) -> None:
         self.conn, child = self._ctx.Pipe()
-        self.proc = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.proc = self._ctx.Process(target=_serve, args=(child, self.mode), daemon=True)
         self.proc.start()
         child.close()
 
@@ -1360,7 +1380,8 @@ class Isolated:
 
     def check_model(self, model: onnx.ModelProto, seed: int, threads: int = 1,
                     timeout: float | None = None) -> Failure | None:
-        """``check``, isolated; raises GeneratorError when onnxruntime rejects the model."""
+        """The mode's check, isolated; raises GeneratorError when onnxruntime rejects the
+        model. A benign outcome other than "ok" (a skip) is a Failure of that kind too."""
         kind, message, error, _ = self.ask(("model", model.SerializeToString(), seed, threads),
                                            timeout)
         if kind == "generator":
@@ -1384,17 +1405,17 @@ def elide_constants(text: str, keep: int = 6) -> str:
 
 
 def save_failure(out_dir: Path, seed: int, failure: Failure, model: onnx.ModelProto,
-                 minimized: Failure | None) -> Path:
+                 minimized: Failure | None, mode: Mode = CPU) -> Path:
     """``<seed>.onnx`` (the minimized model) and ``<seed>.txt`` (what failed, the graph)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{seed}.onnx"
     onnx.save(model, path)
-    lines = [f"seed: {seed}", f"threads: {case_threads(seed)}", f"kind: {failure.kind}",
+    lines = [f"seed: {seed}", f"threads: {mode.threads(seed)}", f"kind: {failure.kind}",
              f"error: {failure.error or '-'}", f"message: {failure.message}"]
     if minimized is not None:
         lines.append(f"message after shrinking: {minimized.message}")
     lines += [f"ops: {len(model.graph.node)} ({', '.join(n.op_type for n in model.graph.node)})",
-              f"replay: python -m sw2c.benchmarks.fuzz --replay {path}", "",
+              f"replay: python -m {mode.module} --replay {path}", "",
               elide_constants(onnx.printer.to_text(model.graph))]
     path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
     return path
@@ -1414,6 +1435,7 @@ class Soak:
 
     out_dir: Path
     shrink_limit: int
+    mode: Mode = CPU
     counts: Counter = field(default_factory=Counter)
     ops: Counter = field(default_factory=Counter)
     shrunk: Counter = field(default_factory=Counter)
@@ -1425,7 +1447,7 @@ class Soak:
         with self.lock:
             self.counts[kind] += 1
             self.ops.update(ops)
-        if kind in ("ok", "generator"):
+        if kind in self.mode.benign or kind == "generator":
             if kind == "generator":
                 tqdm_write(f"GENERATOR BUG seed {seed}: {message}")
             return
@@ -1434,10 +1456,10 @@ class Soak:
         with self.lock:  # mismatches are rare and their messages say little: minimize them all
             minimize = kind == "mismatch" or self.shrunk[sig] < self.shrink_limit
             self.shrunk[sig] += minimize
-        model, after = random_model(seed), None
+        model, after = self.mode.model(seed), None
         if minimize:
             model, after = self._minimize(model, failure, seed, worker)
-        path = save_failure(self.out_dir, seed, failure, model, after)
+        path = save_failure(self.out_dir, seed, failure, model, after, self.mode)
         group = group_key(failure, model if minimize else None)
         with self.lock:
             self.groups.setdefault(group, []).append((seed, path, len(model.graph.node)))
@@ -1445,7 +1467,7 @@ class Soak:
     def _minimize(self, model: onnx.ModelProto, failure: Failure, seed: int,
                   worker: Isolated) -> tuple[onnx.ModelProto, Failure | None]:
         """The shrunk model and how it fails (the original model if shrinking broke)."""
-        threads = case_threads(seed)
+        threads = self.mode.threads(seed)
         timeout = HANG_SHRINK_TIMEOUT if failure.kind == "hang" else None
         try:
             small_model = shrink(model, failure, seed=seed,
@@ -1478,14 +1500,14 @@ def run_soak(seeds: Iterator[int], total: int | None, *, jobs: int, deadline: fl
             return next(seeds, None)
 
     def job() -> None:
-        worker = Isolated(timeout)
+        worker = Isolated(timeout, soak.mode)
         try:
             while (seed := next_seed()) is not None:
                 soak.record(seed, worker.ask(("seed", seed)), worker)
                 with lock:
                     bar.update()
-                    bar.set_postfix(fail=sum(v for k, v in soak.counts.items() if k != "ok"),
-                                    refresh=False)
+                    bar.set_postfix(fail=sum(v for k, v in soak.counts.items()
+                                             if k not in soak.mode.benign), refresh=False)
         finally:
             worker.close()
 
@@ -1501,7 +1523,8 @@ def run_soak(seeds: Iterator[int], total: int | None, *, jobs: int, deadline: fl
 def print_summary(soak: Soak, done: int, seconds: float) -> None:
     print(f"\n{done} graphs in {seconds:.0f} s: {done / max(seconds, 1e-9) * 3600:.0f} "
           f"graphs/hour")
-    print("outcomes: " + ", ".join(f"{k} {soak.counts[k]}" for k in ("ok", *KINDS)
+    print("outcomes: " + ", ".join(f"{k} {soak.counts[k]}" for k in (*soak.mode.benign,
+                                                                    *soak.mode.kinds)
                                     if soak.counts[k]))
     covered = sorted(soak.ops, key=lambda op: -soak.ops[op])
     print(f"ops generated ({len(covered)}): " + ", ".join(f"{op} {soak.ops[op]}"
@@ -1525,15 +1548,16 @@ def replay(path: Path, seed: int, threads: int) -> int:
     return 1 if failure else 0
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sw2c.benchmarks.fuzz", description=__doc__,
+def parse_args(argv: Sequence[str] | None, mode: Mode = CPU, description: str = __doc__,
+               out: Path = FAILURE_DIR) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python -m {mode.module}", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=None, help="graphs to check (default 1000, or "
                    "unlimited with --minutes)")
     p.add_argument("--seed", type=int, default=0, help="first seed (cases are seed, seed+1, ...)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this long")
     p.add_argument("--jobs", type=int, default=1, help="child processes checking in parallel")
-    p.add_argument("--out", type=Path, default=FAILURE_DIR, help="where failures are saved")
+    p.add_argument("--out", type=Path, default=out, help="where failures are saved")
     p.add_argument("--shrink-limit", type=int, default=3,
                    help="minimize at most this many failures of one signature")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before a case hangs")
@@ -1547,16 +1571,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replay is not None:
         seed = int(args.replay.stem) if args.replay.stem.isdigit() else args.seed
         return replay(args.replay, seed, args.threads or case_threads(seed))
+    return soak_main(args, Soak(args.out, args.shrink_limit))
+
+
+def soak_main(args: argparse.Namespace, soak: Soak,
+              summary: Callable[[Soak, int, float], None] = print_summary) -> int:
+    """The soak ``args`` ask for (--count, --seed, --minutes, --jobs, --timeout), then its
+    summary; 1 when any case failed."""
     count = args.count if args.count is not None else (None if args.minutes else 1000)
     seeds = iter(range(args.seed, args.seed + count)) if count is not None else \
         itertools.count(args.seed)
     deadline = time.monotonic() + (args.minutes * 60 if args.minutes else math.inf)
-    soak = Soak(args.out, args.shrink_limit)
     start = time.monotonic()
     done = run_soak(seeds, count, jobs=args.jobs, deadline=deadline, soak=soak,
                     timeout=args.timeout)
-    print_summary(soak, done, time.monotonic() - start)
-    return 1 if set(soak.counts) - {"ok"} else 0
+    summary(soak, done, time.monotonic() - start)
+    return 1 if set(soak.counts) - set(soak.mode.benign) else 0
 
 
 if __name__ == "__main__":

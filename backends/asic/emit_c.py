@@ -159,7 +159,7 @@ class _Emitter:
         return self.p.tensors[name]
 
     def ptr(self, name: str) -> str:
-        return f"ARENA + {self.plan.offsets[name]}"
+        return f"arena + {self.plan.offsets[name]}"  # the local of <name>_steps
 
     def static(self, decl: str) -> None:
         """A constant declaration; one-line ones are wrapped to 100 columns."""
@@ -460,10 +460,17 @@ class _Emitter:
             " * union aligns the arena to a 4-byte word. */",
             f"static union {{\n    int32_t align;\n    int8_t bytes[{up}_ARENA_BYTES];\n}} "
             f"{n}_arena;", f"#define ARENA ({n}_arena.bytes)", "",
+            "/* The steps reach the arena through a volatile pointer, so that no kernel sees",
+            " * its address as a compile-time constant: GCC 12.2 at -O2 deletes the call of a",
+            " * kernel clone that IPA constant propagation specialized to a constant output",
+            " * address (modref and pure-const lose the store; GCC 11 and 12 at -O3 are right).",
+            " * One load per run. */",
+            f"static int8_t *volatile {n}_arena_at = {n}_arena.bytes;", "",
             "/* ---- kernels ---- */", library(self.kernels), BOUNDARY,
             "/* ---- constants: weights [N][K] or [taps][C], biases, tables, requantization"
             " ---- */", *self.statics,
-            f"static void {n}_steps(void)", "{", "\n\n".join(self.calls), "}", ""]
+            f"static void {n}_steps(void)", "{", f"    int8_t *const arena = {n}_arena_at;",
+            "", "\n\n".join(self.calls), "}", ""]
         body = [run, "{", "    int32_t i;"]
         body += [f"    for (i = 0; i < {m}_SIZE; ++i)\n        ARENA[{off[t.name]} + i] = "
                  f"quantize({p}[i], {m}_SCALE, {m}_ZERO_POINT);" for p, m, t in ins]

@@ -174,6 +174,10 @@ class Matcher:
                 t.attrs["perm"]) != (n + 2, *range(n + 2), n + 3):
             return None
         mg = w.shape[2]
+        if out.type.shape != (*lead, groups * mg):
+            # the requantization is per channel, the last axis: not for an output the layout
+            # pass reshaped straight to NCHW (a 1x1 one), which would not broadcast
+            return None
         blocks = np.zeros((taps, groups, cg, groups, mg), w.dtype)  # [taps*C, G*Mg]
         for g in range(groups):
             blocks[:, g, :, g, :] = w[g].reshape(taps, cg, mg)
@@ -184,6 +188,9 @@ class Matcher:
             return None
         nodes = [n for n in (win, split, t, flat, mm, back, out) if n is not None]
         source = win.inputs[0] if win is not None else self.views.get(src, src)
+        if split.name in self.materialized:  # an earlier region's epilogue took the reshape
+            # (a pool's, whose last axis of 1 it keeps): read its output, a [N, *O, C] view
+            nodes, source = [t, flat, mm, back, out], split.name
         return self.epilogue(Region(Kind.CONV, mm, (source,), out.name, nodes, window=win,
                                     weights=weights))
 

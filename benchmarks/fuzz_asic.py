@@ -1,0 +1,376 @@
+"""Differential fuzzing of sw2c's int8 path (``target="asic"``) on benchmarks/fuzz.py's graphs.
+
+``check_asic(model, seed)`` compiles a random graph for the edge accelerator, calibrated on a
+few seeded random feeds, with ``verify=True`` (the simulator must equal the integer reference
+bit for bit), then checks three more things on fresh inputs:
+
+* the exported C99 (``module.export``, built with ``cc``, called through ctypes) gives the
+  simulator's int8 codes exactly, on the quantized inputs and on random codes;
+* the int8 program computes the model: each step is re-run in float on the dequantized int8
+  codes it actually read (the IR nodes it fused, by ``ir.interp``, with the MAC array's int8
+  weights), clamped to its output's range (values outside the calibrated range saturate by
+  design); its int8 output must be within ``STEP_TOLERANCE`` codes of that, else the case is
+  "inaccurate" (whatever the outputs' SQNR: a dropped bias or a wrong scale often hides
+  under a large signal). The outputs' SQNR against onnxruntime's fp32 is measured too: under
+  ``SQNR_DB`` with every step within tolerance, the loss is quantization error grown through
+  the graph or saturation, not a miscompile ("lossy", benign, counted);
+* an op or a size the target does not take (UnsupportedOpError, TargetError) is "skipped".
+
+The graphs come from ``fuzz.random_model`` with the op weights biased toward what the
+target lowers (``ASIC_WEIGHTS``); the shrinker, the child-process isolation and the soak are
+fuzz.py's. The command line::
+
+    python -m sw2c.benchmarks.fuzz_asic --count 2000 [--seed 0] [--minutes 20] [--jobs 1]
+    python -m sw2c.benchmarks.fuzz_asic --replay benchmarks/fuzz_failures_asic/123.onnx
+
+Minimized failures are saved to ``benchmarks/fuzz_failures_asic/``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import fuzz
+from .fuzz import Failure
+
+FAILURE_DIR = Path(__file__).resolve().parent / "fuzz_failures_asic"
+CALIBRATION_FEEDS = 8
+SQNR_DB = 10.0  # an output under this is looked at (int8 usually gives 25-45 dB)
+# a step is off when its int8 output is further than this from its float ideal, in output
+# codes: the requantization rounds once (0.5 code); the Q31 multiplier, the int32 bias and
+# float32 in the ideal add far less (the soak measures at most 0.5 on every kind)
+STEP_TOLERANCE = 1.0
+CFLAGS = ["-std=c99", "-O2", "-shared", "-fPIC"]
+
+# mismatch: the simulator differs from the integer reference (VerificationError) or the C
+# export from the simulator; inaccurate: a step further than STEP_TOLERANCE from its float
+# ideal; crash (also: cc rejects the export), error, hang, generator: as in fuzz.py (an
+# "unsupported" is a skip here)
+KINDS = ("mismatch", "inaccurate", "crash", "error", "hang", "generator")
+# skipped: an op or a size the target does not take; lossy: low SQNR, explained by quantization
+BENIGN = ("ok", "lossy", "skipped")
+
+# fuzz.GENERATORS' weights, tilted toward what the int8 target lowers: convs, dense layers
+# with constant weights, pools, activations, elementwise ops, data movement and softmax.
+# Ops with no int8 kernel (Div, Pow, Min/Max of two tensors, LRN's division) and the MatMul
+# forms the target rejects (batched, two activations) stay, rarely, to exercise the skip.
+ASIC_WEIGHTS: dict[str, float] = {
+    "Conv": 12, "MatMul": 1.5, "Gemm": 3, "Div": 0.4, "Pow": 0.3, "Max": 0.4, "Min": 0.4,
+    "LRN": 0.2, "Expand": 0.4, "Sum": 0.8, "Log": 0.7, "Sqrt": 0.7, "Reciprocal": 0.5,
+    "Softmax": 2, "Relu": 3, "Clip": 2, "Sigmoid": 1.5, "Tanh": 1.5, "AveragePool": 3,
+    "GlobalAveragePool": 2, "Concat": 3, "Slice": 3, "Pad": 2, "Transpose": 2.5,
+}
+
+
+def asic_model(seed: int) -> onnx.ModelProto:
+    """The case ``seed``: fuzz.random_model biased toward the int8 target's ops."""
+    return fuzz.random_model(seed, ASIC_WEIGHTS)
+
+
+def calibration_feeds(model: onnx.ModelProto, seed: int) -> list[dict[str, np.ndarray]]:
+    """A few seeded random feeds, distinct from the test feed ``fuzz.random_feeds(seed)``."""
+    return [fuzz.random_feeds(model, 1_000_003 * (k + 1) + seed)
+            for k in range(CALIBRATION_FEEDS)]
+
+
+def _one_threaded(seed: int) -> int:
+    return 1  # the simulator and the exported C run on one thread
+
+
+# --------------------------------------------------------------------------- the C export
+
+
+def run_c(module, cases: Sequence[Sequence[np.ndarray]], cc: str) -> list[list[np.ndarray]]:
+    """``<name>_run_int8`` of the exported C on each case (int8 arrays, one per input).
+
+    Raises RuntimeError when the compiler rejects the source."""
+    outs_sig = [s for _, s, _ in module.outputs]
+    with tempfile.TemporaryDirectory(prefix="sw2c_fuzz_asic_") as tmp:
+        source = Path(module.export(tmp))
+        lib = source.with_suffix(".so")
+        res = subprocess.run([cc, *CFLAGS, "-o", str(lib), str(source)], capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"cc failed on the export: {res.stderr.strip()[:400]}")
+        dll = ctypes.CDLL(str(lib))
+        try:
+            fn = getattr(dll, f"{module.name}_run_int8")
+            results = []
+            for qs in cases:
+                ins = [np.ascontiguousarray(q, np.int8) for q in qs]
+                outs = [np.empty(s, np.int8) for s in outs_sig]
+                code = fn(*(ctypes.c_void_p(a.ctypes.data) for a in (*ins, *outs)))
+                if code != 0:
+                    raise RuntimeError(f"{module.name}_run_int8 returned {code}")
+                results.append(outs)
+        finally:  # a soak loads thousands of libraries into one process: unload each
+            import _ctypes
+
+            _ctypes.dlclose(dll._handle)
+    return results
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """10 log10(sum ref^2 / sum err^2); inf when exact, -inf when ref is 0 and got is not."""
+    ref = np.asarray(ref, np.float64)
+    noise = float(np.sum((np.asarray(got, np.float64).reshape(ref.shape) - ref) ** 2))
+    if noise == 0:
+        return float("inf")
+    signal = float(np.sum(ref * ref))
+    return 10 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+@dataclass
+class StepError:
+    """How far one step's int8 output is from its float ideal, in output codes."""
+
+    index: int
+    kind: str
+    origin: str
+    worst: float  # max |int8 - ideal| / scale
+    rms: float
+
+    def __str__(self) -> str:
+        return (f"step {self.index} ({self.kind}, from '{self.origin}') is {self.worst:.1f} "
+                f"codes off its float ideal (rms {self.rms:.2f}, tolerance {STEP_TOLERANCE:g})")
+
+
+def int8_weights(w: np.ndarray, matmul: bool) -> np.ndarray:
+    """``w`` as the MAC array holds it, dequantized: symmetric int8 per output channel, that
+    is per column of a matmul's [..., K, N] operand (a grouped conv's [G, K, N] too: its
+    block-diagonal weights have one column per group and channel), or per channel (the last
+    axis) of a depthwise conv's taps. The weights' rounding is the one error of a conv that
+    grows with its operands rather than with its output's scale (a conv clamped to a narrow
+    range), so the ideal of a conv step carries it."""
+    axes = (-2,) if matmul else tuple(range(w.ndim - 1))
+    amax = np.abs(w).max(axis=axes, keepdims=True).astype(np.float64)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    return (np.clip(np.round(w / scale), -127, 127) * scale).astype(w.dtype)
+
+
+def step_errors(module, qfeeds: Sequence[np.ndarray]) -> list[StepError]:
+    """Every step's distance from its float ideal: the IR nodes it fused, run on the
+    dequantized int8 codes it read (with int8 weights, for the MAC array), clamped to its
+    output's range (values outside the calibrated range saturate by design). Steps that fuse
+    no node (the rescaling before a concat) are checked as part of the concat."""
+    from sw2c.backends.asic.fixed_point import Q_MAX, Q_MIN, dequantize
+    from sw2c.backends.asic.program import MAC_ARRAY
+    from sw2c.backends.asic.reference import run_reference
+    from sw2c.ir import Op
+    from sw2c.ir.interp import evaluate
+
+    b = module.build
+    p, g = b.program, b.graph
+    codes = run_reference(p, list(qfeeds), keep=True)
+
+    def read(name: str, weights: Op | None) -> np.ndarray:
+        """A constant (as int8 weights of a ``weights`` node), or the dequantized codes of a
+        program tensor in the IR's shape."""
+        c = g.const(name)
+        if c is not None:
+            return int8_weights(c, weights is Op.MATMUL) if weights and c.ndim else c
+        t = p.tensors[name]
+        return dequantize(codes[name], t.scale, t.zero_point).reshape(g.type_of(name).shape)
+
+    errors = []
+    for i, step in enumerate(p.steps):
+        if not step.fused:
+            continue
+        env: dict[str, np.ndarray] = {}
+        with np.errstate(all="ignore"):
+            for name in step.fused:
+                node = g.producer[name]
+                # the weights: a conv's matmul operand, a depthwise conv's taps (a product
+                # with the window patches)
+                weights = node.op if step.kind in MAC_ARRAY and (
+                    node.op is Op.MATMUL or (node.op is Op.BINARY and any(
+                        x in env and g.producer[x].op is Op.WINDOW for x in node.inputs))
+                ) else None
+                env[name] = evaluate(node, [env[x] if x in env else read(x, weights)
+                                            for x in node.inputs])
+        t = p.tensors[step.output]
+        lo, hi = t.scale * (Q_MIN - t.zero_point), t.scale * (Q_MAX - t.zero_point)
+        ideal = np.clip(np.nan_to_num(env[step.output].astype(np.float64), nan=0.0), lo, hi)
+        got = (codes[step.output].astype(np.float64) - t.zero_point) * t.scale
+        off = np.abs(got.reshape(ideal.shape) - ideal) / t.scale
+        errors.append(StepError(i, step.kind.value, step.origin, float(off.max(initial=0.0)),
+                                float(np.sqrt(np.mean(off * off))) if off.size else 0.0))
+    return errors
+
+
+def accuracy(module, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray]
+             ) -> Failure | None:
+    """Failure("inaccurate") when a step is further from its float ideal than its tolerance
+    (whatever the outputs' SQNR: a wrong bias or scale often hides under a large signal);
+    else Failure("lossy") when an output's SQNR against onnxruntime is under SQNR_DB (the
+    loss is quantization error growing through the graph, or saturation); else None."""
+    from sw2c.backends.asic.reference import quantize_inputs
+
+    got = module.run({n: feeds[n] for n, _, _ in module.inputs})
+    low = {n: s for n, r in ref.items() if (s := sqnr_db(r, got[n])) < SQNR_DB}
+    what = ", ".join(f"'{n}' {s:.1f} dB" for n, s in low.items())
+    p = module.program
+    errors = step_errors(module, quantize_inputs(p, [feeds[n] for n in p.inputs]))
+    off = [e for e in errors if e.worst > STEP_TOLERANCE]
+    if off:
+        return Failure("inaccurate", f"{off[0]}" + (f"; output SQNR {what}" if low else ""),
+                       off[0].kind)
+    if not low:
+        return None
+    worst = max(errors, key=lambda e: e.worst, default=None)
+    return Failure("lossy", f"output SQNR {what} (under {SQNR_DB:g} dB), explained: every "
+                   f"step is within tolerance of its float ideal (closest: {worst})", "")
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def _skip_label(model: onnx.ModelProto, error: Exception) -> str:
+    """The ONNX op type of the node the target rejected, and the IR op it lowered to."""
+    import sw2c
+
+    if isinstance(error, sw2c.UnsupportedOpError):
+        types = {n.name: n.op_type for n in model.graph.node}
+        return f"{types.get(error.node, '?')} ({error.op_type})"
+    return type(error).__name__
+
+
+def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure | None:
+    """``check_asic``, with the benign outcomes said: a Failure of kind "skipped" (error =
+    the rejected op) or "lossy" instead of None. ``threads`` is ignored (the soak passes it).
+
+    Raises GeneratorError when onnxruntime itself cannot run the model."""
+    import sw2c
+    from sw2c.backends.asic.reference import quantize_inputs
+    from sw2c.errors import TargetError
+
+    feeds = fuzz.random_feeds(model, seed)
+    ref = fuzz.reference(model, feeds)
+    stage = "compile"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overflow in quantize of huge values, by design
+            try:
+                module = sw2c.compile(model, target="asic", calibration=calibration_feeds(
+                    model, seed), verify=True)
+            except (sw2c.UnsupportedOpError, TargetError) as e:
+                return Failure("skipped", str(e), _skip_label(model, e))
+            except sw2c.VerificationError as e:
+                return Failure("mismatch", f"simulator vs integer reference: {e}",
+                               "VerificationError")
+            p = module.program
+            rng = np.random.default_rng(seed)
+            cases = [quantize_inputs(p, [feeds[n] for n in p.inputs]),
+                     [rng.integers(-128, 128, p.tensors[n].shape, dtype=np.int8)
+                      for n in p.inputs]]
+            stage = "simulator"
+            sim = [module.run_int8(q) for q in cases]
+            cc = shutil.which("cc")
+            if cc is not None:
+                stage = "C export"
+                for k, (want, got) in enumerate(zip(sim, run_c(module, cases, cc))):
+                    for name, w, c in zip(p.outputs, want, got):
+                        if not np.array_equal(w, c):
+                            return Failure("mismatch", _c_mismatch(name, k, w, c), "C")
+            stage = "accuracy"
+            return accuracy(module, feeds, ref)
+    except sw2c.Sw2cError as e:
+        return Failure("error", f"{type(e).__name__} ({stage}): {e}", type(e).__name__)
+    except Exception as e:  # noqa: BLE001 (anything else is a compiler bug)
+        return Failure("crash", f"{type(e).__name__} ({stage}): {e} (at {fuzz.where(e)})",
+                       type(e).__name__)
+
+
+def _c_mismatch(name: str, case: int, want: np.ndarray, got: np.ndarray) -> str:
+    bad = want != got.reshape(want.shape)
+    i = tuple(int(j) for j in np.argwhere(bad)[0])
+    inputs = "quantized test feed" if case == 0 else "random codes"
+    return (f"C export vs simulator: output '{name}' {want.shape}, {int(bad.sum())}/{want.size} "
+            f"codes differ on the {inputs}; first at {i}: C {got.reshape(want.shape)[i]}, "
+            f"simulator {want[i]}")
+
+
+def check_asic(model: onnx.ModelProto, seed: int) -> Failure | None:
+    """Compile ``model`` for the asic target and check it (see the module doc); the Failure,
+    or None when it passes, is skipped (an op or size the target does not take) or loses
+    accuracy that quantization explains. Raises GeneratorError when onnxruntime cannot run
+    the model."""
+    failure = classify(model, seed)
+    return None if failure is None or failure.kind in BENIGN else failure
+
+
+ASIC = fuzz.Mode("sw2c.benchmarks.fuzz_asic", asic_model, classify, _one_threaded, KINDS,
+                 BENIGN)
+
+
+# --------------------------------------------------------------------------- soak
+
+
+@dataclass
+class AsicSoak(fuzz.Soak):
+    """fuzz.Soak, also counting the ops the target rejected."""
+
+    mode: fuzz.Mode = ASIC
+    skipped_ops: Counter = field(default_factory=Counter)
+
+    def record(self, seed: int, answer: tuple, worker: fuzz.Isolated) -> None:
+        kind, _, error, _ = answer
+        if kind == "skipped":
+            with self.lock:
+                self.skipped_ops[error] += 1
+        super().record(seed, answer, worker)
+
+
+def print_summary(soak: AsicSoak, done: int, seconds: float) -> None:
+    """fuzz.py's summary, then the asic figures: what lowered, what was skipped and why."""
+    fuzz.print_summary(soak, done, seconds)
+    c = soak.counts
+    failed = {k: c[k] for k in KINDS if c[k]}
+    print(f"\nasic: {done} cases: {c['ok'] + c['lossy']} compiled for asic and passed "
+          f"({c['lossy']} of them lossy: low SQNR explained by quantization), {c['skipped']} "
+          f"skipped, {sum(failed.values())} failed")
+    if soak.skipped_ops:
+        print("skipped by op: " + ", ".join(f"{op} {n}"
+                                            for op, n in soak.skipped_ops.most_common()))
+    print("failures by kind: " + (", ".join(f"{k} {n}" for k, n in failed.items()) or "none"))
+
+
+def replay(path: Path, seed: int) -> int:
+    """Re-check a saved case; 1 when it still fails."""
+    model = onnx.load(path)
+    failure = classify(model, seed)
+    print(onnx.printer.to_text(model.graph))
+    print(f"seed {seed}: " + (f"{failure.kind}: {failure.message}" if failure else "ok"))
+    return 1 if failure is not None and failure.kind not in BENIGN else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = fuzz.parse_args(argv, ASIC, __doc__, FAILURE_DIR)
+    if args.replay is not None:
+        return replay(args.replay, int(args.replay.stem) if args.replay.stem.isdigit()
+                      else args.seed)
+    return fuzz.soak_main(args, AsicSoak(args.out, args.shrink_limit), print_summary)
+
+
+if __name__ == "__main__":
+    # the importable module's main: the mode pickled into the child processes must name
+    # sw2c.benchmarks.fuzz_asic's functions, not __main__'s
+    from sw2c.benchmarks.fuzz_asic import main as _main
+
+    sys.exit(_main())
+
