@@ -21,7 +21,7 @@ from sw2c.errors import SimulationError, TargetError
 from sw2c.frontend import import_model
 from sw2c.runtime.simulator import Simulator
 from sw2c.tests.asic_models import DIGITS, digits_data, every_kind
-from sw2c.tests.onnx_util import node_model
+from sw2c.tests.onnx_util import make_model, node_model
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +211,20 @@ def test_grouped_conv_is_one_block_diagonal_conv(kernel):
     useful = 36 * 8 * kernel * kernel * 64
     assert useful <= module.report["macs"] <= 4 * useful // 2
     assert module.report["output_sqnr_db"]["y0"] > 30
+
+
+def test_a_pad_value_outside_its_input_range_gets_its_own_scale():
+    """Pad(-1.2) of a ReLU output: the ReLU's codes cannot hold -1.2, so the input is
+    rescaled first instead of the pad value being clamped to 0."""
+    n = helper.make_node
+    model = make_model([n("Relu", ["x"], ["r"], name="relu"),
+                        n("Pad", ["r", "pads", "v"], ["y"], name="pad")], {"x": [1, 4, 5, 5]},
+                       ["y"], {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+                               "v": np.array(-1.2, np.float32)})
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                 [1, 4, 7, 7]))
+    calib = list(np.random.default_rng(0).standard_normal((8, 1, 4, 5, 5)).astype(np.float32))
+    module = sw2c.compile(model, target="asic", calibration=calib)
+    assert [s.kind for s in module.program.steps] == [Kind.LUT, Kind.LUT, Kind.PAD]
+    corner = module(calib[0])[0, 0, 0, 0]
+    assert abs(corner + 1.2) < 0.02

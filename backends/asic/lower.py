@@ -27,9 +27,25 @@ SOFTMAX_OUT = QParams(1 / 256, -128, 0.0, 255 / 256, "fixed")  # probabilities, 
 
 
 def fresh_tensors(graph: Graph, regions: list[Region]) -> set[str]:
-    """The tensors whose range calibration must measure (the others inherit theirs)."""
+    """The tensors whose range calibration must measure (the others inherit theirs; a pad's
+    is measured in case its value lies outside its input's range)."""
     return {v.name for v in graph.inputs} | {
-        r.output for r in regions if r.kind not in SAME_SCALE and r.kind is not Kind.SOFTMAX}
+        r.output for r in regions if (r.kind not in SAME_SCALE or r.kind is Kind.PAD)
+        and r.kind is not Kind.SOFTMAX}
+
+
+def _output_params(r: Region, x: QTensor, qparams: Mapping[str, QParams]) -> QTensor | QParams:
+    """Moves keep their input's scale, unless a pad value falls outside its codes (a -1 pad
+    on a ReLU output): that pad gets its calibrated scale and reads a rescaled input."""
+    if r.kind is Kind.SOFTMAX:
+        return SOFTMAX_OUT
+    if r.kind not in SAME_SCALE:
+        return qparams[r.output]
+    if r.kind is Kind.PAD:
+        value = float(r.anchor.attrs["value"])
+        if not x.scale * (Q_MIN - x.zero_point) <= value <= x.scale * (Q_MAX - x.zero_point):
+            return qparams[r.output]
+    return x
 
 
 def _code(value: float, q: QTensor | QParams) -> int:
@@ -136,8 +152,9 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
     steps: list[Step] = []
     for r in regions:
         xs = [get(i) for i in r.sources]
-        y = define(r.output, xs[0] if r.kind in SAME_SCALE else SOFTMAX_OUT
-                   if r.kind is Kind.SOFTMAX else qparams[r.output])
+        y = define(r.output, _output_params(r, xs[0], qparams))
+        if r.kind is Kind.PAD:
+            xs = [_rescaled(xs[0], y, r.anchor.origin, steps, tensors)]
         s = Step(r.kind, tuple(t.name for t in xs), y.name, r.anchor.origin or r.anchor.name,
                  fused=tuple(n.name for n in r.nodes))
         try:
@@ -191,28 +208,31 @@ def _softmax(r: Region, x: QTensor, s: Step) -> None:
     s.attrs["axes"] = axes
 
 
+def _rescaled(x: QTensor, y: QTensor, origin: str, steps: list[Step],
+              tensors: dict[str, QTensor]) -> QTensor:
+    """x on y's scale and zero point: x itself, or a copy made by a table (one per target
+    scale: another consumer of x may need another one)."""
+    if (x.scale, x.zero_point) == (y.scale, y.zero_point):
+        return x
+    name, k = f"{x.name}.rescaled", 0
+    while name in tensors and (tensors[name].scale, tensors[name].zero_point) != (
+            y.scale, y.zero_point):
+        k += 1
+        name = f"{x.name}.rescaled{k}"
+    if name not in tensors:
+        tensors[name] = QTensor(name, x.shape, y.scale, y.zero_point)
+        codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)
+        real = (codes - x.zero_point) * np.float32(x.scale)
+        steps.append(Step(Kind.LUT, (x.name,), name, origin,
+                          consts={"table": quantize(real, y.scale, y.zero_point)}))
+    return tensors[name]
+
+
 def _concat(s: Step, xs: list[QTensor], y: QTensor, steps: list[Step],
             tensors: dict[str, QTensor]) -> Step:
     """Concat copies bytes, so inputs on another scale are first rescaled by a table."""
-    inputs = []
-    for x in xs:
-        if (x.scale, x.zero_point) != (y.scale, y.zero_point):
-            # one rescaled copy per target scale: another concat of x may need another one
-            name, k = f"{x.name}.rescaled", 0
-            while name in tensors and (tensors[name].scale, tensors[name].zero_point) != (
-                    y.scale, y.zero_point):
-                k += 1
-                name = f"{x.name}.rescaled{k}"
-            if name not in tensors:
-                tensors[name] = QTensor(name, x.shape, y.scale, y.zero_point)
-                codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)
-                real = (codes - x.zero_point) * np.float32(x.scale)
-                steps.append(Step(Kind.LUT, (x.name,), name, s.origin,
-                                  consts={"table": quantize(real, y.scale, y.zero_point)}))
-            x = tensors[name]
-        inputs.append(x.name)
-    return Step(Kind.CONCAT, tuple(inputs), s.output, s.origin, s.attrs,
-                fused=s.fused)
+    inputs = tuple(_rescaled(x, y, s.origin, steps, tensors).name for x in xs)
+    return Step(Kind.CONCAT, inputs, s.output, s.origin, s.attrs, fused=s.fused)
 
 
 def quantize_graph(graph: Graph,
