@@ -46,12 +46,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _compile_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sw2c", description="Compile ONNX models to native code with a static memory plan. "
+        prog="sw2c", description="Compile ONNX models to native code (--target cpu) or to int8 "
+        "kernels and C99 for a simulated accelerator (--target asic), with a static memory plan. "
         "Other commands: sw2c bench MODEL.onnx (latency vs onnxruntime), "
         "sw2c inspect MODEL.onnx (IR, kernels, memory plan).")
     _common(p)
     p.add_argument("-o", "--output", default="build", metavar="DIR",
-                   help="where to write lib<name>.so, <name>.h, <name>.json (default: build)")
+                   help="where to write lib<name>.so (asic: <name>.c), <name>.h, <name>.json "
+                   "(default: build)")
     p.add_argument("--name", help="symbol prefix of the exported library (default: file stem)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass to DIR")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime cross-check")
