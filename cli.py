@@ -104,22 +104,13 @@ def _print_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
 
 
 def _print_asic_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
-    from .backends.asic.report import format_layers
+    from .backends.asic.report import format_layers, format_totals
 
-    lines = [
-        f"sw2c: compiled {model} for {r['target']} ({r['target_description']}) in "
-        f"{r['compile_seconds']:.2f} s",
-        f"  kernels       {r['kernels']} ({r['macs'] / 1e6:.2f} M MACs)",
-        f"  latency       {r['cycles']:,} cycles = {r['latency_us']:,.1f} us",
-        f"  energy        {r['energy_uj']:.4g} uJ per inference",
-        f"  arena         {_kib(r['arena_bytes'])} of {_kib(r['sram_bytes'])} SRAM (lower bound "
-        f"{_kib(r['arena_lower_bound_bytes'])}, naive {_kib(r['arena_naive_bytes'])})",
-        f"  weights       {_kib(r['weights_bytes'])} of {_kib(r['weight_memory_bytes'])}",
-    ]
-    if "output_sqnr_db" in r:
-        sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
+    lines = [f"sw2c: compiled {model} for {r['target']} ({r['target_description']}) in "
+             f"{r['compile_seconds']:.2f} s", *format_totals(r)]
+    if "verified_inputs" in r:
         lines.append(f"  verified      simulator bit-exact with the integer reference on "
-                     f"{r['verified_inputs']} inputs; int8 vs fp32 SQNR: {sq}")
+                     f"{r['verified_inputs']} inputs")
     lines.append(f"  wrote         {', '.join(files)}")
     print("\n".join(lines))
     print(format_layers(r["layers"]))

@@ -60,25 +60,17 @@ def bench_asic(models: Sequence[str], *, target: str = "asic",
                           calibration=calibration)
     r = module.report
     keys = ("target", "target_description", "cycles", "latency_us", "energy_uj", "macs",
-            "arena_bytes", "arena_lower_bound_bytes", "sram_bytes", "weights_bytes",
-            "weight_memory_bytes", "kernels", "output_sqnr_db", "calibration_samples",
-            "compile_seconds")
+            "arena_bytes", "arena_lower_bound_bytes", "arena_naive_bytes", "sram_bytes",
+            "weights_bytes", "weight_memory_bytes", "kernels", "output_sqnr_db",
+            "calibration_samples", "compile_seconds")
     return {"model": " ".join(str(m) for m in models), **{k: r[k] for k in keys}}
 
 
 def format_asic_result(r: dict[str, Any]) -> str:
-    sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
-    return "\n".join([
-        f"{r['model']}: target {r['target']} ({r['target_description']})",
-        f"  cycles       {r['cycles']:,} per inference ({r['macs'] / 1e6:.2f} M MACs, "
-        f"{r['kernels']} kernels)",
-        f"  latency      {r['latency_us']:,.1f} us",
-        f"  energy       {r['energy_uj']:.4g} uJ per inference",
-        f"  arena        {r['arena_bytes']:,} bytes (lower bound {r['arena_lower_bound_bytes']:,}"
-        f", SRAM {r['sram_bytes']:,})",
-        f"  weights      {r['weights_bytes']:,} bytes (weight memory {r['weight_memory_bytes']:,})",
-        f"  int8 vs fp32 output SQNR {sq} ({r['calibration_samples']} calibration samples)",
-    ])
+    from ..backends.asic.report import format_totals
+
+    return "\n".join([f"{r['model']}: target {r['target']} ({r['target_description']})",
+                      *format_totals(r)])
 
 
 def _ms(seconds: float) -> str:

@@ -27,7 +27,9 @@ class Simulator:
     def __init__(self, program: QProgram, plan: AsicPlan, costs: Sequence[Cost]) -> None:
         self.program, self.plan, self.costs = program, plan, list(costs)
         self.buffers = {b.name: b for b in plan.buffers}
-        self.ids = {name: i for i, name in enumerate(program.tensors)}
+        ids = {name: i for i, name in enumerate(program.tensors)}
+        # a tensor's bytes are owned by the step output it views (a reshape is no write)
+        self.owner = {name: ids[self._view_root(name)] for name in program.tensors}
 
     def _where(self, step: int, name: str, verb: str) -> slice:
         t = self.program.tensors[name]
@@ -43,11 +45,11 @@ class Simulator:
                                   f"{lo}..{hi}, outside its buffer")
         return slice(lo, hi)
 
-    def _owner(self, name: str) -> int:
+    def _view_root(self, name: str) -> str:
         t = self.program.tensors[name]
         while t.view_of:
             t = self.program.tensors[t.view_of]
-        return self.ids[t.name]
+        return t.name
 
     def run(self, qfeeds: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Cost]:
         """int8 inputs -> int8 outputs and the summed cost of the executed steps."""
@@ -58,11 +60,11 @@ class Simulator:
         def write(step: int, name: str, y: np.ndarray) -> None:
             where = self._where(step, name, "writes")
             arena[where] = y.reshape(-1)
-            owner[where] = self._owner(name)
+            owner[where] = self.owner[name]
 
         def read(step: int, name: str) -> np.ndarray:
             where = self._where(step, name, "reads")
-            if np.any(owner[where] != self._owner(name)):
+            if np.any(owner[where] != self.owner[name]):
                 raise SimulationError(f"step {step} reads tensor '{name}' but its bytes were "
                                       "overwritten: the memory plan overlaps live tensors")
             return arena[where].reshape(p.tensors[name].shape).copy()

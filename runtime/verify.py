@@ -64,7 +64,7 @@ def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int
     """The asic target: the simulator must equal the integer reference bit for bit (else
     VerificationError); the int8 outputs' SQNR against onnxruntime's fp32 on the calibration
     feeds is reported, not raised (quantization error is not a miscompile)."""
-    from ..backends.asic.build import sqnr_db
+    from ..backends.asic.build import Sqnr
     from ..backends.asic.reference import quantize_inputs, run_reference
 
     b = module.build
@@ -83,13 +83,11 @@ def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int
                     "it with the model; compile with verify=False to bypass")
     session = reference_session(model)
     names = [n for n, _, _ in module.outputs]
-    sums = {n: [0.0, 0.0] for n in names}
+    accuracy = Sqnr()
     for feed in b.feeds[:samples]:
         ref = session.run(names, {n: feed[n] for n, _, _ in module.inputs})
         got = module.run(feed)
         for n, r in zip(names, ref):
-            r = np.asarray(r, np.float64).reshape(got[n].shape)
-            sums[n][0] += float(np.sum(r * r))
-            sums[n][1] += float(np.sum((got[n] - r) ** 2))
+            accuracy.add(n, np.reshape(r, got[n].shape), got[n])
     module.report["verified_inputs"] = len(feeds)
-    module.report["output_sqnr_db"] = {n: sqnr_db(s, e) for n, (s, e) in sums.items()}
+    module.report["output_sqnr_db"] = accuracy.db()

@@ -72,18 +72,32 @@ def sqnr_db(signal: float, noise: float) -> float:
     return round(float(10 * np.log10(max(signal, 1e-30) / noise)), 2)
 
 
+class Sqnr:
+    """Signal and error energy per tensor, summed over samples: ``db()`` per name."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, list[float]] = {}
+
+    def add(self, name: str, ref: np.ndarray, got: np.ndarray) -> None:
+        ref = np.asarray(ref, np.float64)
+        err = np.asarray(got, np.float64).reshape(ref.shape) - ref
+        s = self.sums.setdefault(name, [0.0, 0.0])
+        s[0] += float(np.sum(ref * ref))
+        s[1] += float(np.sum(err * err))
+
+    def db(self) -> dict[str, float]:
+        return {n: sqnr_db(s, e) for n, (s, e) in self.sums.items()}
+
+
 def layer_accuracy(b: AsicBuild) -> dict[str, float]:
     """SQNR (dB) of every int8 tensor against the float graph, on the calibration feeds."""
     names = [n for n in b.program.tensors if n in b.graph.values]
-    sums = {n: [0.0, 0.0] for n in names}
+    acc = Sqnr()
     for feed in b.feeds[:SQNR_SAMPLES]:
         ref = run_float(b.graph, feed, set(names))
         ins = [feed[n] for n in b.program.inputs]
         got = run_reference(b.program, quantize_inputs(b.program, ins), keep=True)
         for n in names:
             t = b.program.tensors[n]
-            f = ref[n].astype(np.float64)
-            err = dequantize(got[n], t.scale, t.zero_point).reshape(f.shape) - f
-            sums[n][0] += float(np.sum(f * f))
-            sums[n][1] += float(np.sum(err * err))
-    return {n: sqnr_db(s, e) for n, (s, e) in sums.items()}
+            acc.add(n, ref[n], dequantize(got[n], t.scale, t.zero_point))
+    return acc.db()

@@ -84,6 +84,9 @@ def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (r.astype(np.int32) + zero_point).astype(np.int8)
 
 
+ALL_CODES = np.arange(Q_MIN, Q_MAX + 1).astype(np.int8)  # what a lookup table is indexed by
+
+
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """int8 -> float32 at the model's outputs: (q - zp) * scale in float32."""
     return ((q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale))

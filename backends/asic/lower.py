@@ -17,7 +17,16 @@ from ...errors import ModelError
 from ...ir import Graph
 from ...ir.interp import apply
 from .calibrate import QParams
-from .fixed_point import I32_MAX, I32_MIN, Q_MAX, Q_MIN, quantize, quantize_multiplier
+from .fixed_point import (
+    ALL_CODES,
+    I32_MAX,
+    I32_MIN,
+    Q_MAX,
+    Q_MIN,
+    dequantize,
+    quantize,
+    quantize_multiplier,
+)
 from .match import ACCUMULATING, Region, channel_constant, match
 from .program import Kind, QProgram, QTensor, Requant, Step, Window
 
@@ -121,8 +130,7 @@ def lut_table(graph: Graph, r: Region, x: QTensor, y: QTensor) -> np.ndarray:
     """Evaluate the region's float tree on every int8 code: [256] or [C, 256] (C along
     ``r.axis``)."""
     channels = r.anchor.type.shape[r.axis] if r.axis is not None else 1
-    codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)
-    env = {x.name: ((codes - x.zero_point) * np.float32(x.scale))[:, None]}  # [256, 1]
+    env = {x.name: dequantize(ALL_CODES, x.scale, x.zero_point)[:, None]}  # [256, 1]
     for node in r.nodes:
         ins = [env[i] if i in env else graph.const(i).reshape(-1)[None, :] for i in node.inputs]
         with np.errstate(all="ignore"):
@@ -221,8 +229,7 @@ def _rescaled(x: QTensor, y: QTensor, origin: str, steps: list[Step],
         name = f"{x.name}.rescaled{k}"
     if name not in tensors:
         tensors[name] = QTensor(name, x.shape, y.scale, y.zero_point)
-        codes = np.arange(Q_MIN, Q_MAX + 1, dtype=np.float32)
-        real = (codes - x.zero_point) * np.float32(x.scale)
+        real = dequantize(ALL_CODES, x.scale, x.zero_point)
         steps.append(Step(Kind.LUT, (x.name,), name, origin,
                           consts={"table": quantize(real, y.scale, y.zero_point)}))
     return tensors[name]

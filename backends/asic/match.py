@@ -95,32 +95,25 @@ class Matcher:
 
     def visit(self, node: Node) -> Region | None:
         ins = node.inputs
-        if any(i in self.virtual for i in ins):
-            if node.op is Op.RESHAPE or (node.op is Op.BINARY and node.attrs["fn"] is Binary.MUL
-                                         and len(self.operands(node)) == 1):
-                self.virtual.add(node.name)
-                return None
-            if node.op is Op.MATMUL:
-                return self.conv(node)
-            if node.op is Op.REDUCE:
-                return self.windowed_reduce(node)
-            if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
-                return grouped
-            raise unsupported(node, "window patches used other than by a conv or pool")
-        if node.op is Op.WINDOW:
-            self.virtual.add(node.name)
+        patches = any(i in self.virtual for i in ins)  # reads window patches
+        if (node.op is Op.WINDOW and not patches) or (patches and (
+                node.op is Op.RESHAPE or (node.op is Op.BINARY and node.attrs["fn"] is Binary.MUL
+                                          and len(self.operands(node)) == 1))):
+            self.virtual.add(node.name)  # waits for the conv or pool that consumes it
             return None
+        if node.op is Op.MATMUL:
+            return self.conv(node)
+        if node.op is Op.REDUCE:
+            return self.windowed_reduce(node) if patches else self.global_reduce(node)
+        if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
+            return grouped
+        if patches:
+            raise unsupported(node, "window patches used other than by a conv or pool")
         if node.op is Op.RESHAPE:
             self.views[node.name] = self.views.get(ins[0], ins[0])
             self.materialized.add(node.name)
             self.absorbed.add(node.name)
             return None
-        if node.op is Op.MATMUL:
-            return self.conv(node)
-        if node.op is Op.REDUCE:
-            return self.global_reduce(node)
-        if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
-            return grouped
         if node.op in MOVES:
             if len(self.operands(node)) != len(ins):  # only steps and the host write the arena
                 raise unsupported(node, f"a {node.op.value} with a constant operand")

@@ -63,3 +63,21 @@ def format_layers(rows: list[dict[str, Any]]) -> str:
                      f"{r['zero_point']:>5} {sq:>8} {r['cycles']:>10,} {r['macs']:>12,} "
                      f"{r['energy_uj']:>9.3f}  {r['calibration']}")
     return "\n".join(lines)
+
+
+def format_totals(r: dict[str, Any]) -> list[str]:
+    """The per-inference figures of a report (compile or bench), one line each."""
+    lines = [
+        f"  cycles        {r['cycles']:,} per inference = {r['latency_us']:,.1f} us "
+        f"({r['macs'] / 1e6:.2f} M MACs, {r['kernels']} kernels)",
+        f"  energy        {r['energy_uj']:.4g} uJ per inference",
+        f"  arena         {r['arena_bytes']:,} bytes of {r['sram_bytes']:,} SRAM (lower bound "
+        f"{r['arena_lower_bound_bytes']:,}, naive {r['arena_naive_bytes']:,})",
+        f"  weights       {r['weights_bytes']:,} bytes of {r['weight_memory_bytes']:,} weight "
+        "memory",
+    ]
+    if "output_sqnr_db" in r:
+        sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
+        lines.append(f"  int8 vs fp32  output SQNR {sq} ({r['calibration_samples']} "
+                     "calibration samples)")
+    return lines
