@@ -18,8 +18,10 @@ from .errors import (
     InputError,
     ModelError,
     Sw2cError,
+    TargetError,
     UnsupportedOpError,
     VerificationError,
+    internal_errors,
 )
 from .runtime.export import load
 from .runtime.module import Module
@@ -34,26 +36,49 @@ def compile(model: Any, *, target: str = "cpu",
             calibration: Any = None, verify: bool = True, name: str | None = None,
             dump_ir: str | os.PathLike | None = None,
             joins: Sequence[tuple[str, str]] | None = None) -> Module:
-    """Compile an ONNX model (path or ModelProto), or a list of them joined into one program
-    (each model's outputs feed the next one's inputs, or as ``joins=[(out, in)]`` say), for
-    ``target``.
+    """Compile an ONNX model for ``target`` and return a runnable ``Module``.
 
-    ``target`` is ``"cpu"`` (LLVM machine code for this CPU) or ``"asic"`` / ``"asic:NAME"`` /
-    ``"asic:PATH.toml"`` (int8 kernels for a simulated accelerator; ``calibration`` gives the
-    sample inputs: an array, a list of arrays or dicts, a dict, or an .npz path).
-    ``input_shapes`` fixes dynamic dims (default 1, with a warning); ``verify`` runs the result
-    once against onnxruntime on random inputs and raises VerificationError on disagreement (on
-    asic: the simulator must equal the integer reference bit for bit, and the int8-vs-fp32
-    SQNR per output is reported); ``dump_ir`` writes the IR after every pass to that directory.
+    Parameters:
+        model: a path to an .onnx file or an ``onnx.ModelProto``; or a list of them, compiled
+            as one program in which each model's outputs feed the next one's inputs.
+        target: ``"cpu"`` (LLVM machine code for this CPU), or ``"asic"`` / ``"asic:NAME"``
+            (a shipped target: tiny, edge) / ``"asic:PATH.toml"`` (int8 kernels for a
+            simulated accelerator).
+        input_shapes: input name -> shape, for inputs whose dims the model leaves dynamic
+            (e.g. ``{"input": (1, 3, 224, 224)}``); a dynamic dim not given is 1, with a
+            warning naming the input. Dims the model fixes cannot change.
+        threads: the team size on cpu, 1 to 256 (default 1): kernels of 1M+ MACs are split
+            into chunks the threads share; small models run on one thread whatever is asked.
+            The exported library always runs on the caller's thread.
+        calibration: asic only, the sample inputs that set the int8 ranges: an array, a list
+            of arrays or of dicts, a dict of arrays, or an .npz path (default: random inputs,
+            with a warning).
+        verify: run the result once on random inputs against onnxruntime and raise
+            ``VerificationError`` if they disagree (rtol 1e-3); on asic the simulator must also
+            equal the integer reference bit for bit, and the int8-vs-fp32 SQNR per output is
+            reported.
+        name: the module's name: the symbol prefix and file stem of its exports
+            (``lib<name>.so``, ``<name>_run``); default: the model file's stem, else the
+            graph's name; made a C identifier.
+        dump_ir: a directory to write the IR to after every pass.
+        joins: with a list of models, ``[(output, input), ...]`` pairs saying which output of
+            an earlier model feeds which input of the next (default: in order); needs two or
+            more models.
+
+    Raises ``ModelError`` / ``UnsupportedOpError`` for a model sw2c cannot compile,
+    ``TargetError`` for one that does not fit the asic target, ``VerificationError`` for a
+    disagreement with onnxruntime, ``CompileError`` for a failure in code generation (all
+    ``Sw2cError``).
     """
     from .driver import compile_model
 
-    return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
-                         calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
-                         started=time.perf_counter(), joins=joins)
+    with internal_errors("compiling the model"):
+        return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
+                             calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
+                             started=time.perf_counter(), joins=joins)
 
 
 __all__ = [
-    "CompileError", "InputError", "ModelError", "Module", "Sw2cError", "UnsupportedOpError",
-    "VerificationError", "__version__", "compile", "load",
+    "CompileError", "InputError", "ModelError", "Module", "Sw2cError", "TargetError",
+    "UnsupportedOpError", "VerificationError", "__version__", "compile", "load",
 ]

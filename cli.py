@@ -4,11 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .errors import Sw2cError
+from . import __version__
+from .errors import CompileError, Sw2cError
+
+# Messages are written in the Python API's words; these rules say them in the CLI's options.
+_CLI_WORDS = (
+    (re.compile(r"input_shapes\['([^']*)'\] = \[([-\d, ]*)\]"),
+     lambda m: f"--input-shape {m[1]}={_dims(m[2])}"),
+    (re.compile(r"input_shapes=\{'([^']*)': \(([-\d, ]*)\)\}"),
+     lambda m: f"--input-shape {m[1]}={_dims(m[2])}"),
+    (re.compile(r"\binput_shapes\b"), lambda m: "--input-shape"),
+    (re.compile(r"^threads must\b"), lambda m: "--threads must"),
+)
+TRACEBACK_ENV = "SW2C_TRACEBACK"
+
+
+def _dims(text: str) -> str:
+    return ",".join(d.strip() for d in text.split(",") if d.strip())
+
+
+def cli_words(message: str) -> str:
+    """``message`` (from the Python API) with its API parameters said as CLI options:
+    ``input_shapes['x'] = [1, 3]`` becomes ``--input-shape x=1,3``."""
+    for pattern, replace in _CLI_WORDS:
+        message = pattern.sub(replace, message)
+    return message
 
 
 def _shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -42,6 +71,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
     p.add_argument("--join", action="append", type=_join, default=[], metavar="OUT=IN",
                    help="with several models: feed output OUT into input IN")
+    p.add_argument("--version", action="version", version=f"sw2c {__version__}")
 
 
 def _compile_parser() -> argparse.ArgumentParser:
@@ -95,6 +125,9 @@ def _print_report(r: dict[str, Any], model: str, files: Sequence[str]) -> None:
         f"  arena         {_kib(r['arena_bytes'])} (lower bound {_kib(lb)}, "
         f"naive {_kib(r['arena_naive_bytes'])})",
         f"  weights       {_kib(r['weights_bytes'])}",
+        f"  threads       {r['threads']}" + (
+            f" ({r['threads_requested']} requested: no kernel is big enough to split)"
+            if r.get("threads_requested", r["threads"]) != r["threads"] else ""),
     ]
     if "verification_error" in r:
         lines.append(f"  verified      max relative error {r['verification_error']:.1e} "
@@ -109,16 +142,15 @@ def _print_asic_report(r: dict[str, Any], model: str, files: Sequence[str]) -> N
     lines = [f"sw2c: compiled {model} for {r['target']} ({r['target_description']}) in "
              f"{r['compile_seconds']:.2f} s", *format_totals(r)]
     if "verified_inputs" in r:
-        lines.append(f"  verified      simulator bit-exact with the integer reference on "
-                     f"{r['verified_inputs']} inputs")
+        from .runtime.verify import describe_oracles
+
+        lines.append(f"  verified      {describe_oracles(r)}")
     lines.append(f"  wrote         {', '.join(files)}")
     print("\n".join(lines))
     print(format_layers(r["layers"]))
 
 
 def _compile(args: argparse.Namespace) -> None:
-    import os
-
     from . import compile as sw2c_compile
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
@@ -131,12 +163,11 @@ def _compile(args: argparse.Namespace) -> None:
 
             from .backends.asic.qdq import to_qdq
 
+            Path(args.emit_qdq).parent.mkdir(parents=True, exist_ok=True)
             onnx.save(to_qdq(module.program), args.emit_qdq)
             files.append(args.emit_qdq)
         _print_asic_report(module.report, " ".join(args.models), files)
         return
-    if args.emit_qdq:
-        raise Sw2cError("--emit-qdq needs an int8 target: add --target asic")
     lib = module.export(args.output)
     header = os.path.join(args.output, f"{module.name}.h")
     _print_report(module.report, " ".join(args.models), [lib, header])
@@ -208,7 +239,63 @@ def _inspect_asic(args: argparse.Namespace, module: Any) -> None:
         print(f"  {b.name:<40} {b.offset:>10,} {b.size:>10,}  {b.first}..{b.last}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# (attribute, option, is a directory): the paths a command writes, checked before compiling
+_OUTPUTS = (("output", "-o", True), ("dump_ir", "--dump-ir", True),
+            ("emit_qdq", "--emit-qdq", False), ("plot", "--plot", False),
+            ("emit_onnx", "--emit-onnx", False))
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Fail in seconds, not after the whole compile: the options must fit together, and every
+    path the command will write must be creatable (its nearest existing ancestor a writable
+    directory) or a writable file or directory of the right kind."""
+    if getattr(args, "emit_qdq", None) and not args.target.startswith("asic"):
+        raise Sw2cError("--emit-qdq needs an int8 target: add --target asic")
+    for attr, option, is_dir in _OUTPUTS:
+        path = getattr(args, attr, None)
+        if not path:
+            continue
+        p = Path(path).absolute()
+        kind = "directory" if is_dir else "file"
+        if p.exists() and p.is_dir() != is_dir:
+            state = "is not a directory" if is_dir else "is a directory"
+            raise Sw2cError(f"{option} {path}: {state}; give a {kind} path")
+        existing = p if p.exists() else next(a for a in p.parents if a.exists())
+        if not existing.is_dir() and existing != p:
+            raise Sw2cError(f"{option} {path}: cannot create it, {existing} is a file; give a "
+                            f"{kind} path whose parents are directories")
+        if not os.access(existing, os.W_OK | (os.X_OK if existing.is_dir() else 0)):
+            raise Sw2cError(f"{option} {path}: {existing} is not writable (permission denied); "
+                            f"choose another {kind} or fix its permissions")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as one line in the CLI's words (the API's has the caller's source line)."""
+    kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+    text = cli_words(str(message)).splitlines() or [""]
+    print(f"sw2c: warning: {kind}{text[0]}", file=sys.stderr)
+
+
+def _error_line(e: BaseException) -> str:
+    """One line for the CLI: a sw2c error as it says, anything else as a bug to report."""
+    if isinstance(e, Sw2cError):
+        text = cli_words(str(e))
+        cause = e.__cause__
+        if isinstance(e, CompileError) and cause is not None and not isinstance(
+                cause, (Sw2cError, OSError)):  # an internal error, wrapped to be reported
+            text += f" (set {TRACEBACK_ENV}=1 to see the traceback)"
+    elif isinstance(e, OSError) and e.filename is not None:
+        text = f"{e.filename}: {e.strerror}"
+    elif isinstance(e, OSError):
+        text = str(e)
+    else:
+        text = (f"internal error: {type(e).__name__}: {e} -- a bug in sw2c, please report this "
+                f"(set {TRACEBACK_ENV}=1 to see the traceback)")
+    return f"sw2c: error: {text}".splitlines()[0]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         args, run = _bench_parser().parse_args(argv[1:]), _bench
@@ -217,14 +304,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args, run = _compile_parser().parse_args(argv), _compile
     try:
-        run(args)
-    except (Sw2cError, OSError) as e:
-        print(f"sw2c: error: {e}".splitlines()[0], file=sys.stderr)
-        return 1
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            _preflight(args)
+            run(args)
     except KeyboardInterrupt:
         print("sw2c: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # stdout's reader left: not an error to report (main exits quietly)
+    except Exception as e:  # the one place that reports every failure, as one line
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(_error_line(e), file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `sw2c` command; returns the exit status: 0, 1 for an error (one line on
+    stderr), 2 for a usage error, 130 when interrupted, 141 when stdout closes early."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
+    except BrokenPipeError:
+        # as a process killed by SIGPIPE (128 + 13), and with nothing printed: point stdout at
+        # /dev/null so the interpreter's last flush does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

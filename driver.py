@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -18,9 +19,10 @@ from .frontend.limits import check_bytes
 from .ir import Graph, Op
 from .passes.cost import count_flops, count_macs
 from .passes.pipeline import run_pipeline
-from .runtime.export import c_name, export_program
+from .runtime.export import Native, c_name, check_library, export_program
 from .runtime.module import Module, _aligned_buffer
-from .runtime.verify import verify_module
+from .runtime.pool import team_code
+from .runtime.verify import random_feeds, verify_module
 
 
 def _model_name(model: Any, proto: Any, name: str | None) -> str:
@@ -39,11 +41,13 @@ def _threads(threads: int | None) -> int:
     return threads
 
 
-def _export(graph: Graph, name: str, sig_in: list, sig_out: list, report: dict[str, Any],
-            directory: str | os.PathLike) -> str:
-    """The exported library runs on the caller's thread: generate it for one thread."""
-    return export_program(generate(graph, name, 1), name, directory, sig_in, sig_out,
-                          {**report, "threads": 1})
+def _export(native: Native, module: weakref.ref, sig_in: list, sig_out: list,
+            report: dict[str, Any], directory: str | os.PathLike) -> str:
+    """Link the code the JIT ran (and its thread team) into lib<name>.so, then run the
+    library's own `<name>_run` on the verification inputs: it must give the module's results."""
+    lib = export_program(native, directory, sig_in, sig_out, report)
+    check_library(lib, module(), random_feeds(module()))
+    return lib
 
 
 def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int | None = None,
@@ -51,13 +55,14 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
                   started: float | None = None) -> Module:
     """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report."""
     started = time.perf_counter() if started is None else started
-    threads = _threads(threads)
+    threads = requested = _threads(threads)
     optimized = run_pipeline(graph, dump_dir=dump_ir)
     program = generate(optimized, name, threads)
     threads = program.threads  # small models run on one thread whatever was asked
     check_bytes(program.plan.arena_bytes, f"the arena of {name}")
+    objects: list[bytes] = []  # the object code the JIT loads: export links it as it is
     try:
-        engine = jit(program.module)
+        engine = jit(program.module, objects)
     except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
         raise CompileError(f"LLVM failed on the code generated for {name}: {e}") from e
     weights = _aligned_buffer(len(program.weights))
@@ -67,6 +72,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
         "name": name,
         "target": target,
         "threads": threads,
+        "threads_requested": requested,
         "flops": count_flops(optimized),
         "macs": count_macs(optimized),
         "arena_bytes": plan.arena_bytes,
@@ -78,11 +84,14 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     sig_in = [(v.name, v.type.shape, v.type.dtype) for v in optimized.inputs]
     sig_out = [(o, optimized.type_of(o).shape, optimized.type_of(o).dtype)
                for o in optimized.outputs]
-    module = Module(name, engine.get_function_address(f"{name}_entry"), weights,
-                    plan.arena_bytes, sig_in, sig_out, report, keepalive=[engine],
-                    exporter=partial(_export, optimized, name, sig_in, sig_out, report),
-                    threads=threads, worker=engine.get_function_address(f"{name}_worker")
-                    if threads > 1 else 0, sync_words=program.sync_words)
+    symbol = engine.get_function_address
+    module = Module(name, symbol(f"{name}_entry"), weights, plan.arena_bytes, sig_in, sig_out,
+                    report, keepalive=[engine],
+                    team=team_code(symbol, name, threads, program.sync_words))
+    native = Native(name, objects[0], weights, plan.arena_bytes, threads, program.sync_words)
+    # a weak reference: the module owns its exporter, which must not keep it (and its
+    # worker threads) alive
+    module._exporter = partial(_export, native, weakref.ref(module), sig_in, sig_out, report)
     module.graph, module.plan = optimized, plan  # for `sw2c inspect`
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module
@@ -133,7 +142,11 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise Sw2cError("no model given")
+    if joins and len(models) < 2:
+        raise Sw2cError(f"joins (--join) wire one model's outputs into the next one's inputs: "
+                        f"they need two or more models, got {len(models)}")
     from .frontend import import_model, load_model
+    from .frontend.importer import dynamic_dims
     from .frontend.join import join_models
 
     protos = [load_model(m) for m in models]
@@ -142,6 +155,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     if kind == "asic":
         module = compile_asic(graph, _model_name(models[0], protos[0], name), spec=spec or None,
                               calibration=calibration, dump_ir=dump_ir, started=started)
+        module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
         if verify:
             from .runtime.verify import verify_asic
 
@@ -149,6 +163,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
         return module
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started)
+    module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
     if verify:
         # a path lets onnxruntime read external data itself (no 2 GB protobuf limit)
         one_path = len(models) == 1 and isinstance(models[0], (str, os.PathLike))

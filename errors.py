@@ -1,5 +1,10 @@
 """The exceptions a user of sw2c can see. Every user-caused failure is a ``Sw2cError``."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class Sw2cError(Exception):
     """Base class of every error sw2c raises on purpose."""
@@ -39,3 +44,40 @@ class TargetError(Sw2cError):
 
 class SimulationError(Sw2cError):
     """The simulated accelerator caught an access outside the memory plan (a compiler bug)."""
+
+
+# --- the one funnel for unexpected exceptions -----------------------------------------------
+# A raw Python exception escaping sw2c is a bug in sw2c, never the user's fault; it must still
+# reach the user as a Sw2cError (the CLI prints one line) that says where it happened.
+
+_INTERNAL = (ArithmeticError, AssertionError, AttributeError, LookupError, NotImplementedError,
+             RecursionError, RuntimeError, TypeError, ValueError)
+
+
+@contextmanager
+def blame(where: str) -> Iterator[None]:
+    """Mark an unexpected exception raised inside with ``where`` (a node or pass name); the
+    innermost mark wins. Cheap enough to wrap each node of a loop."""
+    try:
+        yield
+    except Sw2cError:
+        raise
+    except _INTERNAL as e:
+        if not hasattr(e, "sw2c_where"):
+            e.sw2c_where = where
+        raise
+
+
+@contextmanager
+def internal_errors(task: str) -> Iterator[None]:
+    """Turn an unexpected exception inside into a CompileError naming ``task``, the node or pass
+    that ``blame`` recorded, the exception itself, and a request to report it."""
+    try:
+        yield
+    except Sw2cError:
+        raise
+    except _INTERNAL as e:
+        where = getattr(e, "sw2c_where", "")
+        at = f" at {where}" if where else ""
+        raise CompileError(f"internal error while {task}{at}: {type(e).__name__}: {e} -- a bug "
+                           "in sw2c; please report it with the model") from e

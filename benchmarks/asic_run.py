@@ -22,10 +22,11 @@ import numpy as np
 from ..errors import Sw2cError
 from . import zoo
 from .bench import bench_asic
+from .run import results_dir
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DEFAULT_MODELS = "digits,mlp,lenet,mobilenet_v2,resnet18,resnet50"
+DEFAULT_TARGETS = "tiny,edge"
 
 
 def _case(name: str) -> tuple[Any, Any, dict]:
@@ -72,11 +73,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=DEFAULT_MODELS)
-    p.add_argument("--targets", default="tiny,edge")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--targets", default=DEFAULT_TARGETS)
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: benchmarks/results for every model and target, else "
+                   "benchmarks/results/partial (a subset never overwrites the full table)")
     args = p.parse_args()
-    rows = run(args.models.split(","), args.targets.split(","))
-    out = Path(args.out)
+    models, targets = args.models.split(","), args.targets.split(",")
+    rows = run(models, targets)
+    complete = (set(models) >= set(DEFAULT_MODELS.split(","))
+                and set(targets) >= set(DEFAULT_TARGETS.split(",")))
+    out = results_dir(args.out, complete)
     out.mkdir(parents=True, exist_ok=True)
     (out / "asic.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     (out / "asic.md").write_text(markdown(rows))

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .harness import PEAK_GFLOPS_PER_CORE, measure, ort_session
+from .harness import measure, ort_session, throughput
 
 
 def bench_model(models: Sequence[str], *, target: str = "cpu", threads: int = 1,
                 input_shapes: Mapping[str, Sequence[int]] | None = None, seconds: float = 3.0,
                 progress: bool = False) -> dict[str, Any]:
-    """Median/p90 latency of sw2c and onnxruntime, their ratio, GFLOP/s and % of peak."""
+    """Median/p90 latency of sw2c and onnxruntime, their ratio, GFLOP/s and % of peak.
+    ``threads`` in the result is the team that ran (``module.report["threads"]``: a model
+    with no kernel worth splitting runs on one), the peak that of as many cores;
+    ``threads_requested`` is the argument, which onnxruntime gets."""
     import sw2c
     from sw2c.frontend import load_model
     from sw2c.frontend.join import join_models
@@ -28,19 +31,20 @@ def bench_model(models: Sequence[str], *, target: str = "cpu", threads: int = 1,
     timing = measure(lambda: module(*arrays), lambda: session.run(names, feeds),
                      min_seconds=seconds, rounds=10, progress=progress)
     report = module.report
-    gflop = report["flops"] / 1e9
     sw2c_s = timing["sw2c"]["median"]
+    gflops, percent = (throughput(report["flops"], sw2c_s, report["threads"]) if sw2c_s
+                       else (0.0, 0.0))
     return {
         "model": " ".join(str(m) for m in models),
         "target": target,
-        "threads": threads,
-        "gflop": gflop,
+        "threads": report["threads"],
+        "threads_requested": threads,
+        "gflop": report["flops"] / 1e9,
         "sw2c": timing["sw2c"],
         "onnxruntime": timing["ort"],
         "ratio": timing["ratio"],
-        "gflops": gflop / sw2c_s if sw2c_s else 0.0,
-        "percent_of_peak": 100 * gflop / sw2c_s / (PEAK_GFLOPS_PER_CORE * threads)
-        if sw2c_s else 0.0,
+        "gflops": gflops,
+        "percent_of_peak": percent,
         "arena_bytes": report["arena_bytes"],
         "arena_lower_bound_bytes": report["arena_lower_bound_bytes"],
         "kernels": report["kernels"],
@@ -77,10 +81,18 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
 
 
+def _threads(r: dict[str, Any]) -> str:
+    ran, asked = r["threads"], r.get("threads_requested", r["threads"])
+    if ran == asked:
+        return f"{ran} thread(s)"
+    return (f"{ran} thread(s) ({asked} requested: no kernel is big enough to split; "
+            f"onnxruntime ran with {asked})")
+
+
 def format_result(r: dict[str, Any]) -> str:
     s, o = r["sw2c"], r["onnxruntime"]
     return "\n".join([
-        f"{r['model']}: {r['gflop']:.4f} GFLOP, {r['threads']} thread(s), target {r['target']}",
+        f"{r['model']}: {r['gflop']:.4f} GFLOP, {_threads(r)}, target {r['target']}",
         f"  sw2c         median {_ms(s['median'])}  p90 {_ms(s['p90'])}",
         f"  onnxruntime  median {_ms(o['median'])}  p90 {_ms(o['p90'])}",
         f"  ratio        {r['ratio']:.2f}x onnxruntime's latency "

@@ -46,10 +46,12 @@ HANG_SHRINK_TIMEOUT = 15.0  # seconds: a candidate this slow still hangs (cases 
 
 Shape = tuple[int, ...]
 
-# mismatch: outputs differ; crash: an exception that is not a Sw2cError, or the process died;
-# unsupported: UnsupportedOpError on an op sw2c claims; error: another Sw2cError on a valid model;
-# hang: no answer in time; generator: ONNX or onnxruntime reject the model (a fuzzer bug)
-KINDS = ("mismatch", "crash", "unsupported", "error", "hang", "generator")
+# mismatch: outputs differ; raw-exception: an exception that is not a Sw2cError (or sw2c's
+# "internal error" CompileError wrapping one); crash: the process died; unsupported:
+# UnsupportedOpError on an op sw2c claims; error: another Sw2cError on a valid model; hang: no
+# answer in time; generator: ONNX or onnxruntime reject the model (a fuzzer bug)
+RAW = "raw-exception"
+KINDS = ("mismatch", RAW, "crash", "unsupported", "error", "hang", "generator")
 
 
 class GeneratorError(Exception):
@@ -1007,6 +1009,29 @@ def where(error: BaseException) -> str:
     return f"{name}:{frame.lineno} {frame.name}"
 
 
+def raw_exception(error: BaseException) -> BaseException | None:
+    """The unexpected Python exception behind ``error``: itself when it is not a Sw2cError,
+    the cause of sw2c's "internal error" CompileError (``errors.internal_errors`` wraps
+    one), else None."""
+    from sw2c.errors import CompileError, Sw2cError
+
+    if not isinstance(error, Sw2cError):
+        return error
+    cause = error.__cause__
+    if isinstance(error, CompileError) and cause is not None and not isinstance(cause,
+                                                                                Sw2cError):
+        return cause
+    return None
+
+
+def raw_failure(error: BaseException, stage: str = "") -> Failure:
+    """The "raw-exception" Failure of an exception that is not a Sw2cError: a bug of sw2c
+    (or of the fuzzer's own checks) whatever the model."""
+    at = f" ({stage})" if stage else ""
+    return Failure(RAW, f"{type(error).__name__}{at}: {error} (at {where(error)})",
+                   type(error).__name__)
+
+
 def check(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure | None:
     """Run ``model`` on seeded random inputs through onnxruntime and sw2c; the Failure, if any.
 
@@ -1018,12 +1043,11 @@ def check(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure | N
     ref = reference(model, feeds)
     try:
         got = run_sw2c(model, feeds, threads)
-    except sw2c.UnsupportedOpError as e:
-        return Failure("unsupported", str(e), type(e).__name__)
-    except sw2c.Sw2cError as e:
-        return Failure("error", str(e), type(e).__name__)
-    except Exception as e:  # noqa: BLE001 (anything else sw2c raises is a compiler bug)
-        return Failure("crash", f"{type(e).__name__}: {e} (at {where(e)})", type(e).__name__)
+    except Exception as e:  # noqa: BLE001 (anything but a Sw2cError is a compiler bug)
+        if (raw := raw_exception(e)) is not None:
+            return raw_failure(raw)
+        kind = "unsupported" if isinstance(e, sw2c.UnsupportedOpError) else "error"
+        return Failure(kind, str(e), type(e).__name__)
     problems = [compare(name, got[name], r) if name in got else f"output '{name}' missing"
                 for name, r in ref.items()]
     problems = [p for p in problems if p]
@@ -1325,6 +1349,8 @@ def _answer(request: tuple, mode: Mode = CPU) -> tuple:
                                  threads=request[3])
     except GeneratorError as e:
         return "generator", str(e), "GeneratorError", ops
+    except Exception as e:  # noqa: BLE001 (counted and saved, rather than killing the child)
+        failure = raw_failure(e, "outside the check")
     if failure is None:
         return "ok", "", "", ops
     return failure.kind, failure.message, failure.error, ops

@@ -2,9 +2,10 @@
 
 ``check_asic(model, seed)`` compiles a random graph for the edge accelerator, calibrated on a
 few seeded random feeds, with ``verify=True`` (the simulator must equal the integer reference
-bit for bit), then checks three more things on fresh inputs:
+and the C export bit for bit, and the QDQ export in onnxruntime within one code), then checks
+three more things on fresh inputs:
 
-* the exported C99 (``module.export``, built with ``cc``, called through ctypes) gives the
+* the exported C99 (``c_runner.CExport``: built with ``cc``, called through ctypes) gives the
   simulator's int8 codes exactly, on the quantized inputs and on random codes;
 * the int8 program computes the model: each step is re-run in float on the dequantized int8
   codes it actually read (the IR nodes it fused, by ``ir.interp``, with the MAC array's int8
@@ -28,11 +29,7 @@ Minimized failures are saved to ``benchmarks/fuzz_failures_asic/``.
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -52,13 +49,12 @@ SQNR_DB = 10.0  # an output under this is looked at (int8 usually gives 25-45 dB
 # codes: the requantization rounds once (0.5 code); the Q31 multiplier, the int32 bias and
 # float32 in the ideal add far less (the soak measures at most 0.5 on every kind)
 STEP_TOLERANCE = 1.0
-CFLAGS = ["-std=c99", "-O2", "-shared", "-fPIC"]
 
-# mismatch: the simulator differs from the integer reference (VerificationError) or the C
-# export from the simulator; inaccurate: a step further than STEP_TOLERANCE from its float
-# ideal; crash (also: cc rejects the export), error, hang, generator: as in fuzz.py (an
-# "unsupported" is a skip here)
-KINDS = ("mismatch", "inaccurate", "crash", "error", "hang", "generator")
+# mismatch: verify's oracles disagree with the simulator (VerificationError) or the C export
+# does on random codes; inaccurate: a step further than STEP_TOLERANCE from its float ideal;
+# raw-exception, crash, error (also: cc rejects the export, a CompileError), hang, generator:
+# as in fuzz.py (an "unsupported" is a skip here)
+KINDS = ("mismatch", "inaccurate", fuzz.RAW, "crash", "error", "hang", "generator")
 # skipped: an op or a size the target does not take; lossy: low SQNR, explained by quantization
 BENIGN = ("ok", "lossy", "skipped")
 
@@ -92,34 +88,14 @@ def _one_threaded(seed: int) -> int:
 # --------------------------------------------------------------------------- the C export
 
 
-def run_c(module, cases: Sequence[Sequence[np.ndarray]], cc: str) -> list[list[np.ndarray]]:
-    """``<name>_run_int8`` of the exported C on each case (int8 arrays, one per input).
+def run_c(module, cases: Sequence[Sequence[np.ndarray]], cc: str | Sequence[str]
+          ) -> list[list[np.ndarray]]:
+    """``<name>_run_int8`` of the exported C, built with ``cc``, on each case (int8 arrays,
+    one per input). Raises CompileError when the compiler rejects the source."""
+    from sw2c.backends.asic.c_runner import CExport
 
-    Raises RuntimeError when the compiler rejects the source."""
-    outs_sig = [s for _, s, _ in module.outputs]
-    with tempfile.TemporaryDirectory(prefix="sw2c_fuzz_asic_") as tmp:
-        source = Path(module.export(tmp))
-        lib = source.with_suffix(".so")
-        res = subprocess.run([cc, *CFLAGS, "-o", str(lib), str(source)], capture_output=True,
-                             text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"cc failed on the export: {res.stderr.strip()[:400]}")
-        dll = ctypes.CDLL(str(lib))
-        try:
-            fn = getattr(dll, f"{module.name}_run_int8")
-            results = []
-            for qs in cases:
-                ins = [np.ascontiguousarray(q, np.int8) for q in qs]
-                outs = [np.empty(s, np.int8) for s in outs_sig]
-                code = fn(*(ctypes.c_void_p(a.ctypes.data) for a in (*ins, *outs)))
-                if code != 0:
-                    raise RuntimeError(f"{module.name}_run_int8 returned {code}")
-                results.append(outs)
-        finally:  # a soak loads thousands of libraries into one process: unload each
-            import _ctypes
-
-            _ctypes.dlclose(dll._handle)
-    return results
+    with CExport(module.program, module.plan, module.name, cc) as lib:
+        return [lib.run_int8(qs) for qs in cases]
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -256,6 +232,7 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
 
     Raises GeneratorError when onnxruntime itself cannot run the model."""
     import sw2c
+    from sw2c.backends.asic.c_runner import find_compiler
     from sw2c.backends.asic.reference import quantize_inputs
     from sw2c.errors import TargetError
 
@@ -271,7 +248,7 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
             except (sw2c.UnsupportedOpError, TargetError) as e:
                 return Failure("skipped", str(e), _skip_label(model, e))
             except sw2c.VerificationError as e:
-                return Failure("mismatch", f"simulator vs integer reference: {e}",
+                return Failure("mismatch", f"verify: {e}",
                                "VerificationError")
             p = module.program
             rng = np.random.default_rng(seed)
@@ -280,7 +257,7 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
                       for n in p.inputs]]
             stage = "simulator"
             sim = [module.run_int8(q) for q in cases]
-            cc = shutil.which("cc")
+            cc, _ = find_compiler()
             if cc is not None:
                 stage = "C export"
                 for k, (want, got) in enumerate(zip(sim, run_c(module, cases, cc))):
@@ -289,11 +266,10 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
                             return Failure("mismatch", _c_mismatch(name, k, w, c), "C")
             stage = "accuracy"
             return accuracy(module, feeds, ref)
-    except sw2c.Sw2cError as e:
+    except Exception as e:  # noqa: BLE001 (anything but a Sw2cError is a compiler bug)
+        if (raw := fuzz.raw_exception(e)) is not None:
+            return fuzz.raw_failure(raw, stage)
         return Failure("error", f"{type(e).__name__} ({stage}): {e}", type(e).__name__)
-    except Exception as e:  # noqa: BLE001 (anything else is a compiler bug)
-        return Failure("crash", f"{type(e).__name__} ({stage}): {e} (at {fuzz.where(e)})",
-                       type(e).__name__)
 
 
 def _c_mismatch(name: str, case: int, want: np.ndarray, got: np.ndarray) -> str:

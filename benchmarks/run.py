@@ -1,11 +1,13 @@
 """Benchmark the zoo: sw2c vs onnxruntime latency, throughput and memory plan, per thread count.
 
-    python -m sw2c.benchmarks.run [--models a,b] [--threads 1,2] [--out benchmarks/results]
+    python -m sw2c.benchmarks.run [--models a,b] [--threads 1,2] [--out DIR]
 
 For each model and thread count: compile with `sw2c.compile(threads=t)`, time sw2c and
 onnxruntime interleaved in this process (`harness.measure`), then write `results.md` (a
 markdown table), `results.json` (everything measured), `latency.png` and `arena.png`.
 A model that sw2c fails to compile is listed with its error and no numbers.
+Without --out, a run of the whole zoo at threads 1,2 writes benchmarks/results/ (the committed
+results); any smaller run writes benchmarks/results/partial/, so it never overwrites them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ import onnxruntime as ort
 from . import harness, zoo
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PARTIAL_OUT = DEFAULT_OUT / "partial"
+DEFAULT_THREADS = (1, 2)
+
+
+def results_dir(out: Path | None, complete: bool) -> Path:
+    """Where a run writes: ``out`` if given; else the committed results for a complete run and
+    ``results/partial/`` for a subset, so a quick run never clobbers the full tables."""
+    if out is not None:
+        return out
+    return DEFAULT_OUT if complete else PARTIAL_OUT
 
 
 # --------------------------------------------------------------------------- measuring
@@ -266,8 +278,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(zoo.ZOO),
                    help=f"comma-separated, from: {', '.join(zoo.available())}")
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    p.add_argument("--threads", default=",".join(map(str, DEFAULT_THREADS)),
+                   help="comma-separated thread counts")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: benchmarks/results for the whole zoo at "
+                   "threads 1,2, else benchmarks/results/partial)")
     p.add_argument("--min-seconds", type=float, default=2.0,
                    help="timed seconds per engine and measurement (default 2)")
     p.add_argument("--rounds", type=int, default=10, help="minimum interleaved rounds")
@@ -290,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _compiler()
     load_before = _load()
     rows = run(names, thread_counts, args)
+    complete = set(names) >= set(zoo.ZOO) and set(thread_counts) >= set(DEFAULT_THREADS)
+    args.out = results_dir(args.out, complete)
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment(args, load_before)
     (args.out / "results.json").write_text(json.dumps({"environment": env, "rows": rows},

@@ -13,7 +13,7 @@ import onnx.inliner
 from onnx import TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from ..errors import ModelError, Sw2cError, UnsupportedOpError
+from ..errors import ModelError, Sw2cError, UnsupportedOpError, blame
 from ..ir import Builder, Graph, Node, Op, ShapeError, TensorType, Value, verify
 from . import ops_layout, ops_math, ops_nn  # noqa: F401  (they register the converters)
 from .convert import Ctx, Val, lookup, sparse_to_dense
@@ -43,7 +43,21 @@ def import_model(model: onnx.ModelProto | str | os.PathLike,
         raise ModelError("the model has no graph")
     if proto.functions:  # model-local functions: expand them into plain nodes
         proto = onnx.inliner.inline_local_functions(proto)
-    return verify(Importer(proto, input_shapes or {}).run())
+    graph = verify(Importer(proto, input_shapes or {}).run())
+    _check_not_empty(graph)
+    return graph
+
+
+def _check_not_empty(graph: Graph) -> None:
+    """Refuse an empty input when every output is empty too: that program computes nothing and
+    verifying it compares nothing. (A reduction over an empty axis, whose output is the op's
+    identity, has a real result and stays legal, as in ONNX's own tests.)"""
+    empty = [v for v in graph.inputs if 0 in v.type.shape]
+    if empty and all(0 in graph.type_of(o).shape for o in graph.outputs):
+        name, shape = empty[0].name, empty[0].type.shape
+        raise ModelError(f"input '{name}' has shape {shape}: dim {shape.index(0)} is zero, and "
+                         "so every output is empty and there is nothing to compute; compile "
+                         f"'{name}' with every dim 1 or more")
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -63,6 +77,25 @@ def _tensor_array(t: TensorProto | onnx.SparseTensorProto, what: str) -> np.ndar
         return numpy_helper.to_array(t)
     except Exception as e:  # missing external data, bad raw_data length, unknown dtype
         raise ModelError(f"cannot read {what}: {e}") from e
+
+
+def _static_dim(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    """The size the model fixes for dim ``d``, or None if it is dynamic."""
+    return d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+
+
+def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int] | None]:
+    """Per graph input, the dims the model leaves dynamic: those ``input_shapes`` may set
+    (None: the input declares no shape, so its rank and every dim are free)."""
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, list[int] | None] = {}
+    for vi in model.graph.input:
+        if vi.name not in inits and vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            dims = list(tt.shape.dim) if tt.HasField("shape") else None
+            out[vi.name] = (None if dims is None else
+                            [i for i, d in enumerate(dims) if _static_dim(d) is None])
+    return out
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -133,9 +166,9 @@ class Importer:
         if given is not None and len(given) != len(dims):
             raise ModelError(f"input_shapes['{vi.name}'] = {given} has rank {len(given)}, but the "
                              f"model declares rank {len(dims)}")
-        shape = []
+        shape, dynamic = [], []
         for i, d in enumerate(dims):
-            static = d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+            static = _static_dim(d)
             if given is not None:
                 if static is not None and given[i] != static:
                     raise ModelError(f"input_shapes['{vi.name}'] = {given} sets dim {i} to "
@@ -144,10 +177,14 @@ class Importer:
             elif static is not None:
                 shape.append(static)
             else:
-                label = f" ('{d.dim_param}')" if d.dim_param else ""
-                warnings.warn(f"input '{vi.name}' dim {i}{label} is dynamic; using 1 (set it with "
-                              "input_shapes)", stacklevel=5)  # import_model's caller
+                dynamic.append(f"{i} ('{d.dim_param}')" if d.dim_param else str(i))
                 shape.append(1)
+        if dynamic:  # one line per input, with the shape to pass to silence it
+            plural = "s" if len(dynamic) > 1 else ""
+            warnings.warn(f"input '{vi.name}' has dynamic dimension{plural} {', '.join(dynamic)}: "
+                          f"compiling for shape {tuple(shape)}, with 1 there; fix it with "
+                          f"input_shapes={{'{vi.name}': {tuple(shape)}}}",
+                          stacklevel=5)  # import_model's caller
         return TensorType(tuple(shape))
 
     # --- constants --------------------------------------------------------------------------
@@ -178,7 +215,8 @@ class Importer:
         for index, node in enumerate(self.graph.node):  # the checker ensured topological order
             label = node.name or f"#{index} -> {self.hint(node)}"
             try:
-                self._node(node, label)
+                with blame(f"node '{label}' ({node.op_type})"):
+                    self._node(node, label)
             except Sw2cError:
                 raise
             except ShapeError as e:

@@ -88,6 +88,11 @@ def join_models(models: Sequence[onnx.ModelProto],
                 joins: Sequence[Join] | None = None) -> onnx.ModelProto:
     """One model computing ``models`` as a chain (see the module docstring)."""
     joins = list(joins or [])
+    later = [v.name for m in models[1:] for v in _real_inputs(m.graph)]
+    for _, i in joins:
+        if i not in later:  # else the join would be dropped and the models wired in order
+            raise ModelError(f"join names input '{i}', which no later model takes "
+                             f"(inputs: {', '.join(later) or 'none'})")
     opset = max(_opset(m) for m in models)
     ir_version = max(m.ir_version for m in models)
     merged = _aligned(models[0], opset, ir_version)

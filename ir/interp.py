@@ -48,9 +48,16 @@ BINARY: dict[Binary, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     Binary.POW: np.power,
 }
 
+def _reduce_max(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """np.max, and -inf over an empty set (as ONNX says) where numpy would raise."""
+    if x.size == 0:
+        return np.full(np.sum(x, axis, keepdims=keepdims).shape, -np.inf, x.dtype)
+    return np.max(x, axis, keepdims=keepdims)
+
+
 REDUCE: dict[Reduce, Callable[..., np.ndarray]] = {
     Reduce.SUM: np.sum,
-    Reduce.MAX: np.max,
+    Reduce.MAX: _reduce_max,
     Reduce.MEAN: np.mean,
 }
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import blame
 from ..ir import Graph, format_graph, verify
 from .dead_code import eliminate_dead_code
 from .flatten_order import fold_flatten_order
@@ -48,7 +49,8 @@ def run_pipeline(graph: Graph, passes: Sequence[Pass] = CPU_PIPELINE,
         (out / "00-input.txt").write_text(format_graph(graph) + "\n")
     verify(graph)
     for i, p in enumerate(passes, 1):
-        graph = verify(p.run(graph))
+        with blame(f"pass '{p.name}'"):
+            graph = verify(p.run(graph))
         if out is not None:
             (out / f"{i:02d}-{p.name}.txt").write_text(format_graph(graph) + "\n")
     return graph

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CompileError, blame
 from ..ir import Builder, Graph, Node, Op, TensorType
 from .dead_code import eliminate_dead_code
 
@@ -63,23 +64,39 @@ def _rename(node: Node, subst: dict[str, str]) -> Node:
                 node.origin)
 
 
+def _is_alias(node: Node, graph: Graph) -> bool:
+    return node.op is Op.RESHAPE and node.name in graph.outputs
+
+
+def _same_alias(node: Node, new: str, graph: Graph) -> bool:
+    """True when replacing graph output ``node`` by ``new`` would only re-create ``node``: the
+    output keeps its name through a RESHAPE alias of ``new``, which is what ``node`` already is.
+    Counting that as a change would keep the driver from ever reaching its fixed point."""
+    return _is_alias(node, graph) and node.inputs == (new,)
+
+
 def rewrite_once(graph: Graph, rules: Sequence[Rule]) -> tuple[Graph, bool]:
     rw = Rewriter(graph)
     subst: dict[str, str] = {}
     for node in graph.nodes:
         node = _rename(node, subst)
-        for rule in rules:
-            new = rule(rw, node)
-            if new is not None:
-                subst[node.name] = new
-                break
+        if _is_alias(node, graph) and rw.const(node.inputs[0]) is not None:
+            new = None  # a constant output's alias: folding it would only make it again
         else:
+            with blame(f"node '{node.origin or node.name}'"):
+                new = next((n for n in (rule(rw, node) for rule in rules) if n is not None),
+                           None)
+        if new is None or _same_alias(node, new, graph):
             rw.keep(node)
+        else:
+            subst[node.name] = new
     outputs = []
     for name in graph.outputs:
         new = subst.get(name, name)
         if new != name:  # keep the public name with a free alias
             source = rw.producer.get(new)
+            if source is not None and source.op is Op.RESHAPE:  # alias its input: one reshape
+                new = source.inputs[0]
             rw.keep(Node(Op.RESHAPE, (new,), graph.values[name],
                          {"shape": graph.type_of(name).shape}, source.origin if source else ""))
         outputs.append(name)
@@ -87,10 +104,15 @@ def rewrite_once(graph: Graph, rules: Sequence[Rule]) -> tuple[Graph, bool]:
 
 
 def rewrite(graph: Graph, rules: Sequence[Rule], max_rounds: int = 50) -> Graph:
-    """Apply ``rules`` to a fixed point (bounded), removing dead nodes after each round."""
+    """Apply ``rules`` to a fixed point, removing dead nodes after each round. Rules only
+    shrink or reorder the graph, so a fixed point comes in a few rounds; not reaching one in
+    ``max_rounds`` means two rules undo each other (a bug), reported rather than ignored."""
     for _ in range(max_rounds):
         graph, changed = rewrite_once(graph, rules)
         graph = eliminate_dead_code(graph)
         if not changed:
-            break
-    return graph
+            return graph
+    names = ", ".join(getattr(r, "__name__", "?") for r in rules)
+    raise CompileError(f"graph '{graph.name}': the rewrite rules ({names}) did not reach a fixed "
+                       f"point in {max_rounds} rounds -- a bug in sw2c; please report it with "
+                       "the model")

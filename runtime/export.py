@@ -1,25 +1,42 @@
-"""Export a compiled program as a deployable: lib<name>.so (weights embedded), <name>.h and
-<name>.json (what sw2c.load needs), and load it back."""
+"""Export a compiled program as a deployable: lib<name>.so (weights embedded, and for a team
+of threads runtime/team.c), <name>.h and <name>.json (what sw2c.load needs), and load it
+back. The library holds the object code the JIT compiled and ran: nothing is generated or
+optimized again."""
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import json
 import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 from llvmlite import ir
 
-from ..backends.cpu.llvm import F32P, I8P, emit_object, new_module
-from ..errors import CompileError, ModelError
+from ..backends.cpu.llvm import F32P, I8P, I32, I64, emit_object, new_module
+from ..errors import CompileError, ModelError, VerificationError
 from .module import Module, Signature
+from .pool import SPINS, team_code
 
-if TYPE_CHECKING:
-    from ..backends.cpu.codegen import Program
+TEAM_C = Path(__file__).with_name("team.c")
+
+
+@dataclass(frozen=True)
+class Native:
+    """What export needs of a JIT-compiled program."""
+
+    name: str
+    code: bytes  # the object file the JIT loaded (backends/cpu/llvm.py `jit`)
+    weights: np.ndarray  # the weights blob the module runs with (uint8)
+    arena_bytes: int
+    threads: int  # the team the code was generated for
+    sync_words: int
 
 
 def c_name(name: str) -> str:
@@ -28,27 +45,35 @@ def c_name(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"m_{ident}"
 
 
-def _wrapper(name: str, arena_bytes: int, n_in: int, n_out: int) -> ir.Module:
-    """`int <name>_run(in.., out..)`: the entry with the embedded weights and a static arena."""
+def _wrapper(native: Native, n_in: int, n_out: int) -> ir.Module:
+    """`int <name>_run(in.., out..)`: the entry with the embedded weights and a static arena;
+    with a team, through runtime/team.c's `<name>_team_run` (which serializes runs)."""
+    name = native.name
     module = new_module(f"{name}_wrapper")
-    arena_t = ir.ArrayType(ir.IntType(8), max(arena_bytes, 64))
+    arena_t = ir.ArrayType(ir.IntType(8), max(native.arena_bytes, 64))
     arena = ir.GlobalVariable(module, arena_t, f"{name}_arena")
     arena.initializer = ir.Constant(arena_t, None)
     arena.linkage = "internal"
     arena.align = 64
     weights = ir.GlobalVariable(module, ir.IntType(8), f"{name}_weights")
-    i64 = ir.IntType(64)
-    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) +
-                              [i64.as_pointer(), i64, i64])
-    entry = ir.Function(module, entry_t, f"{name}_entry")
-    run = ir.Function(module, ir.FunctionType(ir.IntType(32), [F32P] * (n_in + n_out)),
-                      f"{name}_run")
+    run = ir.Function(module, ir.FunctionType(I32, [F32P] * (n_in + n_out)), f"{name}_run")
     b = ir.IRBuilder(run.append_basic_block())
-    # exported code is generated for one thread: the team words are never touched
-    b.call(entry, [b.bitcast(weights, I8P), b.bitcast(arena, I8P), *run.args,
-                   ir.Constant(i64.as_pointer(), None), ir.Constant(i64, 0),
-                   ir.Constant(i64, 0)])
-    b.ret(ir.Constant(ir.IntType(32), 0))
+    args = [b.bitcast(weights, I8P), b.bitcast(arena, I8P), *run.args]
+    if native.threads > 1:
+        team_run = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]),
+                               f"{name}_team_run")
+        words = b.alloca(I64, len(args))
+        for j, arg in enumerate(args):
+            b.store(b.ptrtoint(arg, I64), b.gep(words, [ir.Constant(I64, j)]))
+        b.ret(b.call(team_run, [words]))
+        return module
+    entry_t = ir.FunctionType(ir.VoidType(), [I8P, I8P] + [F32P] * (n_in + n_out) +
+                              [I64.as_pointer(), I64, I64])
+    entry = ir.Function(module, entry_t, f"{name}_entry")
+    # one thread: the team words are never touched
+    b.call(entry, [*args, ir.Constant(I64.as_pointer(), None), ir.Constant(I64, 0),
+                   ir.Constant(I64, 0)])
+    b.ret(ir.Constant(I32, 0))
     return module
 
 
@@ -58,38 +83,65 @@ def _header(name: str, inputs: Signature, outputs: Signature, report: dict[str, 
     shapes = [f" *   {'in ' if i < len(inputs) else 'out'} {n}: float32[{'x'.join(map(str, s))}]"
               for i, (n, s, _) in enumerate(inputs + outputs)]
     guard = f"{c_name(name).upper()}_H"
+    threads, ident = report["threads"], c_name(name)
+    if threads > 1:
+        how = [f" * Runs on {threads} threads: the caller's and {threads - 1} worker(s) that the "
+               "first call starts;",
+               " * between calls they spin briefly, then sleep. A mutex serializes calls.",
+               f" * {ident}_close() stops the workers (a later call starts them again); it also "
+               "runs", " * when the library is unloaded or the process exits. */"]
+        close = ["/* stops the worker threads */", f"void {ident}_close(void);"]
+    else:
+        how = [" * Runs on the caller's thread. Not reentrant: one call at a time per "
+               "process. */"]
+        close = []
     return "\n".join([
         f"/* {name}: generated by sw2c. Arrays are dense, row-major float32.",
         *shapes,
         f" * Static arena: {report['arena_bytes']} bytes (inside the library); "
         f"weights: {report['weights_bytes']} bytes.",
-        " * Not reentrant: one call at a time per process. */",
+        *how,
         f"#ifndef {guard}", f"#define {guard}", "#ifdef __cplusplus", 'extern "C" {', "#endif",
         f"#define {c_name(name).upper()}_ARENA_BYTES {report['arena_bytes']}",
         f"/* returns 0 on success */\nint {c_name(name)}_run({', '.join(params)});",
+        *close,
         "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */", ""])
 
 
-def export_program(program: Program, name: str, directory: str | os.PathLike,
-                   inputs: Signature, outputs: Signature, report: dict[str, Any]) -> str:
+def _team_sources(native: Native, n_args: int) -> list[str]:
+    """The C runtime of the team and its parameters, for the link command (none for one
+    thread)."""
+    if native.threads <= 1:
+        return []
+    return [str(TEAM_C), "-std=c99", "-O2", "-fPIC", "-pthread", f"-DSW2C_NAME={native.name}",
+            f"-DSW2C_THREADS={native.threads}", f"-DSW2C_ARGS={n_args}",
+            f"-DSW2C_SYNC_WORDS={native.sync_words}", f"-DSW2C_SPINS={SPINS}"]
+
+
+def export_program(native: Native, directory: str | os.PathLike, inputs: Signature,
+                   outputs: Signature, report: dict[str, Any]) -> str:
+    """Write lib<name>.so, <name>.h and <name>.json for ``native`` to ``directory``; returns
+    the library's path."""
+    name = native.name
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise CompileError("exporting a shared library needs a C compiler driver (cc) to link; "
                            "install gcc or clang, or set CC")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.o").write_bytes(emit_object(program.module))
-    wrapper = _wrapper(name, program.plan.arena_bytes, len(inputs), len(outputs))
+    (out / f"{name}.o").write_bytes(native.code)
+    wrapper = _wrapper(native, len(inputs), len(outputs))
     (out / f"{name}_run.o").write_bytes(emit_object(wrapper))
     blob = out / f"{name}.weights"
-    blob.write_bytes(program.weights or b"\0")
+    blob.write_bytes(native.weights if native.weights.size else b"\0")
     (out / f"{name}_weights.S").write_text(
         f'.section .rodata\n.balign 64\n.globl {name}_weights\n.type {name}_weights, @object\n'
         f'{name}_weights:\n.incbin "{blob.resolve()}"\n.size {name}_weights, '
-        f'{max(len(program.weights), 1)}\n.section .note.GNU-stack,"",@progbits\n')
+        f'{max(native.weights.size, 1)}\n.section .note.GNU-stack,"",@progbits\n')
     lib = out / f"lib{name}.so"
     cmd = [cc, "-shared", "-o", str(lib), str(out / f"{name}.o"), str(out / f"{name}_run.o"),
-           str(out / f"{name}_weights.S"), "-lm"]
+           str(out / f"{name}_weights.S"), *_team_sources(native, 2 + len(inputs) + len(outputs)),
+           "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for tmp in (f"{name}.o", f"{name}_run.o", f"{name}_weights.S", f"{name}.weights"):
         (out / tmp).unlink(missing_ok=True)
@@ -97,33 +149,103 @@ def export_program(program: Program, name: str, directory: str | os.PathLike,
         raise CompileError(f"linking {lib} failed: {proc.stderr.strip()[:500]}")
     (out / f"{name}.h").write_text(_header(name, inputs, outputs, report))
     meta = {"name": name, "library": lib.name, "inputs": inputs, "outputs": outputs,
-            "report": report}
+            "sync_words": native.sync_words, "report": report}
     (out / f"{name}.json").write_text(json.dumps(meta, indent=1, default=str))
     return str(lib)
+
+
+def check_library(lib: str | os.PathLike, module: Module,
+                  feeds: dict[str, np.ndarray]) -> None:
+    """Call the exported library's own `<name>_run` (with its thread team) on ``feeds`` and
+    require ``module``'s results bit for bit (it is the same object code); else raise
+    VerificationError naming the library and the output."""
+    name, path = module.name, Path(lib)
+    want = module.run(feeds)
+    outs = {n: feeds[n].copy() if n in feeds else np.empty(s, np.float32)
+            for n, s, _ in module.outputs}  # as Module: an output that is an input is a copy
+    # dlopen returns the library already loaded under a path (an earlier export to the same
+    # directory): open this file under a fresh name, then close it again
+    alias = path.with_name(f".{path.stem}.{os.getpid()}.check.so")
+    alias.unlink(missing_ok=True)
+    try:
+        os.link(path, alias)
+    except OSError:
+        shutil.copyfile(path, alias)
+    try:
+        handle = ctypes.CDLL(str(alias.resolve()))
+    finally:
+        alias.unlink()
+    try:
+        run = getattr(handle, f"{name}_run")
+        run.argtypes = [ctypes.c_void_p] * (len(module.inputs) + len(module.outputs))
+        status = run(*(feeds[n].ctypes.data for n, _, _ in module.inputs),
+                     *(a.ctypes.data for a in outs.values()))
+    finally:
+        if module.report["threads"] > 1:
+            getattr(handle, f"{name}_close")()  # no worker may run in it once unmapped
+        _ctypes.dlclose(handle._handle)
+    bad = [n for n in outs if not np.array_equal(outs[n], want[n], equal_nan=True)]
+    if status != 0 or bad:
+        raise VerificationError(
+            f"{path}: the exported library's {name}_run gives different results from the "
+            f"compiled module (output {bad[0] if bad else '-'!r}, status {status}): a bug in "
+            "sw2c's export; please report it with the model")
 
 
 def _signature(items: list) -> Signature:
     return [(n, tuple(s), d) for n, s, d in items]
 
 
-def load(directory: str | os.PathLike) -> Module:
-    """Load a module written by ``Module.export``."""
-    path = Path(directory)
-    metas = sorted(path.glob("*.json"))
-    if not path.is_dir() or len(metas) != 1:
-        raise ModelError(f"{path}: expected a directory written by Module.export (one .json "
-                         "beside a lib<name>.so)")
+def _export_meta(path: Path, name: str | None) -> Path:
+    """The <name>.json that describes the export ``path`` names: ``path`` itself, the .json
+    beside a lib<name>.so, or in a directory the one called ``name`` (needed when several
+    exports share the directory, as after the README's cpu and asic commands)."""
+    if path.is_file():
+        stem = path.stem[3:] if path.suffix == ".so" and path.stem.startswith("lib") else path.stem
+        if path.suffix not in (".json", ".so", ".h", ".c") or (name and name != stem):
+            want = f"lib{name}.so or {name}.json" if name else "lib<name>.so or <name>.json"
+            raise ModelError(f"{path}: expected a directory written by Module.export or its "
+                             f"{want}")
+        path, name = path.parent, stem
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such directory; pass the directory given to "
+                         "Module.export (or `sw2c -o`), or its lib<name>.so")
+    names = sorted(p.stem for p in path.glob("*.json"))
+    if name in names:
+        return path / f"{name}.json"
+    found = f"it holds the exports {', '.join(map(repr, names))}" if names else \
+        "it holds no <name>.json"
+    if name:
+        raise ModelError(f"{path}: no export named {name!r} ({name}.json); {found}")
+    if len(names) != 1:
+        pick = f"; pick one with sw2c.load({str(path)!r}, name={names[0]!r})" if names else \
+            " (expected a directory written by Module.export: <name>.json beside lib<name>.so)"
+        raise ModelError(f"{path}: {found}{pick}")
+    return path / f"{names[0]}.json"
+
+
+def load(directory: str | os.PathLike, name: str | None = None) -> Module:
+    """Load a module written by ``Module.export`` (or ``sw2c -o DIR``): ``directory`` is that
+    directory, or the export's lib<name>.so or <name>.json in it. ``name`` picks one export
+    when the directory holds several (their names are the .json files' stems)."""
+    meta_file = _export_meta(Path(directory), name)
+    path = meta_file.parent
     try:
-        meta = json.loads(metas[0].read_text())
+        meta = json.loads(meta_file.read_text())
         name = meta["name"]
         if str(meta.get("target", "cpu")).startswith("asic"):
             raise ModelError(f"{path}: holds C source for {meta['target']} (build {name}.c "
                              "into your firmware); only cpu exports load as modules")
         lib = ctypes.CDLL(str((path / meta["library"]).resolve()))
-        entry = ctypes.cast(getattr(lib, f"{name}_entry"), ctypes.c_void_p).value
+
+        def symbol(fn: str) -> int:
+            return ctypes.cast(getattr(lib, fn), ctypes.c_void_p).value
+
         weights = ctypes.addressof(ctypes.c_char.in_dll(lib, f"{name}_weights"))
-        return Module(name, entry, weights, meta["report"]["arena_bytes"],
+        # the library's own team entry points, driven by runtime/pool.py as in the JIT module
+        team = team_code(symbol, name, meta["report"].get("threads", 1), meta.get("sync_words", 0))
+        return Module(name, symbol(f"{name}_entry"), weights, meta["report"]["arena_bytes"],
                       _signature(meta["inputs"]), _signature(meta["outputs"]), meta["report"],
-                      keepalive=[lib])
+                      keepalive=[lib], team=team)
     except (OSError, KeyError, ValueError, AttributeError) as e:
         raise ModelError(f"{path}: cannot load the exported module: {e}") from e

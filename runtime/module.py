@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .pool import ThreadTeam
+from ..errors import InputError, internal_errors
+from .pool import TeamCode, ThreadTeam
 
 Signature = list[tuple[str, tuple[int, ...], str]]
 
@@ -38,16 +38,16 @@ class Module:
 
     def __init__(self, name: str, entry: int, weights: np.ndarray | int, arena_bytes: int,
                  inputs: Signature, outputs: Signature, report: dict[str, Any],
-                 keepalive: Sequence[Any] = (), exporter: Any = None, threads: int = 1,
-                 worker: int = 0, sync_words: int = 0) -> None:
+                 keepalive: Sequence[Any] = (), exporter: Any = None,
+                 team: TeamCode | None = None) -> None:
         self._describe(name, inputs, outputs, report, exporter)
         self._keepalive = list(keepalive)  # the JIT engine or the loaded library
         n = len(inputs) + len(outputs)
         # entry(weights, arena, inputs.., outputs.., team words, thread index, generation)
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * (3 + n), ctypes.c_int64,
                                     ctypes.c_int64)(entry)
-        self._team = (ThreadTeam(self._fn, worker, threads, 2 + n, sync_words, self._keepalive)
-                      if threads > 1 else None)
+        self._team = (ThreadTeam(self._fn, team, 2 + n, self._keepalive)
+                      if team is not None else None)
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data
         self._arena = _aligned_buffer(max(arena_bytes, 64))
@@ -74,11 +74,26 @@ class Module:
             raise InputError(f"input '{name}' has dtype {array.dtype}; this model takes float32 "
                              f"(use array.astype(np.float32))")
         if array.shape != shape:
-            raise InputError(f"input '{name}' has shape {array.shape}; the model was compiled "
-                             f"for {shape} (recompile with input_shapes={{'{name}': ...}})")
+            raise InputError(f"input '{name}' has shape {array.shape}; the module was compiled "
+                             f"for {shape}{self._shape_hint(name, array.shape, shape)}")
         if not array.flags.c_contiguous or not array.flags.aligned:
             array = np.ascontiguousarray(array)  # native code reads it densely
         return array
+
+    def _shape_hint(self, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> str:
+        """What to do about a feed of the wrong shape: recompile for it only if the model leaves
+        the differing dims dynamic (``report['dynamic_dims']``, absent from older exports)."""
+        dynamic_dims = self.report.get("dynamic_dims")
+        if not isinstance(dynamic_dims, dict) or name not in dynamic_dims:
+            return ""
+        dynamic = dynamic_dims[name]
+        recompile = f" (recompile with input_shapes={{'{name}': {got}}})"
+        if dynamic is None:  # the model declares no shape: any shape can be compiled
+            return recompile
+        if len(got) != len(want):
+            return f"; the model takes rank {len(want)}"
+        fixed = [i for i, (g, w) in enumerate(zip(got, want)) if g != w and i not in dynamic]
+        return f"; the model fixes dim {fixed[0]} at {want[fixed[0]]}" if fixed else recompile
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on ``feeds`` (input name -> float32 array); returns outputs by name."""
@@ -123,7 +138,8 @@ class Module:
         if self._exporter is None:
             raise InputError(f"module {self.name} was loaded from a library; it cannot be "
                              "exported again (copy its directory instead)")
-        return self._exporter(directory)
+        with internal_errors(f"exporting {self.name}"):
+            return self._exporter(directory)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}{list(s)}" for n, s, _ in self.inputs)

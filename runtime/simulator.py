@@ -9,14 +9,14 @@ static schedule, summed as the steps execute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..backends.asic.fixed_point import dequantize
+from ..backends.asic.fixed_point import dequantize, quantize
 from ..backends.asic.plan import AsicPlan
-from ..backends.asic.program import QProgram
+from ..backends.asic.program import QProgram, QTensor
 from ..backends.asic.reference import quantize_inputs, run_step
 from ..backends.asic.schedule import Cost
 from ..errors import InputError, SimulationError
@@ -83,7 +83,9 @@ class Simulator:
 class SimulatedModule(Module):
     """A model compiled for the asic target: ``run`` quantizes the float inputs, executes the
     simulator and dequantizes the outputs (float in, float out, like the cpu target);
-    ``run_int8`` takes and returns the int8 codes. ``export(dir)`` writes portable C99."""
+    ``run_int8`` takes and returns the int8 codes, whose scales and zero points
+    ``quantization`` gives (``quantize``/``dequantize`` convert). ``export(dir)`` writes
+    portable C99."""
 
     def __init__(self, name: str, program: QProgram, simulator: Simulator,
                  report: dict[str, Any], exporter: Any = None) -> None:
@@ -92,24 +94,81 @@ class SimulatedModule(Module):
         self._describe(name, sig, out, report, exporter)
         self.program, self.simulator = program, simulator
 
-    def run_int8(self, qfeeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """int8 codes in (one array per input, in order), int8 codes out; no float at all."""
-        arrays = []
+    @property
+    def quantization(self) -> dict[str, tuple[float, int]]:
+        """The int8 coding of every input and output, ``{name: (scale, zero_point)}`` with
+        real = scale * (code - zero_point): what ``run_int8``'s codes mean (the exported
+        header's ``<NAME>_IN0_SCALE`` / ``_ZERO_POINT`` macros hold the same numbers)."""
+        p = self.program
+        return {n: (float(p.tensors[n].scale), int(p.tensors[n].zero_point))
+                for n in (*p.inputs, *p.outputs)}
+
+    def _coded(self, name: str | None, names: Sequence[str], what: str) -> QTensor:
+        """The program tensor of input or output ``name`` (default: the only one)."""
+        if name is None:
+            if len(names) != 1:
+                raise InputError(f"{self.name} has {len(names)} {what}s ({', '.join(names)}): "
+                                 f"name the {what}")
+            name = names[0]
+        if name not in names:
+            raise InputError(f"{self.name} has no {what} {name!r}; its {what}s are: "
+                             f"{', '.join(names)}")
+        return self.program.tensors[name]
+
+    def quantize(self, x: Any, name: str | None = None) -> np.ndarray:
+        """Float values of input ``name`` (default: the only input) -> its int8 codes,
+        rounded and saturated exactly as ``module(x)`` and the exported ``_run`` do."""
+        t = self._coded(name, self.program.inputs, "input")
+        return quantize(np.asarray(x, np.float32), t.scale, t.zero_point)
+
+    def dequantize(self, q: Any, name: str | None = None) -> np.ndarray:
+        """int8 codes of output ``name`` (default: the only output) -> float32 values."""
+        t = self._coded(name, self.program.outputs, "output")
+        q = np.asarray(q)
+        codes = np.issubdtype(q.dtype, np.integer) and (
+            q.size == 0 or -128 <= q.min() <= q.max() <= 127)
+        if not codes:
+            raise InputError(f"dequantize takes the int8 codes (-128..127) of output "
+                             f"'{t.name}', got {q.dtype} values")
+        return dequantize(q.astype(np.int8), t.scale, t.zero_point)
+
+    def run_int8(self, qfeeds: Sequence[np.ndarray] | Mapping[str, np.ndarray] | np.ndarray
+                 ) -> list[np.ndarray]:
+        """int8 codes in, int8 codes out (one array per output, in order); no float at all.
+        The codes are one array per input in order (a list), a dict by input name, or, for a
+        one-input model, the array itself; ``quantization`` says what they mean and
+        ``quantize``/``dequantize`` convert."""
+        names = [n for n, _, _ in self.inputs]
+        if isinstance(qfeeds, np.ndarray) and len(names) == 1:
+            qfeeds = [qfeeds]
+        elif isinstance(qfeeds, Mapping):
+            unknown = [k for k in qfeeds if k not in names]
+            if unknown:
+                raise InputError(f"unknown input {unknown[0]!r}; the model's inputs are: "
+                                 f"{', '.join(names)}")
+            qfeeds = [qfeeds.get(n) for n in names]
+        if not isinstance(qfeeds, (list, tuple)):
+            raise InputError(f"run_int8 takes a list of int8 arrays, one per input in order "
+                             f"({', '.join(names)}), or a dict by input name; got "
+                             f"{type(qfeeds).__name__}")
+        if len(qfeeds) != len(names):
+            raise InputError(f"{self.name} takes {len(names)} input(s) ({', '.join(names)}), "
+                             f"got {len(qfeeds)}")
+        qfeeds = [np.asarray(q) if isinstance(q, np.generic) else q for q in qfeeds]  # 0-d
         for (name, shape, _), q in zip(self.inputs, qfeeds):
             if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.shape != shape:
-                raise InputError(f"input '{name}' must be an int8 array of shape {shape}")
-            arrays.append(q)
-        if len(arrays) != len(self.inputs):
-            raise InputError(f"{self.name} takes {len(self.inputs)} input(s)")
+                got = (f"{q.dtype} {q.shape}" if isinstance(q, np.ndarray) else
+                       "nothing" if q is None else type(q).__name__)
+                raise InputError(f"input '{name}' must be an int8 array of shape {shape}, got "
+                                 f"{got} (module.quantize(x, '{name}') gives the codes of "
+                                 "float values)")
         with self._lock:
-            outs, _ = self.simulator.run(arrays)
+            outs, _ = self.simulator.run(qfeeds)
         return outs
 
     def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        p = self.program
-        outs = self.run_int8(quantize_inputs(p, arrays))
-        return [dequantize(q, p.tensors[n].scale, p.tensors[n].zero_point)
-                for n, q in zip(p.outputs, outs)]
+        outs = self.run_int8(quantize_inputs(self.program, arrays))
+        return [self.dequantize(q, n) for n, q in zip(self.program.outputs, outs)]
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<sw2c.Module", f"<sw2c.Module[{self.report['target']}]")

@@ -1,5 +1,6 @@
-"""The asic target: int8 accuracy on real data, the simulator against the integer reference,
-the memory plan and the target's limits, calibration inputs and errors."""
+"""The asic target: int8 accuracy on real data, the simulator against the C export (an
+independent implementation), verify's oracles, the memory plan and the target's limits,
+calibration inputs and errors."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import pytest
 import sw2c
 from onnx import TensorProto, helper
 from sw2c.backends.asic.build import build
+from sw2c.backends.asic.c_runner import CExport, find_compiler
 from sw2c.backends.asic.program import Kind
-from sw2c.backends.asic.reference import quantize_inputs, run_reference
+from sw2c.backends.asic.reference import quantize_inputs
 from sw2c.backends.asic.schedule import Cost
 from sw2c.backends.asic.target import load_target, shipped
 from sw2c.benchmarks import zoo
 from sw2c.errors import SimulationError, TargetError
 from sw2c.frontend import import_model
 from sw2c.runtime.simulator import Simulator
+from sw2c.runtime.verify import describe_oracles
 from sw2c.tests.asic_models import DIGITS, digits_data, every_kind
 from sw2c.tests.onnx_util import make_model, node_model
 
@@ -43,12 +46,35 @@ def test_digits_int8_accuracy_within_one_point_of_fp32(digits):
     assert acc_int8 >= acc_fp32 - 0.01, (acc_int8, acc_fp32)
 
 
-def test_digits_simulator_matches_the_integer_reference_exactly(digits):
+def test_digits_simulator_matches_the_c_export_exactly(digits):
+    """Against an independent implementation of every kernel: the exported C, built by cc
+    (the simulator runs the integer reference's own kernels, so comparing those two only
+    checks the memory plan)."""
     module, data = digits
     p = module.program
-    for x in data["test"][:120]:
-        q = quantize_inputs(p, [x[None]])
-        assert np.array_equal(module.run_int8(q)[0], run_reference(p, q)[p.outputs[0]])
+    cc, why = find_compiler()
+    if cc is None:
+        pytest.skip(why)
+    rng = np.random.default_rng(0)
+    cases = [quantize_inputs(p, [x[None]]) for x in data["test"][:120]]
+    cases += [[rng.integers(-128, 128, (1, 1, 8, 8), dtype=np.int8)] for _ in range(8)]
+    with CExport(p, module.plan, module.name, cc) as lib:
+        for q in cases:
+            np.testing.assert_array_equal(module.run_int8(q)[0], lib.run_int8(q)[0])
+
+
+def test_verify_reports_its_oracles_and_skips_c_without_a_compiler(digits, monkeypatch):
+    module, data = digits
+    oracles = module.report["oracles"]
+    assert oracles["reference"]["ran"] and oracles["qdq"]["ran"]
+    assert oracles["qdq"]["max_codes_off"] <= 1
+    assert oracles["c"]["ran"] == (find_compiler()[0] is not None)
+    monkeypatch.setenv("CC", "/nonexistent/sw2c-cc")  # no compiler: skipped, not an error
+    again = sw2c.compile(str(DIGITS), target="asic:tiny", input_shapes={"input": (1, 1, 8, 8)},
+                         calibration=data["calib"][:64])
+    c = again.report["oracles"]["c"]
+    assert not c["ran"] and "/nonexistent/sw2c-cc" in c["reason"], c
+    assert "skipped the C export (no C compiler" in describe_oracles(again.report)
 
 
 def test_report_figures_are_consistent(digits):

@@ -1,20 +1,21 @@
 """The asic C export: the generated C99 gives the integer reference's bits, through both the
-float entry point (quantize -> steps -> dequantize) and the int8 one."""
+float entry point (quantize -> steps -> dequantize) and the int8 one; and ``verify=True`` uses
+it as an independent oracle (a kernel bug the reference and the simulator share is caught)."""
 
 from __future__ import annotations
 
-import ctypes
 import re
-import shutil
-import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import sw2c
 from onnx import helper
+from sw2c.backends.asic import reference
 from sw2c.backends.asic.build import ASIC_PIPELINE
+from sw2c.backends.asic.c_runner import CExport, find_compiler
 from sw2c.backends.asic.calibrate import calibrate
 from sw2c.backends.asic.emit_c import emit_c
 from sw2c.backends.asic.fixed_point import dequantize
@@ -24,11 +25,12 @@ from sw2c.backends.asic.program import Kind, QProgram, QTensor, Requant, Step
 from sw2c.backends.asic.reference import quantize_inputs, run_reference
 from sw2c.frontend.importer import import_model
 from sw2c.passes.pipeline import run_pipeline
+from sw2c.tests.asic_models import DIGITS, digits_data
 from sw2c.tests.onnx_util import make_model
 
-CC = shutil.which("cc")
-pytestmark = pytest.mark.skipif(CC is None, reason="needs a C compiler (cc)")
-CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+CC, NO_CC = find_compiler()
+pytestmark = pytest.mark.skipif(CC is None, reason=f"needs a C compiler ({NO_CC})")
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-shared", "-fPIC"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 Feeds = list[list[np.ndarray]]  # per run, one float array per program input
 node = helper.make_node
@@ -187,27 +189,24 @@ PROGRAMS: dict[str, Callable[[], tuple[QProgram, Feeds]]] = {
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict:
-    """Every program exported, compiled warning-free into one shared library."""
-    out = tmp_path_factory.mktemp("emit_c")
-    programs, sources = {}, {}
+def built() -> Iterator[dict]:
+    """Every program exported and compiled warning-free, each into its own library (the
+    compilers run side by side)."""
+    programs, libs = {}, {}
     for name, make in PROGRAMS.items():
         program, feeds = make()
         plan = plan_program(program)
-        src, hdr = emit_c(program, plan, name)
-        (out / f"{name}.c").write_text(src)
-        (out / f"{name}.h").write_text(hdr)
-        programs[name], sources[name] = (program, plan, feeds), (src, hdr)
-    lib = out / "programs.so"
-    cmd = [CC, *CFLAGS, "-shared", "-fPIC", "-o", str(lib),
-           *(str(out / f"{n}.c") for n in PROGRAMS)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0 and not res.stderr, res.stderr
-    return {"programs": programs, "sources": sources, "lib": ctypes.CDLL(str(lib))}
-
-
-def _call(fn, arrays: list[np.ndarray]) -> None:
-    assert fn(*(ctypes.c_void_p(a.ctypes.data) for a in arrays)) == 0
+        programs[name] = (program, plan, feeds)
+        libs[name] = CExport(program, plan, name, CC, CFLAGS)
+    try:
+        for lib in libs.values():
+            lib.wait()
+            assert not lib.warnings, lib.warnings
+        yield {"programs": programs, "libs": libs,
+               "sources": {n: (lib.source, lib.header) for n, lib in libs.items()}}
+    finally:
+        for lib in libs.values():
+            lib.close()
 
 
 def _special(x: np.ndarray, t: QTensor, rng: np.random.Generator) -> np.ndarray:
@@ -222,8 +221,7 @@ def _special(x: np.ndarray, t: QTensor, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_c_matches_reference(built, name):
     program, _, feeds = built["programs"][name]
-    lib = built["lib"]
-    run, run_int8 = getattr(lib, f"{name}_run"), getattr(lib, f"{name}_run_int8")
+    lib = built["libs"][name]
     ins = [program.tensors[n] for n in program.inputs]
     outs = [program.tensors[n] for n in program.outputs]
     rng = np.random.default_rng(0)
@@ -232,16 +230,12 @@ def test_c_matches_reference(built, name):
     cases = [(f, quantize_inputs(program, f)) for f in feeds] + [(None, q) for q in codes]
     for floats, q in cases:
         want = run_reference(program, q)
-        got = [np.empty(t.size, np.int8) for t in outs]
-        _call(run_int8, [np.ascontiguousarray(a.reshape(-1)) for a in q] + got)
-        for t, g in zip(outs, got):
-            np.testing.assert_array_equal(g, want[t.name].reshape(-1), err_msg=t.name)
+        for t, g in zip(outs, lib.run_int8(q)):
+            np.testing.assert_array_equal(g, want[t.name], err_msg=t.name)
         if floats is None:
             continue
-        got_f = [np.empty(t.size, np.float32) for t in outs]
-        _call(run, [np.ascontiguousarray(x, np.float32).reshape(-1) for x in floats] + got_f)
-        for t, g in zip(outs, got_f):
-            expect = dequantize(want[t.name], t.scale, t.zero_point).reshape(-1)
+        for t, g in zip(outs, lib.run(floats)):
+            expect = dequantize(want[t.name], t.scale, t.zero_point)
             np.testing.assert_array_equal(g, expect, err_msg=t.name)
 
 
@@ -285,3 +279,29 @@ def test_rejects_a_name_that_is_not_an_identifier(built):
     program, plan, _ = built["programs"]["edges"]
     with pytest.raises(ValueError, match="identifier"):
         emit_c(program, plan, "my-model")
+
+
+def _digits_compile() -> sw2c.Module:
+    return sw2c.compile(str(DIGITS), target="asic:tiny", input_shapes={"input": (1, 1, 8, 8)},
+                        calibration=digits_data()["calib"][:64])
+
+
+def test_verify_runs_the_c_export():
+    c = _digits_compile().report["oracles"]["c"]
+    assert c["ran"] and c["result"] == "bit-exact" and c["inputs"] >= 8, c
+
+
+def test_verify_catches_a_kernel_bug_the_reference_and_simulator_share(monkeypatch):
+    """Every requantized code one too high: the simulator runs the reference's kernels, so
+    they agree; each step is within one code of onnxruntime's, so the QDQ oracle lets it
+    pass (as it must: one code is its tolerance); only the C export, bit for bit, sees it."""
+    right = reference.requantize
+
+    def off_by_one(acc, multiplier, shift, zero_point, lo=-128, hi=127):
+        return right(acc, multiplier, shift, zero_point + 1, lo, hi)
+
+    monkeypatch.setattr(reference, "requantize", off_by_one)
+    with pytest.raises(sw2c.VerificationError, match=r"output '\w+': the simulator differs "
+                       r"from the C export .* in \d+ of \d+ element\(s\) on verification "
+                       r"input \d+"):
+        _digits_compile()

@@ -582,8 +582,9 @@ def test_dynamic_dims_warn_and_default_to_one():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         graph = import_model(dynamic_model())
-    assert [str(w.message).split(";")[0] for w in caught] == [
-        "input 'x' dim 0 ('batch') is dynamic", "input 'x' dim 2 is dynamic"]
+    assert [str(w.message) for w in caught] == [  # one line per input, with the shape to pass
+        "input 'x' has dynamic dimensions 0 ('batch'), 2: compiling for shape (1, 3, 1), with 1 "
+        "there; fix it with input_shapes={'x': (1, 3, 1)}"]
     assert caught[0].filename == __file__  # points at the caller of import_model
     assert graph.inputs[0].type.shape == (1, 3, 1)
 

@@ -41,6 +41,47 @@ def test_most_biased_models_lower_for_asic() -> None:
     outcomes = [fuzz_asic.classify(fuzz_asic.asic_model(seed), seed) for seed in range(SEEDS)]
     skipped = sum(f is not None and f.kind == "skipped" for f in outcomes)
     assert skipped <= SEEDS // 2, skipped
+    raw = [f"seed {seed}: {f.message}" for seed, f in enumerate(outcomes)
+           if f is not None and f.kind == fuzz.RAW]
+    assert not raw, "\n".join(raw)
+
+
+def _raises(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+def _internal(cause: BaseException) -> sw2c.CompileError:
+    """sw2c's "internal error" CompileError wrapping ``cause`` (as errors.internal_errors)."""
+    try:
+        raise sw2c.CompileError("internal error while compiling the model") from cause
+    except sw2c.CompileError as e:
+        return e
+
+
+@pytest.mark.parametrize("error", [KeyError("t3"), _internal(AttributeError("attrs"))],
+                         ids=["raw", "wrapped"])
+def test_an_exception_that_is_not_a_sw2c_error_is_a_raw_exception_failure(monkeypatch, error):
+    """Both fuzzers: anything but a Sw2cError (or sw2c's internal-error wrapper of one) is a
+    "raw-exception" failure naming the exception, never a skip or an "error"."""
+    model = _conv_relu()
+    monkeypatch.setattr(sw2c, "compile", _raises(error))
+    for failure in (fuzz_asic.classify(model, 0), fuzz.check(model, 0)):
+        assert failure is not None and failure.kind == fuzz.RAW, failure
+        assert failure.error in ("KeyError", "AttributeError")
+        assert failure.signature().startswith(f"{fuzz.RAW}:{failure.error}:")
+    assert fuzz.RAW in fuzz_asic.KINDS and fuzz.RAW in fuzz.KINDS
+    assert fuzz_asic.check_asic(model, 0) is not None
+    monkeypatch.setattr(sw2c, "compile", _raises(sw2c.CompileError("no cc")))
+    assert fuzz_asic.classify(model, 0).kind == "error"
+
+
+def test_an_exception_outside_the_check_is_counted_not_fatal_to_the_child():
+    mode = fuzz.Mode("sw2c.benchmarks.fuzz_asic", _raises(IndexError("seed")), fuzz_asic.classify,
+                     lambda seed: 1, fuzz_asic.KINDS, fuzz_asic.BENIGN)
+    kind, message, error, _ = fuzz._answer(("seed", 3), mode)
+    assert (kind, error) == (fuzz.RAW, "IndexError") and "outside the check" in message
 
 
 SAVED = sorted(fuzz_asic.FAILURE_DIR.glob("*.onnx"), key=lambda p: p.stem)

@@ -86,6 +86,8 @@ def test_seam_shapes_must_agree():
 def test_explicit_joins_and_counts():
     with pytest.raises(sw2c.ModelError, match="no earlier model produces"):
         sw2c.compile([backbone(), head()], joins=[("nope", "x")])
+    with pytest.raises(sw2c.ModelError, match="input 'nope', which no later model takes"):
+        sw2c.compile([backbone(), head()], joins=[("y", "nope")])  # was wired in order, silently
     module = sw2c.compile([backbone(), head()], joins=[("y", "x")])
     assert [n for n, _, _ in module.inputs] == ["x"]
 

@@ -10,7 +10,8 @@ requantization of the reference's accumulator on >= 99.9% of its codes and be wi
 of ``reference.run_step``; and the model outputs, quantized back to codes, must match
 ``run_reference`` end to end on >= 99% of codes and never by more than one. Synthetic
 variants of the programs cover what calibrated lowering rarely emits: windows padded with
-another code, clamps narrower than int8.
+another code, clamps narrower than int8. Last, ``verify=True`` runs the QDQ export as an
+oracle: a wrong kernel or a wrong export is a VerificationError.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import sw2c
 from onnx import helper
+from sw2c.backends.asic import c_runner, qdq, reference
 from sw2c.backends.asic.build import ASIC_PIPELINE
 from sw2c.backends.asic.calibrate import calibrate, calibration_feeds
 from sw2c.backends.asic.lower import quantize_graph
@@ -38,6 +41,7 @@ from sw2c.backends.asic.reference import (
 )
 from sw2c.frontend import import_model
 from sw2c.passes.pipeline import run_pipeline
+from sw2c.tests.asic_models import DIGITS, digits_data
 from sw2c.tests.onnx_util import make_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -297,3 +301,39 @@ def test_clamp_narrower_than_int8(name):
     steps = tuple(dataclasses.replace(s, requant=dataclasses.replace(s.requant, lo=-100, hi=20))
                   if s.requant else s for s in program.steps)
     check_steps(dataclasses.replace(program, steps=steps), samples[:8])
+
+
+def _digits_compile() -> sw2c.Module:
+    return sw2c.compile(str(DIGITS), target="asic:tiny", input_shapes={"input": (1, 1, 8, 8)},
+                        calibration=digits_data()["calib"][:64])
+
+
+@pytest.fixture
+def no_c_compiler(monkeypatch):
+    """verify without its C oracle: the QDQ one must catch the bug on its own."""
+    monkeypatch.setattr(c_runner, "find_compiler", lambda: (None, "no C compiler: test"))
+
+
+def test_verify_catches_a_wrong_kernel_without_a_c_compiler(monkeypatch, no_c_compiler):
+    """A conv that forgets its bias, in the reference (so in the simulator too): only the
+    QDQ export in onnxruntime, which computes the conv itself, can tell."""
+    right = reference.UNARY_STEPS[Kind.CONV]
+
+    def no_bias(step, x, tx):
+        return right(step, x, tx) - step.consts["bias"]
+
+    monkeypatch.setitem(reference.UNARY_STEPS, Kind.CONV, no_bias)
+    with pytest.raises(sw2c.VerificationError, match=r"output 'logits' is off the simulator "
+                       r".*\(step 'conv1', conv\): the QDQ export differs from the integer "
+                       r"reference by more than 1 code in \d+ of \d+ element\(s\) .* on "
+                       r"verification input \d+"):
+        _digits_compile()
+
+
+def test_verify_catches_a_wrong_rescale_in_the_export(monkeypatch, no_c_compiler):
+    """The QDQ export's requantization multiplier 5% too large: the program is right, its
+    export is not, and verify says they disagree."""
+    right = qdq.real_multiplier
+    monkeypatch.setattr(qdq, "real_multiplier", lambda r: right(r) * 1.05)
+    with pytest.raises(sw2c.VerificationError, match="QDQ export"):
+        _digits_compile()

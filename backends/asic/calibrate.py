@@ -81,23 +81,65 @@ class Stats:
         return choose(np.concatenate(self.parts), self.lo, self.hi)
 
 
-def _batches_of(x: np.ndarray, shape: tuple[int, ...], name: str) -> list[np.ndarray]:
-    """One input's samples -> arrays of exactly ``shape`` (split along the batch axis)."""
-    x = np.asarray(x, np.float32)
-    if x.shape == shape:
-        return [x]
-    if shape and x.ndim == len(shape) and x.shape[1:] == shape[1:] and x.shape[0] % shape[0] == 0:
-        return list(x.reshape(-1, *shape))
-    if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
-        return list(x)
+def _samples_of(x: Any, shape: tuple[int, ...], name: str, dtype: str) -> np.ndarray:
+    """One array of calibration data for input ``name`` -> its samples stacked along the batch
+    axis, ``[n, *shape[1:]]`` (``[n]`` of scalars for a rank-0 input). It may hold the input's
+    exact shape, samples stacked along the batch axis (any number), or a list of batches
+    stacked along a new first axis."""
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise InputError(f"calibration data for input '{name}' is not an array: {e}") from e
+    if np.issubdtype(np.dtype(dtype), np.floating) and not np.issubdtype(x.dtype, np.floating):
+        # uint8 images taken as 0..255 would silently calibrate a model that expects, say,
+        # [0, 1] or standardized inputs: the scaling is the user's preprocessing, say so
+        raise InputError(f"calibration data for input '{name}' is {x.dtype}, the model takes "
+                         f"{dtype}: convert it as the model's preprocessing does (e.g. "
+                         f"x.astype(np.float32) / 255 for 8-bit images, or x.astype(np.float32) "
+                         "if the model takes raw values)")
+    x = x.astype(np.float32)
+    if not shape:
+        if x.ndim <= 1:
+            return x.reshape(-1)
+    elif x.ndim == len(shape) and x.shape[1:] == shape[1:] and (
+            len(shape) > 1 or x.shape[0] % shape[0] == 0):  # a vector input has no batch axis
+        return x
+    elif x.ndim == len(shape) + 1 and x.shape[1:] == shape:
+        return x.reshape(-1, *shape[1:])
     raise InputError(f"calibration data for input '{name}' has shape {list(x.shape)}; expected "
                      f"{list(shape)} or samples stacked along the batch axis")
 
 
+def _batch(shape: tuple[int, ...]) -> int:
+    """The compiled batch size: the first axis (1 for a scalar or an empty input)."""
+    return shape[0] if shape and shape[0] > 0 else 1
+
+
+def _batches(rows: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
+             ) -> list[dict[str, np.ndarray]]:
+    """Samples stacked per input -> feeds of the compiled shapes. When the samples do not fill
+    the last batch (10 samples for batch 4, or 256 for batch 360) it is completed by repeating
+    the first samples, as a representative-dataset loop would go round: every sample is seen,
+    and repeats do not move a range."""
+    cut = {}
+    for n, shape in shapes.items():
+        batch, count = _batch(shape), len(rows[n])
+        if count == 0:
+            raise InputError(f"the calibration data for input '{n}' is empty")
+        k = -(-count // batch)  # batches, the last one wrapping around
+        cut[n] = rows[n][np.arange(k * batch) % count].reshape(k, *shape)
+    k = len(next(iter(cut.values())))
+    return [{n: c[i, ...] for n, c in cut.items()} for i in range(k)]
+
+
 def calibration_feeds(calibration: Any, graph: Graph) -> list[dict[str, np.ndarray]]:
     """Normalize ``calibration`` (array, list of arrays or dicts, dict, or .npz path) into a
-    list of feeds; None gives a few random normal inputs, with a warning."""
+    list of feeds of the compiled shapes; None gives a few random normal inputs, with a
+    warning. Samples are stacked along each input's batch axis and cut into batches of its
+    compiled size (the last one completed with the first samples); integer data for a float
+    input is refused (its scaling is the model's preprocessing, which sw2c cannot guess)."""
     shapes = {v.name: v.type.shape for v in graph.inputs}
+    dtypes = {v.name: v.type.dtype for v in graph.inputs}
     if calibration is None:
         warnings.warn("no calibration data given: calibrating on random normal inputs; pass "
                       "calibration= (or --calibration FILE.npz) for int8 accuracy", stacklevel=3)
@@ -106,30 +148,36 @@ def calibration_feeds(calibration: Any, graph: Graph) -> list[dict[str, np.ndarr
                 for _ in range(RANDOM_SAMPLES)]
     if isinstance(calibration, (str, os.PathLike)):
         calibration = _load_npz(Path(calibration), list(shapes))
-    if isinstance(calibration, np.ndarray) or (
-            isinstance(calibration, (list, tuple)) and calibration
-            and not isinstance(calibration[0], Mapping)):
-        if len(shapes) != 1:
-            raise InputError(f"the model has inputs {list(shapes)}: give calibration data as a "
-                             "dict (or .npz) keyed by input name")
-        (name, shape), = shapes.items()
-        arrays = calibration if isinstance(calibration, (list, tuple)) else [calibration]
-        return [{name: b} for a in arrays for b in _batches_of(a, shape, name)]
-    if isinstance(calibration, Mapping):
+    if isinstance(calibration, (np.ndarray, Mapping)):
         calibration = [calibration]
-    feeds: list[dict[str, np.ndarray]] = []
+    elif isinstance(calibration, Iterable):  # a list, or a generator as TFLite's datasets
+        calibration = list(calibration)
+    else:
+        raise InputError("calibration data must be an array, a list of arrays, a dict of arrays "
+                         "keyed by input name, a list of such dicts or an .npz path; got "
+                         f"{type(calibration).__name__}")
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in shapes}
     for item in calibration:
+        if not isinstance(item, Mapping):  # samples of the one input
+            if len(shapes) != 1:
+                raise InputError(f"the model has inputs {list(shapes)}: give calibration data "
+                                 "as a dict (or .npz) keyed by input name")
+            item = {next(iter(shapes)): item}
         missing = set(shapes) - set(item)
         if missing:
             raise InputError(f"calibration data lacks input(s) {sorted(missing)}")
-        per = {n: _batches_of(item[n], s, n) for n, s in shapes.items()}
-        counts = {len(b) for b in per.values()}
-        if len(counts) != 1:
-            raise InputError("calibration inputs hold different numbers of samples")
-        feeds += [{n: per[n][i] for n in shapes} for i in range(counts.pop())]
-    if not feeds:
+        rows = {n: _samples_of(item[n], s, n, dtypes[n]) for n, s in shapes.items()}
+        # as many batches' worth of samples per input (inputs may differ in batch size)
+        if len({len(r) / _batch(shapes[n]) for n, r in rows.items()}) > 1:
+            raise InputError("calibration inputs hold different numbers of samples: "
+                             + ", ".join(f"'{n}' {len(r)}" for n, r in rows.items()))
+        for n, r in rows.items():
+            parts[n].append(r)
+    if not shapes:
+        return [{}]
+    if not any(parts.values()):
         raise InputError("the calibration data is empty")
-    return feeds
+    return _batches({n: np.concatenate(p) for n, p in parts.items()}, shapes)
 
 
 def _load_npz(path: Path, names: list[str]) -> dict[str, np.ndarray]:

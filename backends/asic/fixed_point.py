@@ -81,7 +81,7 @@ def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
         v = np.where(v <= hi, v, hi)
         half = np.where(v >= 0, np.float32(0.5), np.float32(-0.5)).astype(np.float32)
         r = np.trunc((v + half).astype(np.float32))
-    return (r.astype(np.int32) + zero_point).astype(np.int8)
+    return np.asarray(r.astype(np.int32) + zero_point).astype(np.int8)  # 0-d stays an array
 
 
 ALL_CODES = np.arange(Q_MIN, Q_MAX + 1).astype(np.int8)  # what a lookup table is indexed by
@@ -89,4 +89,4 @@ ALL_CODES = np.arange(Q_MIN, Q_MAX + 1).astype(np.int8)  # what a lookup table i
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """int8 -> float32 at the model's outputs: (q - zp) * scale in float32."""
-    return ((q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale))
+    return np.asarray((q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ...errors import ModelError
+from ...errors import ModelError, blame
 from ...ir import Graph
 from ...ir.interp import apply
 from .calibrate import QParams
@@ -166,7 +166,8 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
         s = Step(r.kind, tuple(t.name for t in xs), y.name, r.anchor.origin or r.anchor.name,
                  fused=tuple(n.name for n in r.nodes))
         try:
-            _fill(graph, r, xs, y, s)
+            with blame(f"node '{s.origin}'"):
+                _fill(graph, r, xs, y, s)
         except ValueError as e:  # a requantization multiplier out of range
             raise ModelError(f"node '{s.origin}': cannot quantize ({e}); check the "
                              "calibration data") from e

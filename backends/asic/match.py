@@ -14,15 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import UnsupportedOpError
+from ...errors import UnsupportedOpError, blame
 from ...ir import Graph, Node, Op
 from ...ir.ops import Binary, Reduce, Unary
+from .emit_c import MAX_RANK
 from .program import Kind
 
 ACCUMULATING = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL})
 MOVES = {Op.TRANSPOSE: Kind.TRANSPOSE, Op.SLICE: Kind.SLICE, Op.PAD: Kind.PAD,
          Op.CONCAT: Kind.CONCAT}
 TWO_TENSOR = {Binary.ADD: Kind.ADD, Binary.SUB: Kind.SUB, Binary.MUL: Kind.MUL}
+# the kinds whose C kernels walk their tensors by an index of at most MAX_RANK axes (windowed
+# pools see [N, D, H, W, C] instead)
+STRIDED = frozenset({*MOVES.values(), *TWO_TENSOR.values(), Kind.SOFTMAX, Kind.MAX_POOL,
+                     Kind.SUM_POOL})
 
 
 @dataclass
@@ -80,8 +85,10 @@ class Matcher:
         for node in self.g.nodes:
             if node.op is Op.CONST or node.name in self.absorbed:
                 continue
-            region = self.visit(node)
+            with blame(f"node '{node.origin or node.name}'"):
+                region = self.visit(node)
             if region is not None:
+                self.check_rank(region)
                 self.regions.append(region)
                 self.absorbed.update(n.name for n in region.nodes)
                 self.materialized.add(region.output)
@@ -92,6 +99,18 @@ class Matcher:
             if name not in self.materialized:
                 raise unsupported(self.producer[name], "a constant model output")
         return self.regions
+
+    def check_rank(self, r: Region) -> None:
+        """Refuse at compile time, not at export, a step the C kernels could not index: one
+        over more than MAX_RANK axes of size > 1 (the export drops size-1 axes and merges
+        contiguous ones, so this bound is safe)."""
+        if r.kind not in STRIDED or r.window is not None:
+            return
+        for name in (*r.sources, r.output):
+            axes = sum(d != 1 for d in self.g.type_of(name).shape)
+            if axes > MAX_RANK:
+                raise unsupported(r.anchor, f"a {r.kind.value} of a tensor with {axes} axes of "
+                                  f"size > 1 (at most {MAX_RANK})")
 
     def visit(self, node: Node) -> Region | None:
         ins = node.inputs
@@ -161,6 +180,8 @@ class Matcher:
                 or mm.inputs[0] != flat.name or tuple(back.attrs["perm"]) != (1, 0, 2):
             return None
         w = self.const(mm.inputs[1])
+        if split.type.rank < 4:  # not [N, *O, taps, G, cg]: a plain transpose between reshapes
+            return None
         *lead, taps, groups, cg = split.type.shape
         n = len(lead) - 1
         if w is None or w.ndim != 3 or w.shape[:2] != (groups, taps * cg) or not lead or tuple(
@@ -239,9 +260,11 @@ class Matcher:
         users = self.users.get(exp.name, [])
         total = next((u for u in users if u.op is Op.REDUCE), None)
         div = self._next(total.name) if total is not None else None
-        if len(users) != 2 or exp.name in self.outputs or total.attrs["fn"] is not Reduce.SUM \
+        if len(users) != 2 or exp.name in self.outputs or total is None \
+                or total.attrs["fn"] is not Reduce.SUM \
                 or total.attrs["axes"] != top.attrs["axes"] or div is None \
-                or div.op is not Op.BINARY or div.inputs != (exp.name, total.name):
+                or div.op is not Op.BINARY or div.attrs["fn"] is not Binary.DIV \
+                or div.inputs != (exp.name, total.name):
             return None
         return Region(Kind.SOFTMAX, top, (x,), div.name, [top, sub, exp, total, div])
 

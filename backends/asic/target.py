@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import Sw2cError
+from ...errors import TargetError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,25 +47,33 @@ def _field(doc: dict, section: str, key: str, kind: type, path: Path) -> float:
     try:
         value = doc[section][key]
     except (KeyError, TypeError):
-        raise Sw2cError(f"target file {path} lacks [{section}] {key}") from None
+        raise TargetError(f"target file {path} lacks [{section}] {key}") from None
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or (
             kind is int and value != int(value)):
-        raise Sw2cError(f"target file {path}: [{section}] {key} must be a positive "
-                        f"{kind.__name__}, got {value!r}")
+        raise TargetError(f"target file {path}: [{section}] {key} must be a positive "
+                          f"{kind.__name__}, got {value!r}")
     return kind(value)
 
 
 def load_target(spec: str | None = None) -> Target:
     """A target by shipped name (``tiny``, ``edge``) or by path to a TOML file."""
     spec = spec or DEFAULT
-    path = Path(spec) if spec.endswith(".toml") or "/" in spec else TARGETS_DIR / f"{spec}.toml"
-    if not path.is_file():
-        raise Sw2cError(f"unknown asic target '{spec}': use one of {', '.join(shipped())} or "
-                        "the path of a .toml target file")
+    if spec.endswith(".toml") or "/" in spec or os.sep in spec:  # a user's file
+        path = Path(spec)
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "was not found"
+            rel = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise TargetError(f"target file {path} {what}{rel}: give the path of a .toml "
+                              f"target file, or a shipped target: {', '.join(shipped())}")
+    else:
+        path = TARGETS_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise TargetError(f"unknown asic target '{spec}': use one of "
+                              f"{', '.join(shipped())} or the path of a .toml target file")
     try:
         doc = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise Sw2cError(f"cannot read target file {path}: {e}") from e
+        raise TargetError(f"cannot read target file {path}: {e}") from e
     c, m, e = "compute", "memory", "energy_pj"
     return Target(
         name=str(doc.get("name", path.stem)), description=str(doc.get("description", "")),

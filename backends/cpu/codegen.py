@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from ...errors import blame
 from ...ir import Graph, Node, Op
 from ...passes.cost import count_macs
 from ...passes.memory_plan import MemoryPlan, plan_memory
@@ -19,7 +20,7 @@ from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import Matmul, emit_matmul, scratch_bytes
-from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_worker
+from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team
 
 ALIGN = 64
 
@@ -132,7 +133,8 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
                              noalias=node.name not in plan.in_place)
         chunks = CHUNKS_PER_THREAD * threads if parallel[index] else 1
-        _emit_kernel(fn, node, packed, chunks, plan.row_stride.get(node.name))
+        with blame(f"kernel '{node.name}' (from node '{node.origin}')"):
+            _emit_kernel(fn, node, packed, chunks, plan.row_stride.get(node.name))
         args = [pointer(node.name, False)]
         for outer, inner in zip(node.inputs, body.inputs):
             args.append(pointer(outer, inner.name in packed))
@@ -144,9 +146,10 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         else:
             emit_solo_call(b, fn, args, sync, tid, tag, index, team=threads > 1)
     b.ret_void()
+    sync_words = 1 + 2 * len(kernels)
     if threads > 1:
-        emit_worker(module, entry, 2 + n_in + n_out)
-    return Program(module, weights.blob(), plan, graph, threads, 1 + 2 * len(kernels))
+        emit_team(module, entry, 2 + n_in + n_out, sync_words)
+    return Program(module, weights.blob(), plan, graph, threads, sync_words)
 
 
 def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,

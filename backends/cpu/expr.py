@@ -19,6 +19,10 @@ from .loops import const
 from .math import emit_binary, emit_unary, splat
 
 Coords = list[ir.Value]
+# index arithmetic on constants, and the operand that leaves the other unchanged
+_FOLD = {"add": int.__add__, "sub": int.__sub__, "mul": int.__mul__, "udiv": int.__floordiv__,
+         "urem": int.__mod__}
+_IDENTITY = {"add": 0, "sub": 0, "mul": 1, "udiv": 1}
 
 
 def strides(shape: Sequence[int]) -> list[int]:
@@ -58,13 +62,24 @@ def keeps_last_axis(body: Graph) -> bool:
     return all(v.type.shape[-1:] in (width, (1,), ()) for v in body.inputs)
 
 
+def _key(v: ir.Value) -> object:
+    """What identifies an index value: a constant by its number, anything else by itself."""
+    return ("const", v.constant) if isinstance(v, ir.Constant) else id(v)
+
+
 class BodyEmitter:
     """Emits ``value(name, coords)`` for the nodes of a kernel body.
 
     ``pointers`` maps body inputs to float pointers; ``overrides`` supplies values the kernel
     computes itself (a reduction's accumulator). With ``lanes`` > 1 every value is a vector of
     that many consecutive elements along the last axis, whose coordinate is the first of them
-    (valid only where ``keeps_last_axis(body)``)."""
+    (valid only where ``keeps_last_axis(body)``).
+
+    Within one top-level ``value`` call every (value, coordinates) pair and every index
+    computation is emitted once and reused: a body value read twice (``x * x``) would otherwise
+    be emitted again at each use, and code size would double with each level of such reuse.
+    The memo lives for one top-level call only, because that call's code is straight-line and
+    so each emitted value dominates every later use; separate calls may sit in other loops."""
 
     def __init__(self, b: ir.IRBuilder, body: Graph, pointers: dict[str, ir.Value],
                  overrides: dict[str, Callable[[Coords], ir.Value]] | None = None,
@@ -74,6 +89,8 @@ class BodyEmitter:
         self.pointers = pointers
         self.overrides = overrides or {}
         self.lanes = lanes
+        self._memo: dict[tuple, ir.Value] = {}
+        self._depth = 0
 
     def load(self, name: str, coords: Coords) -> ir.Value:
         shape = self.body.type_of(name).shape
@@ -91,6 +108,33 @@ class BodyEmitter:
         return ir.Constant(ir.VectorType(F32, self.lanes), [ir.Constant(F32, value)] * self.lanes)
 
     def value(self, name: str, coords: Coords) -> ir.Value:
+        """Body value ``name`` at ``coords`` (a scalar, or ``lanes`` elements)."""
+        if self._depth == 0:
+            self._memo = {}
+        key = ("value", name, *map(_key, coords))
+        hit = self._memo.get(key)
+        if hit is None:
+            self._depth += 1
+            try:
+                hit = self._memo[key] = self._emit(name, coords)
+            finally:
+                self._depth -= 1
+        return hit
+
+    def _index(self, op: str, x: ir.Value, y: int | ir.Value) -> ir.Value:
+        """``x op y`` on i64 indices: folded when both are constants, emitted once per call."""
+        y = const(y) if isinstance(y, int) else y
+        if isinstance(x, ir.Constant) and isinstance(y, ir.Constant):
+            return const(_FOLD[op](int(x.constant), int(y.constant)))
+        if isinstance(y, ir.Constant) and int(y.constant) == _IDENTITY.get(op):
+            return x
+        key = (op, _key(x), _key(y))
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = getattr(self.b, op)(x, y)
+        return hit
+
+    def _emit(self, name: str, coords: Coords) -> ir.Value:
         if name in self.overrides:
             return self.overrides[name](coords)
         if name in self.pointers:
@@ -110,12 +154,12 @@ class BodyEmitter:
                 src[p] = coords[k]
             return self.value(node.inputs[0], src)
         if node.op is Op.SLICE:
-            src = [b.add(const(s), b.mul(c, const(st))) for c, s, st in
+            src = [self._index("add", self._index("mul", c, st), s) for c, s, st in
                    zip(coords, at["starts"], at["steps"])]
             return self.value(node.inputs[0], src)
         if node.op is Op.PAD:
             r = len(coords)
-            shifted = [b.sub(c, const(p)) for c, p in zip(coords, at["pads"][:r])]
+            shifted = [self._index("sub", c, p) for c, p in zip(coords, at["pads"][:r])]
             return self._guarded(node.inputs[0], shifted, at["value"])
         if node.op is Op.WINDOW:
             return self._window(node.inputs[0], coords, at)
@@ -142,12 +186,12 @@ class BodyEmitter:
 
     def _window(self, name: str, coords: Coords, at) -> ir.Value:
         n = len(at["kernel"])
-        b = self.b
+        ix = self._index
         src = [coords[0]]
         for i in range(n):
             o, k = coords[1 + i], coords[1 + n + i]
-            pos = b.add(b.mul(o, const(at["strides"][i])), b.mul(k, const(at["dilations"][i])))
-            src.append(b.sub(pos, const(at["pads"][i])))
+            pos = ix("add", ix("mul", o, at["strides"][i]), ix("mul", k, at["dilations"][i]))
+            src.append(ix("sub", pos, at["pads"][i]))
         src.append(coords[-1])
         if any(at["pads"]):
             return self._guarded(name, src, at["pad"])
@@ -157,8 +201,8 @@ class BodyEmitter:
         flat = linear(self.b, coords, self.body.type_of(dst).shape)
         out = []
         for s in strides(self.body.type_of(src).shape):
-            out.append(self.b.udiv(flat, const(s)))
-            flat = self.b.urem(flat, const(s))
+            out.append(self._index("udiv", flat, s))
+            flat = self._index("urem", flat, s)
         return out
 
 

@@ -95,13 +95,17 @@ def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.Mo
     return ref
 
 
-def jit(module: ir.Module) -> llvm.ExecutionEngine:
+def jit(module: ir.Module, objects: list[bytes] | None = None) -> llvm.ExecutionEngine:
     """Compile ``module`` in this process; keep the returned engine alive while calling it.
     Position-independent code: the JIT maps code anywhere in the address space, where the
-    absolute 32-bit addresses of static code (jump tables) would not reach."""
+    absolute 32-bit addresses of static code (jump tables) would not reach. The object file
+    the JIT loaded is appended to ``objects`` when given: linked into a shared library, it is
+    the very code that ran here, at no second compile."""
     tm = target_machine(reloc="pic")
     ref = optimize(module, tm)
     engine = llvm.create_mcjit_compiler(ref, tm)
+    if objects is not None:
+        engine.set_object_cache(lambda _, obj: objects.append(bytes(obj)))
     engine.finalize_object()
     return engine
 

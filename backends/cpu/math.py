@@ -35,8 +35,9 @@ def _call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
     return b.call(intrinsic(b.module, name, [t], t, [t] * len(args)), list(args))
 
 
-# unordered compares: a NaN in x propagates, as in numpy (a NaN in y does not; y is usually a
-# constant bound, and this form is one vmaxps/vminps)
+# bounds of unary ops (Relu, Clip): a NaN in x propagates, as in numpy; y is a constant, so this
+# form (one vmaxps/vminps) is exact. Max/Min of two tensors and max reductions use
+# llvm.maximum/minimum instead, which propagate a NaN from either side as np.maximum does.
 def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered(">", x, y), x, y)
 
@@ -100,7 +101,7 @@ def emit_binary(b: ir.IRBuilder, fn: Binary, x: ir.Value, y: ir.Value) -> ir.Val
     if fn is Binary.DIV:
         return b.fdiv(x, y)
     if fn is Binary.MAX:
-        return _max(b, x, y)
+        return _call(b, "llvm.maximum", x, y)
     if fn is Binary.MIN:
-        return _min(b, x, y)
+        return _call(b, "llvm.minimum", x, y)
     return _call(b, "llvm.pow", x, y)

@@ -7,9 +7,13 @@ to one thread instead of waiting for a core. Thread 0 then waits for the kernel'
 count and publishes progress; workers wait for that progress before the next split kernel.
 
 Every word is tagged with the run's generation in its upper 32 bits, so a worker still busy
-with an old run never takes a chunk of the new one. The runtime (runtime/pool.py) writes the
-words for a new run before it wakes the workers. Layout of the i64 ``sync`` words: [0]
-progress (kernels complete), then per kernel i: [1 + 2i] next chunk, [2 + 2i] chunks done.
+with an old run never takes a chunk of the new one. A run starts with ``<name>_publish``: it
+tags the words, then stores the generation into the mailbox with release order, which the
+workers read with acquire loads, so they see the new run's words and pointers on every ISA.
+Its callers are runtime/pool.py (in Python) and runtime/team.c (in an exported library).
+Layout of the i64 ``sync`` words: [0] progress (kernels complete), then per kernel i:
+[1 + 2i] next chunk, [2 + 2i] chunks done. Layout of the mailbox: [0] generation, [1] exit
+flag, [2..] the entry's pointer arguments.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .llvm import I32, I64
-from .loops import Split, const
+from .loops import Split, const, for_range
 
 I64P = I64.as_pointer()
 LOW = (1 << 32) - 1
@@ -62,15 +66,31 @@ class Team:
 YIELD_AFTER = 2000  # spins (~50 us) before a waiting thread gives its core away each round
 
 
+def spin_hint(triple: str) -> tuple[str, list[ir.Constant]] | None:
+    """The spin-wait hint of a target triple's architecture as (intrinsic, arguments): x86
+    `pause`, Arm `yield` (hint #1); None where there is none."""
+    arch = triple.split("-", 1)[0]
+    if arch in ("x86_64", "amd64", "i386", "i486", "i586", "i686"):
+        return "llvm.x86.sse2.pause", []
+    if arch.startswith(("aarch64", "arm64")):
+        return "llvm.aarch64.hint", [ir.Constant(I32, 1)]
+    if arch.startswith(("arm", "thumb")):
+        return "llvm.arm.hint", [ir.Constant(I32, 1)]
+    return None
+
+
 def _pause(b: ir.IRBuilder) -> None:
-    """The spin-wait hint (x86 `pause`), where the target has one."""
-    if "x86" in b.module.triple:
-        b.call(b.module.declare_intrinsic("llvm.x86.sse2.pause",
-                                          fnty=ir.FunctionType(ir.VoidType(), [])), [])
+    """The spin-wait hint of the module's target, if it has one."""
+    hint = spin_hint(b.module.triple)
+    if hint is not None:
+        name, args = hint
+        fn = b.module.globals.get(name) or ir.Function(
+            b.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name)
+        b.call(fn, args)
 
 
 def _wait(b: ir.IRBuilder, spins: ir.Value) -> None:
-    """One round of waiting: `pause`, or once the wait is long, sched_yield(): on a machine
+    """One round of waiting: the spin hint, or once the wait is long, sched_yield(): on a machine
     with more runnable threads than cores, the thread we wait for may need our core."""
     module = b.module
     yield_fn = module.globals.get("sched_yield") or ir.Function(
@@ -206,14 +226,56 @@ def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], s
         b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
 
 
-def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Function:
+def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: int) -> None:
+    """The functions a team's runtime calls: `<name>_publish`, `<name>_mailbox_entry` and
+    `<name>_worker` (see each emitter)."""
+    name = entry.name.removesuffix("_entry")
+    emit_publish(module, name, sync_words)
+    emit_worker(module, emit_mailbox_entry(module, entry, n_args))
+
+
+def emit_publish(module: ir.Module, name: str, sync_words: int) -> ir.Function:
+    """`void <name>_publish(i64* mailbox, i64* sync, i64 gen)`: start run ``gen``: tag the
+    ``sync_words`` words with it, then release-store it into mailbox word 0. Whatever the
+    caller wrote before (argument words, the exit flag) is visible to a worker whose acquire
+    load sees ``gen``: the order does not rest on x86 keeping stores in order."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64P, I64]),
+                     f"{name}_publish")
+    mailbox, sync, gen = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+    tag = b.shl(b.and_(gen, const(LOW)), const(32))
+    with for_range(b, sync_words) as i:  # atomic: a late worker of the last run may read them
+        b.store_atomic(tag, b.gep(sync, [i]), "monotonic", 8)
+    b.store_atomic(gen, mailbox, "release", 8)
+    b.ret_void()
+    return fn
+
+
+def emit_mailbox_entry(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Function:
+    """`void <name>_mailbox_entry(i64* mailbox, i64* sync, i64 tid, i64 gen)`: the entry with
+    its ``n_args`` pointers read from mailbox words 2..: one signature for every model, which
+    the worker loop and the exported library's thread 0 (runtime/team.c) call."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64P, I64, I64]),
+                     f"{entry.name.removesuffix('_entry')}_mailbox_entry")
+    mailbox, sync, tid, gen = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+    # atomic loads: the next run's caller may already be rewriting these words; a worker that
+    # reads them late runs with a stale generation, and the tags make it return at once
+    args = [b.inttoptr(b.load_atomic(b.gep(mailbox, [const(2 + j)]), "monotonic", 8), t)
+            for j, t in enumerate(entry.function_type.args[:n_args])]
+    b.call(entry, [*args, sync, tid, gen])
+    b.ret_void()
+    return fn
+
+
+def emit_worker(module: ir.Module, mailbox_entry: ir.Function) -> ir.Function:
     """`i64 <name>_worker(i64* mailbox, i64* sync, i64 tid, i64 seen, i64 spins)`: a worker
     thread's loop, all in native code so a busy worker never takes the GIL: spin until the
-    mailbox's generation (word 0) moves past the last one seen, run the entry with the pointers
-    in words 2.., and wait again. Returns the last generation seen after ``spins`` idle rounds
-    (the runtime then parks the thread), or -1 when word 1 asks the worker to exit."""
+    mailbox's generation (word 0) moves past the last one seen, run the mailbox entry, and wait
+    again. Returns the last generation seen after ``spins`` idle rounds (the runtime then
+    parks the thread), or -1 when word 1 asks the worker to exit."""
     fn = ir.Function(module, ir.FunctionType(I64, [I64P, I64P, I64, I64, I64]),
-                     f"{entry.name.removesuffix('_entry')}_worker")
+                     f"{mailbox_entry.name.removesuffix('_mailbox_entry')}_worker")
     mailbox, sync, tid, seen0, spins = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
     pre = b.block
@@ -236,20 +298,13 @@ def emit_worker(module: ir.Module, entry: ir.Function, n_args: int) -> ir.Functi
     b.position_at_end(timeout)
     b.ret(seen)
     b.position_at_end(run)
-    leave = b.load(b.gep(mailbox, [const(1)]))
+    leave = b.load_atomic(b.gep(mailbox, [const(1)]), "monotonic", 8)
     b.cbranch(b.icmp_signed("!=", leave, const(0)), gone, work)
     b.position_at_end(gone)
     b.ret(const(-1))
     b.position_at_end(work)
-    args = [b.inttoptr(b.load(b.gep(mailbox, [const(2 + j)])), t)
-            for j, t in enumerate(entry.function_type.args[:n_args])]
-    b.call(entry, [*args, sync, tid, gen])
+    b.call(mailbox_entry, [mailbox, sync, tid, gen])
     i.add_incoming(const(0), work)
     seen.add_incoming(gen, work)
     b.branch(wait)
     return fn
-
-
-def run_tag(gen: int) -> int:
-    """The tag of run ``gen`` in the sync words (its low 32 bits, shifted up)."""
-    return (gen & LOW) << 32
