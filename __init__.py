@@ -35,7 +35,8 @@ def compile(model: Any, *, target: str = "cpu",
             input_shapes: Mapping[str, Sequence[int]] | None = None, threads: int | None = None,
             calibration: Any = None, verify: bool = True, name: str | None = None,
             dump_ir: str | os.PathLike | None = None,
-            joins: Sequence[tuple[str, str]] | None = None) -> Module:
+            joins: Sequence[tuple[str, str]] | None = None,
+            verify_inputs: Mapping[str, Any] | None = None) -> Module:
     """Compile an ONNX model for ``target`` and return a runnable ``Module``.
 
     Parameters:
@@ -49,7 +50,7 @@ def compile(model: Any, *, target: str = "cpu",
             warning naming the input. Dims the model fixes cannot change.
         threads: the team size on cpu, 1 to 256 (default 1): kernels of 1M+ MACs are split
             into chunks the threads share; small models run on one thread whatever is asked.
-            The exported library always runs on the caller's thread.
+            ``report["threads"]`` says how many ran; the exported library runs the same team.
         calibration: asic only, the sample inputs that set the int8 ranges: an array, a list
             of arrays or of dicts, a dict of arrays, or an .npz path (default: random inputs,
             with a warning).
@@ -57,6 +58,10 @@ def compile(model: Any, *, target: str = "cpu",
             ``VerificationError`` if they disagree (rtol 1e-3); on asic the simulator must also
             equal the integer reference bit for bit, and the int8-vs-fp32 SQNR per output is
             reported.
+        verify_inputs: input name -> array, the inputs ``verify`` runs on (cpu) instead of
+            random ones: for integer inputs whose valid values sw2c cannot infer (it draws
+            ids below the size of the table they index, and 0/1 for other integer and bool
+            inputs, such as masks).
         name: the module's name: the symbol prefix and file stem of its exports
             (``lib<name>.so``, ``<name>_run``); default: the model file's stem, else the
             graph's name; made a C identifier.
@@ -75,7 +80,8 @@ def compile(model: Any, *, target: str = "cpu",
     with internal_errors("compiling the model"):
         return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
                              calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
-                             started=time.perf_counter(), joins=joins)
+                             started=time.perf_counter(), joins=joins,
+                             verify_inputs=verify_inputs)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from .passes.pipeline import run_pipeline
 from .runtime.export import Native, c_name, check_library, export_program
 from .runtime.module import Module, _aligned_buffer
 from .runtime.pool import team_code
-from .runtime.verify import random_feeds, verify_module
+from .runtime.verify import index_ranges, random_feeds, verify_module
 
 
 def _model_name(model: Any, proto: Any, name: str | None) -> str:
@@ -133,7 +133,8 @@ def _export_c(b: Any, name: str, report: dict[str, Any], directory: str | os.Pat
 def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequence[int]] | None,
                   threads: int | None, calibration: Any, verify: bool, name: str | None,
                   dump_ir: str | os.PathLike | None, started: float,
-                  joins: Sequence[tuple[str, str]] | None = None) -> Module:
+                  joins: Sequence[tuple[str, str]] | None = None,
+                  verify_inputs: Mapping[str, Any] | None = None) -> Module:
     """The body of ``sw2c.compile``."""
     kind, _, spec = str(target).partition(":")
     if kind not in ("cpu", "asic") or (kind == "cpu" and spec):
@@ -164,9 +165,10 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started)
     module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
+    module.input_ranges = index_ranges(graph)  # valid ids, for random verification inputs
     if verify:
         # a path lets onnxruntime read external data itself (no 2 GB protobuf limit)
         one_path = len(models) == 1 and isinstance(models[0], (str, os.PathLike))
-        module.report["verification_error"] = verify_module(module, models[0] if one_path
-                                                            else proto)
+        module.report["verification_error"] = verify_module(
+            module, models[0] if one_path else proto, feeds=verify_inputs)
     return module

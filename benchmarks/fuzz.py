@@ -755,6 +755,183 @@ def gen_expand(b: Builder, x: str) -> bool:
     return True
 
 
+def varied(b: Builder, x: str) -> str:
+    """x plus fixed noise of its shape, so no group a normalization averages over is (nearly)
+    constant: there 1/sqrt(var + eps) amplifies the rounding noise of the variance, which
+    onnxruntime computes one-pass (E[x^2] - E[x]^2) and sw2c two-pass, into a mismatch."""
+    return b.op1("Add", [x, b.const(b.floats(b.shapes[x], 0.5), "noise")], b.shapes[x])
+
+
+def gen_layernorm(b: Builder, x: str) -> bool:
+    """Over axis..rank-1 (at least 2 elements); scale (and bias) of a trailing part of those
+    dims; sometimes the Mean and InvStdDev outputs too."""
+    shape = b.shapes[x]
+    axis = rand_axis(b, len(shape))
+    normalized = shape[axis:]
+    if numel(normalized) < 2:
+        return False
+    x = varied(b, x)
+    pshape = normalized[b.randint(0, len(normalized) - 1):]
+    inputs = [x, b.const(1 + b.floats(pshape, 0.3), "ln_scale")]
+    if b.coin(0.7):
+        inputs.append(b.const(b.floats(pshape, 0.3), "ln_b"))
+    stats = shape[:axis % len(shape)] + (1,) * len(normalized)
+    b.op("LayerNormalization", inputs, [shape] + [stats] * (2 if b.coin(0.2) else 0),
+         axis=axis if axis != -1 or b.coin(0.3) else None,
+         epsilon=b.choice((1e-5, 1e-3, 0.1)) if b.coin(0.5) else None)
+    return True
+
+
+def gen_instancenorm(b: Builder, x: str) -> bool:
+    c = b.shapes[x][1]
+    if numel(b.shapes[x][2:]) < 2:
+        return False
+    x = varied(b, x)
+    b.op1("InstanceNormalization", [x, b.const(1 + b.floats((c,), 0.3), "in_scale"),
+                                    b.const(b.floats((c,), 0.3), "in_b")], b.shapes[x],
+          epsilon=b.choice((1e-5, 1e-3, 0.1)) if b.coin(0.5) else None)
+    return True
+
+
+def gen_depth_to_space(b: Builder, x: str) -> bool:
+    n, c, h, w = b.shapes[x]
+    sizes = [s for s in (2, 3) if c % (s * s) == 0]
+    if not sizes:
+        return False
+    s = b.choice(sizes)
+    b.op1("DepthToSpace", [x], (n, c // (s * s), h * s, w * s), blocksize=s,
+          mode=b.choice(("DCR", "CRD", None)))
+    return True
+
+
+def gen_space_to_depth(b: Builder, x: str) -> bool:
+    n, c, h, w = b.shapes[x]
+    sizes = [s for s in (2, 3) if h % s == 0 and w % s == 0]
+    if not sizes:
+        return False
+    s = b.choice(sizes)
+    b.op1("SpaceToDepth", [x], (n, c * s * s, h // s, w // s), blocksize=s)
+    return True
+
+
+def gen_einsum(b: Builder, x: str) -> bool:
+    """As exporters write it: a linear layer against a constant ('bsd,ed->bse'), attention
+    scores of two run-time tensors ('bhqd,bhkd->bhqk'), or a transpose with a sum."""
+    shape = b.shapes[x]
+    rank = len(shape)
+    xs = "bhqd"[4 - rank:] if rank <= 4 else "abhqd"
+    kind = b.choice(("linear", "scores", "permute"))
+    if kind == "linear":
+        n = wide(b, 16, 80)
+        w = b.const(b.floats((n, shape[-1]), 1 / math.sqrt(shape[-1])))
+        b.op1("Einsum", [x, w], shape[:-1] + (n,), equation=f"{xs},e{xs[-1]}->{xs[:-1]}e")
+        return True
+    if kind == "scores" and rank >= 2:
+        y = b.pick(lambda s: len(s) == rank and s[:-2] == shape[:-2] and s[-1] == shape[-1])
+        if y is None or not small(shape[:-1] + (b.shapes[y][-2],)):
+            return False
+        ys = xs[:-2] + "k" + xs[-1]
+        b.op1("Einsum", [x, y], shape[:-1] + (b.shapes[y][-2],),
+              equation=f"{xs},{ys}->{xs[:-1]}k")
+        return True
+    keep = [int(a) for a in b.rng.permutation(rank)[: b.randint(1, rank)]]
+    b.op1("Einsum", [x], tuple(shape[a] for a in keep),
+          equation=f"{xs}->{''.join(xs[a] for a in keep)}")
+    return True
+
+
+def gen_conv_transpose(b: Builder, x: str) -> bool:
+    """ConvTranspose as decoders use it: strides 1-3, output_padding < stride, pads, auto_pad
+    or output_shape (SAME only where the kernel spans the stride: onnxruntime and the spec
+    disagree on the output size otherwise, and sw2c refuses)."""
+    n, c, h, w = b.shapes[x]
+    divisors = [g for g in range(1, c + 1) if c % g == 0]
+    group = b.choice(divisors) if b.coin(0.3) else 1
+    mg = b.randint(1, 8)
+    k = (b.randint(1, 4), b.randint(1, 4))
+    s = (b.choice((1, 2, 2, 3)), b.choice((1, 2, 2, 3)))
+    d = (b.choice((1, 1, 1, 2)), b.choice((1, 1, 1, 2)))
+    extra = [b.randint(0, s[i] - 1) if b.coin(0.3) else 0 for i in range(2)]
+    span = [(k[i] - 1) * d[i] + 1 for i in range(2)]
+    full = [s[i] * (size - 1) + extra[i] + span[i] for i, size in enumerate((h, w))]
+    mode = b.choice(("pads", "pads", "pads", "SAME_UPPER", "SAME_LOWER", "VALID", "shape"))
+    attrs: dict = {}
+    if mode.startswith("SAME"):  # no output_padding: ONNX shape inference adds it, wrongly
+        d, extra = (1, 1), [0, 0]
+        span = list(k)
+        full = [s[i] * (size - 1) + extra[i] + k[i] for i, size in enumerate((h, w))]
+        if any(full[i] < size * s[i] for i, size in enumerate((h, w))):
+            return False
+        out = [h * s[0], w * s[1]]
+        attrs["auto_pad"] = mode
+    elif mode == "VALID":
+        out = full
+        attrs["auto_pad"] = mode
+    elif mode == "shape":
+        out = [f - b.randint(0, sp - 1) for f, sp in zip(full, span)]
+        attrs["output_shape"] = out
+    else:
+        pads = [b.randint(0, sp - 1) if b.coin() else 0 for sp in span * 2]
+        out = [full[i] - pads[i] - pads[i + 2] for i in range(2)]
+        attrs["pads"] = pads if any(pads) or b.coin(0.3) else None
+    if min(out) < 1 or not small((n, mg * group, *out)):
+        return False
+    fan_in = c // group * k[0] * k[1]
+    inputs = [x, b.const(b.floats((c, mg, *k), 1 / math.sqrt(fan_in)))]
+    if b.coin(0.6):
+        inputs.append(b.const(b.floats((mg * group,), 0.5)))
+    b.op1("ConvTranspose", inputs, (n, mg * group, *out),
+          kernel_shape=list(k) if b.coin(0.5) else None,
+          strides=list(s) if s != (1, 1) or b.coin(0.3) else None,
+          dilations=list(d) if d != (1, 1) or b.coin(0.3) else None,
+          output_padding=extra if any(extra) else None,
+          group=group if group > 1 or b.coin(0.3) else None, **attrs)
+    return True
+
+
+def gen_resize(b: Builder, x: str) -> bool:
+    """Resize-13 of H and W by constant scales or sizes, every mode. Left out where
+    onnxruntime departs from the spec (align_corners with a fractional scale * size, the crop
+    of an axis whose size stays) or rounds the crop box differently (tf_crop_and_resize with
+    nearest)."""
+    n, c, h, w = b.shapes[x]
+    mode = b.choice(("nearest", "nearest", "linear", "linear", "cubic"))
+    coord = b.choice(("half_pixel", "half_pixel", "pytorch_half_pixel", "align_corners",
+                      "asymmetric", "tf_crop_and_resize"))
+    if coord == "tf_crop_and_resize" and mode == "nearest":
+        coord = "half_pixel"
+    by_sizes = b.coin(0.4) or coord in ("align_corners", "tf_crop_and_resize")
+    if by_sizes:
+        out = (b.randint(1, 2 * h + 2), b.randint(1, 2 * w + 2))
+    else:
+        scales = (b.choice((0.5, 0.75, 1.0, 1.5, 2.0, 3.0)), b.choice((0.5, 0.6, 1.0, 2.0, 2.5)))
+        out = (int(h * scales[0]), int(w * scales[1]))
+    if min(out) < 1 or not small((n, c, *out)):
+        return False
+    empty = b.const(np.zeros(0, np.float32), "e")
+    roi = empty
+    attrs: dict = {}
+    if coord == "tf_crop_and_resize":  # onnxruntime ignores the crop of an axis kept in size
+        same = [o == i for o, i in zip(out, (h, w))]
+        lo = [0.0 if k else round(b.uniform(-0.2, 0.4), 2) for k in same]
+        hi = [1.0 if k else round(b.uniform(0.6, 1.2), 2) for k in same]
+        roi = b.const(np.array([0, 0, *lo, 1, 1, *hi], np.float32), "roi")
+        attrs["extrapolation_value"] = b.uniform(-1, 1) if b.coin() else None
+    if mode == "nearest":
+        attrs["nearest_mode"] = b.choice(("round_prefer_floor", "round_prefer_ceil", "floor",
+                                          "ceil", None))
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = b.choice((-0.5, -0.75, None))
+        attrs["exclude_outside"] = b.choice((0, 1, None))
+    if by_sizes:
+        inputs = [x, roi, empty, b.ints([n, c, *out])]
+    else:
+        inputs = [x, roi, b.const(np.array([1, 1, *scales], np.float32), "sc")]
+    b.op1("Resize", inputs, (n, c, *out), mode=mode, coordinate_transformation_mode=coord,
+          **attrs)
+    return True
+
+
 def _rank(*ranks: int) -> Callable[[Shape], bool]:
     return lambda s: len(s) in ranks
 
@@ -792,6 +969,17 @@ GENERATORS: dict[str, tuple[float, Callable[[Shape], bool], Callable[[Builder, s
     "Sqrt": (1, ANY, gen_log_sqrt("Sqrt")),
     "Neg": (0.7, ANY, unary("Neg")),
     "Abs": (0.7, ANY, unary("Abs")),
+    "Erf": (0.7, ANY, unary("Erf")),
+    "Softplus": (0.6, ANY, unary("Softplus")),
+    "Softsign": (0.5, ANY, unary("Softsign")),
+    "Elu": (0.6, ANY, unary("Elu", alpha=maybe(lambda b: b.uniform(0.1, 2.0)))),
+    "Selu": (0.5, ANY, unary("Selu", alpha=maybe(lambda b: b.uniform(0.5, 2.0)),
+                            gamma=maybe(lambda b: b.uniform(0.5, 2.0)))),
+    "Celu": (0.5, ANY, unary("Celu", alpha=maybe(lambda b: b.uniform(0.2, 3.0)))),
+    "ThresholdedRelu": (0.5, ANY, unary("ThresholdedRelu",
+                                        alpha=maybe(lambda b: b.uniform(-0.5, 1.5)))),
+    "Shrink": (0.5, ANY, unary("Shrink", lambd=maybe(lambda b: b.uniform(0.0, 1.5)),
+                                bias=maybe(lambda b: b.uniform(-0.5, 0.5)))),
     "Reciprocal": (0.7, ANY, gen_reciprocal),
     "Softmax": (1.5, ANY, softmax("Softmax")),
     "LogSoftmax": (1, ANY, softmax("LogSoftmax")),
@@ -811,6 +999,13 @@ GENERATORS: dict[str, tuple[float, Callable[[Shape], bool], Callable[[Builder, s
     "ReduceSum": (1.2, ANY, reduce("ReduceSum")),
     "ReduceMax": (1.2, ANY, reduce("ReduceMax")),
     "Expand": (1.2, ANY, gen_expand),
+    "LayerNormalization": (1.5, ANY, gen_layernorm),
+    "InstanceNormalization": (0.7, _rank(3, 4), gen_instancenorm),
+    "DepthToSpace": (0.6, _rank(4), gen_depth_to_space),
+    "SpaceToDepth": (0.6, _rank(4), gen_space_to_depth),
+    "Einsum": (1.5, ANY, gen_einsum),
+    "ConvTranspose": (2, _rank(4), gen_conv_transpose),
+    "Resize": (2, _rank(4), gen_resize),
 }
 
 

@@ -19,12 +19,16 @@ from onnx import helper, numpy_helper
 from ..errors import ModelError, UnsupportedOpError
 from ..ir import Binary, Node, Op, Reduce, ShapeError, TensorType, Unary, Value, infer
 from ..ir.interp import evaluate
+from ..ir.types import DTYPES
 from .limits import check_bytes
 
 if TYPE_CHECKING:
     from .importer import Importer
 
 Val = str | np.ndarray
+# the element types of run-time tensors (graph inputs, intermediates, outputs) by ONNX type
+RUNTIME_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64",
+                  onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool"}
 Result = Val | Sequence[Val | None]
 Converter = Callable[["Ctx"], Result]
 
@@ -169,9 +173,10 @@ class Ctx:
         """``v`` as an IR value name (an array becomes a CONST node, once per array)."""
         if isinstance(v, str):
             return v
-        a = np.asarray(v)
-        if a.dtype.kind != "f":
-            raise self.error(f"a {a.dtype} tensor is used as data; sw2c computes in float32 only")
+        a = as_array(v)
+        if str(a.dtype) not in DTYPES:
+            raise self.error(f"a {a.dtype} tensor is used as data; sw2c computes on "
+                             f"{', '.join(DTYPES)} tensors")
         return self.imp.materialize(v)
 
     def add(self, op: Op, inputs: Sequence[Val], **attrs: Any) -> Val:

@@ -15,8 +15,19 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import ModelError, Sw2cError, UnsupportedOpError, blame
 from ..ir import Builder, Graph, Node, Op, ShapeError, TensorType, Value, verify
-from . import ops_layout, ops_math, ops_nn  # noqa: F401  (they register the converters)
-from .convert import Ctx, Val, lookup, sparse_to_dense
+from . import (  # noqa: F401  (they register the converters)
+    ops_activation,
+    ops_convtranspose,
+    ops_einsum,
+    ops_layout,
+    ops_logic,
+    ops_math,
+    ops_nn,
+    ops_norm,
+    ops_resize,
+    ops_space,
+)
+from .convert import RUNTIME_DTYPES, Ctx, Val, as_array, lookup, sparse_to_dense
 from .limits import check_bytes, predicted_bytes
 from .load import load_model
 
@@ -146,9 +157,10 @@ class Importer:
         if not vi.type.HasField("tensor_type"):
             raise ModelError(f"input '{vi.name}' is not a tensor; sw2c compiles tensor inputs only")
         tt = vi.type.tensor_type
-        if tt.elem_type != TensorProto.FLOAT:
+        dtype = RUNTIME_DTYPES.get(tt.elem_type)
+        if dtype is None:
             raise ModelError(f"input '{vi.name}' has dtype {_dtype_name(tt.elem_type)}; sw2c "
-                             "compiles float32 inputs only")
+                             f"compiles {', '.join(RUNTIME_DTYPES.values())} inputs")
         if given is not None:
             try:
                 given = [int(d) for d in given]
@@ -161,7 +173,7 @@ class Importer:
             if given is None:
                 raise ModelError(f"input '{vi.name}' has no declared shape; pass it in "
                                  "input_shapes")
-            return TensorType(tuple(given))
+            return TensorType(tuple(given), dtype)
         dims = list(tt.shape.dim)
         if given is not None and len(given) != len(dims):
             raise ModelError(f"input_shapes['{vi.name}'] = {given} has rank {len(given)}, but the "
@@ -185,7 +197,7 @@ class Importer:
                           f"compiling for shape {tuple(shape)}, with 1 there; fix it with "
                           f"input_shapes={{'{vi.name}': {tuple(shape)}}}",
                           stacklevel=5)  # import_model's caller
-        return TensorType(tuple(shape))
+        return TensorType(tuple(shape), dtype)
 
     # --- constants --------------------------------------------------------------------------
     def _set_const(self, name: str, value: np.ndarray) -> None:
@@ -193,12 +205,13 @@ class Importer:
         self._names.setdefault(id(value), name)
 
     def materialize(self, value: np.ndarray) -> str:
-        """A CONST node for ``value`` (float32), made once per array."""
+        """A CONST node for ``value`` (in the IR's dtype for it, see as_array), made once per
+        array."""
         hit = self._materialized.get(id(value))
         if hit is None:
             # not Builder.const: np.ascontiguousarray would make a 0-d scalar 1-d
             name = self.builder.add(Op.CONST, (), name=self._names.get(id(value), "const"),
-                                    value=np.array(value, np.float32, order="C"))
+                                    value=np.array(as_array(value), order="C"))
             hit = self._materialized[id(value)] = (value, name)  # keeps id(value) alive
         return hit[1]
 
@@ -296,11 +309,12 @@ class Importer:
             if v is None:
                 raise ModelError(f"output '{name}' is never computed")
             if isinstance(v, np.ndarray):
-                if v.dtype.kind != "f":
+                v = as_array(v)
+                if str(v.dtype) not in RUNTIME_DTYPES.values():
                     raise ModelError(f"output '{name}' is a constant {v.dtype} tensor; sw2c "
-                                     "produces float32 outputs only")
-                b.append(Node(Op.CONST, (), Value(name, TensorType(v.shape)),
-                              {"value": np.array(v, np.float32, order="C")}, name))
+                                     f"produces {', '.join(RUNTIME_DTYPES.values())} outputs")
+                b.append(Node(Op.CONST, (), Value(name, TensorType(v.shape, str(v.dtype))),
+                              {"value": np.array(v, order="C")}, name))
             elif v == name:
                 pass  # an input that is also an output
             elif v in inputs or v in renames:  # the value already has a name we must keep
@@ -320,9 +334,9 @@ class Importer:
         if not vi.type.HasField("tensor_type"):
             raise ModelError(f"output '{vi.name}' is not a tensor")
         tt = vi.type.tensor_type
-        if tt.elem_type not in (0, TensorProto.FLOAT):
-            raise ModelError(f"output '{vi.name}' has dtype {_dtype_name(tt.elem_type)}; sw2c "
-                             "produces float32 outputs only")
+        if tt.elem_type and RUNTIME_DTYPES.get(tt.elem_type) != t.dtype:
+            raise ModelError(f"output '{vi.name}' is declared {_dtype_name(tt.elem_type)}, but "
+                             f"the model computes {t.dtype}")
         if not tt.HasField("shape"):
             return
         dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None

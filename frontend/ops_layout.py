@@ -1,5 +1,5 @@
 """Data movement (Reshape, Flatten, Transpose, Concat, Split, Slice, Pad, Squeeze, Unsqueeze,
-Expand, Tile, Gather with constant indices), pass-throughs (Identity, Dropout, Cast to float)
+Expand, Tile, Gather with constant indices), pass-throughs (Identity, Dropout)
 and the ops that produce constants (Constant, Shape, Size)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import numpy_helper
 
 from ..ir import Binary, Op
 from .convert import Ctx, Val, converter, prod, sparse_to_dense
@@ -292,17 +292,29 @@ def _runs(idx: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
+MAX_SLICE_RUNS = 8  # constant indices in more runs than this are gathered, not sliced
+
+
 @converter("Gather")
 def gather(cx: Ctx) -> Val:
-    """Constant indices on a run-time tensor: slices (and a concat), then a reshape."""
+    """Constant indices on a run-time tensor: slices (and a concat), then a reshape; run-time
+    indices (an embedding lookup): one GATHER."""
     x = cx.x(0)
     xs = cx.shape(x)
-    idx = cx.const(1, "indices")
     axis = cx.axis(int(cx.attr("axis", 0)), len(xs))
+    if not isinstance(cx.x(1), np.ndarray):
+        from .ops_logic import gather_runtime
+
+        return gather_runtime(cx, x, cx.x(1), axis)
+    idx = cx.const(1, "indices")
     flat = _ints(idx)
     if any(not -xs[axis] <= i < xs[axis] for i in flat):
         raise cx.error(f"indices {flat} are out of range for a dim of {xs[axis]}")
     flat = [i % xs[axis] for i in flat]
+    if len(_runs(flat)) > MAX_SLICE_RUNS:  # scattered ids: one GATHER, not a slice per run
+        from .ops_logic import gather_runtime
+
+        return gather_runtime(cx, x, np.array(flat, np.int64).reshape(idx.shape), axis)
     pieces = []
     for start, step, count in _runs(flat):
         starts, steps, counts = [0] * len(xs), [1] * len(xs), list(xs)
@@ -330,21 +342,6 @@ def dropout(cx: Ctx) -> list[Val | None]:
         if ratio is None or float(ratio) != 0:
             raise cx.unsupported("training_mode=True is not supported (inference only)")
     return [cx.x(0), None]
-
-
-@converter("Cast", "CastLike")
-def cast(cx: Ctx) -> Val:
-    """Run-time tensors are float32: casting one to float32 is the identity."""
-    x = cx.x(0)
-    if cx.op_type == "Cast":
-        to = int(cx.attr("to", 0))
-    else:
-        like = cx.x(1)
-        to = TensorProto.FLOAT if isinstance(like, str) or like.dtype == np.float32 else 0
-    if to != TensorProto.FLOAT:
-        raise cx.unsupported(f"casting a run-time tensor to {TensorProto.DataType.Name(to)} is "
-                             "not supported (sw2c computes in float32)")
-    return x
 
 
 # --- constants ------------------------------------------------------------------------------------

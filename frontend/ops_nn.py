@@ -66,22 +66,45 @@ def _window(cx: Ctx, x: Val, kernel: Sequence[int], strides: Sequence[int],
 
 
 # --- Conv -------------------------------------------------------------------------------------
-@converter("Conv")
-def conv(cx: Ctx) -> Val:
+def conv_operands(cx: Ctx, weight_layout: str) -> tuple[Val, Val, int, int, list[int]]:
+    """Input, weight, spatial rank, group and kernel of a Conv or ConvTranspose, checked
+    (the weight's channel axes are the caller's to check)."""
     x, w = cx.x(0), cx.x(1)
     xs, ws = cx.shape(x), cx.shape(w)
     if len(xs) < 3 or len(ws) != len(xs):
         raise cx.error(f"input {list(xs)} and weight {list(ws)} must be [N, C, *S] and "
-                       "[M, C/group, *K] of the same rank >= 3")
-    n = len(xs) - 2
-    (batch, c), (m, cg), kernel = xs[:2], ws[:2], list(ws[2:])
+                       f"{weight_layout} of the same rank >= 3")
+    kernel = list(ws[2:])
     group = int(cx.attr("group", 1))
     if cx.ints("kernel_shape") not in (None, kernel):
         raise cx.error(f"kernel_shape {cx.ints('kernel_shape')} differs from the weight's {kernel}")
-    if group < 1 or c % group or m % group or cg * group != c:
+    if group < 1 or xs[1] % group:
+        raise cx.error(f"group {group} does not fit {xs[1]} input channels, weight {list(ws)}")
+    return x, w, len(xs) - 2, group, kernel
+
+
+@converter("Conv")
+def conv(cx: Ctx) -> Val:
+    x, w, n, group, kernel = conv_operands(cx, "[M, C/group, *K]")
+    xs, ws = cx.shape(x), cx.shape(w)
+    c, (m, cg) = xs[1], ws[:2]
+    if m % group or cg * group != c:
         raise cx.error(f"group {group} does not fit {c} input channels, weight {list(ws)}")
     strides, dilations = _spatial(cx, "strides", n, 1), _spatial(cx, "dilations", n, 1)
     begin, end = _pads(cx, xs[2:], kernel, strides, dilations)
+    return conv_nc(cx, x, w, cx.x(2) if cx.has(2) else None, group, strides, dilations,
+                   begin, end)
+
+
+def conv_nc(cx: Ctx, x: Val, w: Val, bias: Val | None, group: int, strides: Sequence[int],
+            dilations: Sequence[int], begin: Sequence[int], end: Sequence[int],
+            last: bool = False) -> Val:
+    """The convolution of x [N, C, *S] by w [M, C/group, *K] (+ bias [M]), checked shapes and
+    non-negative pads: the body of Conv, shared with ConvTranspose. [N, M, *O], or with
+    ``last`` the channels-last [N, *O, M] it computes."""
+    xs, ws = cx.shape(x), cx.shape(w)
+    n = len(xs) - 2
+    (batch, c), (m, cg), kernel = xs[:2], ws[:2], list(ws[2:])
     win = _window(cx, x, kernel, strides, dilations, begin, end, 0.0)
     out = list(cx.shape(win)[1:1 + n])
     taps = prod(kernel)
@@ -102,9 +125,9 @@ def conv(cx: Ctx) -> Val:
         wg = cx.transpose(wg, (0, *range(3, 3 + n), 2, 1))  # [G, *K, Cg, Mg]
         y = cx.matmul(p, cx.reshape(wg, [group, taps * cg, mg]))  # [G, N*O, Mg]
         y = cx.reshape(cx.transpose(y, (1, 0, 2)), [batch, *out, m])
-    if cx.has(2):  # bias along the channel (last) axis, before the transpose back
-        y = cx.binary(Binary.ADD, y, cx.reshape(cx.x(2), [1] * (n + 1) + [m]))
-    return cx.transpose(y, to_first(n + 2))
+    if bias is not None:  # along the channel (last) axis, before the transpose back
+        y = cx.binary(Binary.ADD, y, cx.reshape(bias, [1] * (n + 1) + [m]))
+    return y if last else cx.transpose(y, to_first(n + 2))
 
 
 # --- pooling ----------------------------------------------------------------------------------

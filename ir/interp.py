@@ -5,6 +5,7 @@ Every pass is tested by running this before and after it; the CPU backend is tes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +16,10 @@ from .graph import Graph, Node
 from .ops import UNARY_PARAMS, Binary, Op, Reduce, Unary
 
 F32 = np.float32
+
+
+# erf in float64, then rounded: the reference the generated float32 polynomial is measured by
+_ERF64 = np.frompyfunc(math.erf, 1, 1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -36,6 +41,15 @@ UNARY: dict[Unary, Callable[..., np.ndarray]] = {
     Unary.SQRT: np.sqrt,
     Unary.NEG: np.negative,
     Unary.ABS: np.abs,
+    Unary.ERF: lambda x: np.asarray(_ERF64(x.astype(np.float64)), np.float64).astype(x.dtype),
+    Unary.ELU: lambda x, alpha: np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(x)),
+    Unary.SOFTPLUS: lambda x: np.logaddexp(x, x.dtype.type(0)),
+    Unary.THRESHOLDED_RELU: lambda x, alpha: np.where(x > x.dtype.type(alpha), x,
+                                                      x.dtype.type(0)),
+    Unary.SHRINK: lambda x, lambd, bias: np.where(
+        x > x.dtype.type(lambd), x - x.dtype.type(bias),
+        np.where(x < -x.dtype.type(lambd), x + x.dtype.type(bias), x.dtype.type(0))),
+    Unary.NOT: np.logical_not,
 }
 
 BINARY: dict[Binary, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -46,7 +60,46 @@ BINARY: dict[Binary, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     Binary.MAX: np.maximum,
     Binary.MIN: np.minimum,
     Binary.POW: np.power,
+    Binary.EQ: np.equal,
+    Binary.LT: np.less,
+    Binary.LE: np.less_equal,
+    Binary.GT: np.greater,
+    Binary.GE: np.greater_equal,
+    Binary.AND: np.logical_and,
+    Binary.OR: np.logical_or,
+    Binary.XOR: np.logical_xor,
 }
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division as C: truncated toward zero, wrapping on overflow; x / 0 is 0 (ONNX
+    leaves it undefined; generated code must not trap)."""
+    safe = np.where(b == 0, 1, b)
+    q = np.abs(a) // np.abs(safe)  # non-negative: floor is truncation
+    q = np.where((a < 0) != (safe < 0), -q, q)
+    return np.where(b == 0, 0, q).astype(a.dtype)
+
+
+def cast(x: np.ndarray, to: str) -> np.ndarray:
+    """``x`` as ``to``: float -> int truncates toward zero and saturates, NaN -> 0 (LLVM's
+    fptosi.sat, so never undefined); -> bool is x != 0 (NaN is true); int -> int wraps."""
+    dt = np.dtype(to)
+    if x.dtype.kind == "f" and dt.kind in "iu":
+        info = np.iinfo(dt)
+        t = np.trunc(np.nan_to_num(x.astype(np.float64), nan=0.0, posinf=np.inf,
+                                   neginf=-np.inf))
+        inside = np.where((t > info.min) & (t < info.max), t, 0).astype(dt)  # no UB casts
+        return np.where(t >= info.max, info.max, np.where(t <= info.min, info.min, inside))
+    if dt == np.bool_:
+        return x != 0
+    return x.astype(dt)
+
+
+def gather(data: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """np.take along ``axis``, a negative index counting from the end once, then clamped."""
+    n = data.shape[axis]
+    i = idx.astype(np.int64)
+    return np.take(data, np.clip(np.where(i < 0, i + n, i), 0, n - 1), axis=axis)
 
 def _reduce_max(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """np.max, and -inf over an empty set (as ONNX says) where numpy would raise."""
@@ -97,8 +150,16 @@ def _eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
         with np.errstate(all="ignore"):
             return UNARY[fn](xs[0], *(at[p] for p in UNARY_PARAMS.get(fn, ())))
     if op is Op.BINARY:
+        if at["fn"] is Binary.DIV and xs[0].dtype.kind in "iu":
+            return _int_div(xs[0], xs[1])
         with np.errstate(all="ignore"):
             return BINARY[at["fn"]](xs[0], xs[1])
+    if op is Op.CAST:
+        return cast(xs[0], at["to"])
+    if op is Op.WHERE:
+        return np.where(xs[0], xs[1], xs[2])
+    if op is Op.GATHER:
+        return gather(xs[0], xs[1], at["axis"])
     if op is Op.REDUCE:
         return REDUCE[at["fn"]](xs[0], axis=tuple(at["axes"]), keepdims=True)
     if op is Op.WINDOW:

@@ -14,8 +14,10 @@ class Op(enum.Enum):
     CONST = "const"  # attrs: value (np.ndarray)
     # compute
     MATMUL = "matmul"  # numpy matmul of two rank>=2 tensors, batch dims broadcast
-    UNARY = "unary"  # attrs: fn (Unary), plus the fn's parameters (alpha, beta, lo, hi)
+    UNARY = "unary"  # attrs: fn (Unary), plus its UNARY_PARAMS (alpha, lo, hi, ...)
     BINARY = "binary"  # attrs: fn (Binary); numpy broadcasting
+    CAST = "cast"  # attrs: to (dtype name); floats -> ints truncate and saturate, NaN -> 0
+    WHERE = "where"  # (cond: bool, a, b) -> a where cond else b; numpy broadcasting
     REDUCE = "reduce"  # attrs: fn (Reduce), axes; keeps the reduced dims as size 1
     WINDOW = "window"  # [N, *S, C] -> [N, *O, *K, C]; attrs: kernel, strides, dilations, pads, pad
     # layout
@@ -24,11 +26,13 @@ class Op(enum.Enum):
     CONCAT = "concat"  # attrs: axis
     SLICE = "slice"  # attrs: starts, steps (one per axis); the output type gives the counts
     PAD = "pad"  # attrs: pads (begin per axis, then end per axis), value
+    GATHER = "gather"  # (data, indices: int) attrs: axis; indices wrap once if negative and
+    # are clamped into the axis, so generated code never reads outside ``data``
     # after fusion
     KERNEL = "kernel"  # attrs: body (Graph), kind (str); one generated function
 
 
-ELEMENTWISE = frozenset({Op.UNARY, Op.BINARY})
+ELEMENTWISE = frozenset({Op.UNARY, Op.BINARY, Op.CAST, Op.WHERE})
 LAYOUT = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT, Op.SLICE, Op.PAD})
 
 
@@ -45,6 +49,12 @@ class Unary(enum.Enum):
     SQRT = "sqrt"
     NEG = "neg"
     ABS = "abs"
+    ERF = "erf"
+    ELU = "elu"  # alpha: x if x > 0 else alpha * expm1(x)
+    SOFTPLUS = "softplus"  # log(1 + exp(x)), without overflow or underflow to 0
+    THRESHOLDED_RELU = "thresholded_relu"  # alpha: x if x > alpha else 0
+    SHRINK = "shrink"  # lambd, bias: x - bias if x > lambd, x + bias if x < -lambd, else 0
+    NOT = "not"  # bool
 
 
 class Binary(enum.Enum):
@@ -55,6 +65,20 @@ class Binary(enum.Enum):
     MAX = "max"
     MIN = "min"
     POW = "pow"
+    # comparisons: any numeric type in, bool out
+    EQ = "eq"
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    # logic: bool in, bool out
+    AND = "and"
+    OR = "or"
+    XOR = "xor"
+
+
+COMPARISONS = frozenset({Binary.EQ, Binary.LT, Binary.LE, Binary.GT, Binary.GE})
+LOGIC = frozenset({Binary.AND, Binary.OR, Binary.XOR})
 
 
 class Reduce(enum.Enum):
@@ -67,4 +91,7 @@ UNARY_PARAMS: dict[Unary, tuple[str, ...]] = {
     Unary.LEAKY_RELU: ("alpha",),
     Unary.CLIP: ("lo", "hi"),
     Unary.HARD_SIGMOID: ("alpha", "beta"),
+    Unary.ELU: ("alpha",),
+    Unary.THRESHOLDED_RELU: ("alpha",),
+    Unary.SHRINK: ("lambd", "bias"),
 }

@@ -10,8 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .ops import Op
+from .ops import COMPARISONS, LOGIC, Binary, Op, Unary
 from .types import TensorType, type_of
+
+FLOATS = ("float32", "float64")
+INTS = ("int64", "int32", "int8", "uint8")
+INT_UNARY = frozenset({Unary.RELU, Unary.NEG, Unary.ABS})  # defined on ints too
+FLOAT_ONLY = frozenset({Op.MATMUL, Op.REDUCE, Op.WINDOW})  # their kernels are float kernels
 
 
 class ShapeError(ValueError):
@@ -76,6 +81,20 @@ def _pad(x: TensorType, pads: Sequence[int]) -> tuple[int, ...]:
     return tuple(d + pads[i] + pads[r + i] for i, d in enumerate(x.shape))
 
 
+def _unary_takes(fn: Unary, dtype: str) -> bool:
+    if dtype == "bool":
+        return fn is Unary.NOT
+    return fn is not Unary.NOT and (dtype in FLOATS or fn in INT_UNARY)
+
+
+def _binary_takes(fn: Binary, dtype: str) -> bool:
+    if fn in LOGIC:
+        return dtype == "bool"
+    if fn is Binary.POW:
+        return dtype in FLOATS
+    return dtype != "bool" or fn is Binary.EQ
+
+
 def infer(op: Op, ins: Sequence[TensorType], at: Mapping[str, Any]) -> TensorType:
     """The output type of ``op`` applied to inputs of types ``ins``."""
     if op is Op.CONST:
@@ -84,12 +103,39 @@ def infer(op: Op, ins: Sequence[TensorType], at: Mapping[str, Any]) -> TensorTyp
         body = at["body"]
         return body.type_of(body.outputs[0])
     x = ins[0]
+    if op in FLOAT_ONLY and any(t.dtype not in FLOATS for t in ins):
+        raise ShapeError(f"{op.value} of {', '.join(t.dtype for t in ins)} tensors is not "
+                         "supported (floating point only)")
     if op is Op.MATMUL:
         return TensorType(_matmul(ins[0], ins[1]), x.dtype)
     if op is Op.UNARY:
+        if not _unary_takes(at["fn"], x.dtype):
+            raise ShapeError(f"{at['fn'].value} of a {x.dtype} tensor is not supported")
         return x
     if op is Op.BINARY:
-        return TensorType(broadcast(ins[0].shape, ins[1].shape), x.dtype)
+        fn = at["fn"]
+        if not _binary_takes(fn, x.dtype):
+            raise ShapeError(f"{fn.value} of {x.dtype} tensors is not supported")
+        if ins[0].dtype != ins[1].dtype:
+            raise ShapeError(f"operands of {at['fn'].value} differ in type: {x.dtype} and "
+                             f"{ins[1].dtype}")
+        return TensorType(broadcast(ins[0].shape, ins[1].shape),
+                          "bool" if fn in COMPARISONS else x.dtype)
+    if op is Op.CAST:
+        return TensorType(x.shape, at["to"])
+    if op is Op.WHERE:
+        if x.dtype != "bool" or ins[1].dtype != ins[2].dtype:
+            raise ShapeError(f"where takes a bool condition and two values of one type, got "
+                             f"{x.dtype}, {ins[1].dtype}, {ins[2].dtype}")
+        return TensorType(broadcast(*(t.shape for t in ins)), ins[1].dtype)
+    if op is Op.GATHER:
+        axis, idx = at["axis"], ins[1]
+        if idx.dtype not in ("int64", "int32") or not 0 <= axis < x.rank:
+            raise ShapeError(f"gather takes int indices and an axis of the data, got "
+                             f"{idx.dtype} and axis {axis} of rank {x.rank}")
+        if x.shape[axis] == 0:
+            raise ShapeError("gather from an empty axis")
+        return TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
     if op is Op.REDUCE:
         return TensorType(_reduce(x, at["axes"]), x.dtype)
     if op is Op.WINDOW:

@@ -25,13 +25,16 @@ def _split(rw: Rewriter, node: Node) -> tuple[str, np.ndarray] | None:
 
 
 def canonicalize(rw: Rewriter, node: Node) -> str | None:
-    """x - c -> x + (-c) and x / c -> x * (1/c), so only add and mul remain to fold."""
+    """x - c -> x + (-c) and, on floats, x / c -> x * (1/c), so only add and mul remain to
+    fold (integer division truncates: it stays; integer add and mul wrap, so they fold as
+    freely as floats)."""
     if node.op is not Op.BINARY or rw.const(node.inputs[1]) is None:
         return None
     c = rw.const(node.inputs[1])
     if _binary(node, Binary.SUB) and rw.const(node.inputs[0]) is None:
         return rw.emit(Op.BINARY, (node.inputs[0], rw.constant(-c)), node.origin, fn=Binary.ADD)
-    if _binary(node, Binary.DIV) and rw.const(node.inputs[0]) is None and np.all(c != 0):
+    if (_binary(node, Binary.DIV) and rw.const(node.inputs[0]) is None and np.all(c != 0)
+            and c.dtype.kind == "f"):
         inv = (np.float32(1) / c).astype(c.dtype)
         return rw.emit(Op.BINARY, (node.inputs[0], rw.constant(inv)), node.origin, fn=Binary.MUL)
     return None

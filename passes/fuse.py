@@ -15,7 +15,8 @@ from ..ir import Builder, Graph, Node, Op, Value
 from ..ir.ops import ELEMENTWISE
 from .dead_code import eliminate_dead_code
 
-MOVEMENT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.WINDOW})
+# ops that read their input at remapped coordinates (a gather: at run-time indices)
+MOVEMENT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.WINDOW, Op.GATHER})
 
 
 class _Groups:
@@ -70,7 +71,8 @@ def _matmul_epilogue_fits(g: _Groups, mm: Node):
     flat_b = g.graph.type_of(mm.inputs[1]).rank == 2
 
     def fits(user: Node, cur: Node) -> bool:
-        if user.type.shape != out:
+        if user.type.shape != out or user.op not in (Op.UNARY, Op.BINARY) or (
+                user.type.dtype != mm.type.dtype):  # the GEMM epilogue computes floats
             return False
         for other in user.inputs:
             if other == cur.name:

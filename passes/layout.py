@@ -53,6 +53,21 @@ def _const_operand(rw: Rewriter, name: str, rank: int, perm: tuple[int, ...]) ->
     return rw.constant(np.transpose(full, _inverse(perm)))
 
 
+def _unit_relayout(rw: Rewriter, node: Node, name: str, perm: tuple[int, ...]) -> str | None:
+    """A value broadcasting into a transposed value, re-laid for the untransposed one by a free
+    reshape when the transpose would move only its unit axes (a per-channel [N, C, 1, 1]
+    statistic or gate against an NHWC tensor)."""
+    shape, rank = rw.type_of(name).shape, len(perm)
+    if len(shape) > rank:
+        return None
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    inv = _inverse(perm)
+    kept = [i for i in inv if full[i] != 1]
+    if kept != sorted(kept):
+        return None
+    return rw.emit(Op.RESHAPE, (name,), node.origin, shape=tuple(full[i] for i in inv))
+
+
 def sink_transpose(rw: Rewriter, node: Node) -> str | None:
     """op(transpose(x), ...) -> transpose(op'(x, ...)) for layout-agnostic ops."""
     if node.op not in (Op.UNARY, Op.BINARY, Op.REDUCE, Op.CONCAT, Op.PAD, Op.SLICE):
@@ -71,6 +86,8 @@ def sink_transpose(rw: Rewriter, node: Node) -> str | None:
             ins.append(t.inputs[0])
         elif node.op is Op.BINARY and (c := _const_operand(rw, name, rank, perm)) is not None:
             ins.append(c)
+        elif node.op is Op.BINARY and (r := _unit_relayout(rw, node, name, perm)) is not None:
+            ins.append(r)
         else:
             return None
     attrs = dict(node.attrs)

@@ -189,7 +189,7 @@ def _concat_views(graph: Graph, kernels: list[Node], step: dict[str, int],
         done = 0
         for x in cat.inputs:
             xshape = graph.type_of(x).shape
-            offsets[x] = done * 4
+            offsets[x] = done * np.dtype(k.type.dtype).itemsize
             done += int(np.prod(xshape)) if contiguous else xshape[-1]
             root[x] = k.name
             if not contiguous:

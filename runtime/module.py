@@ -65,14 +65,16 @@ class Module:
         self._exporter = exporter
         self._lock = threading.Lock()  # one run at a time: the arena is shared
         self._input_index = {name: i for i, (name, _, _) in enumerate(inputs)}
+        self._dtype = {name: np.dtype(dtype) for name, _, dtype in inputs}
 
     def _check(self, name: str, array: Any, shape: tuple[int, ...]) -> np.ndarray:
+        dtype = self._dtype[name]
         if not isinstance(array, np.ndarray):
-            raise InputError(f"input '{name}' must be a numpy array of float32, got "
+            raise InputError(f"input '{name}' must be a numpy array of {dtype}, got "
                              f"{type(array).__name__}")
-        if array.dtype != np.float32:
-            raise InputError(f"input '{name}' has dtype {array.dtype}; this model takes float32 "
-                             f"(use array.astype(np.float32))")
+        if array.dtype != dtype:
+            raise InputError(f"input '{name}' has dtype {array.dtype}; this model takes {dtype} "
+                             f"(use array.astype(np.{dtype}))")
         if array.shape != shape:
             raise InputError(f"input '{name}' has shape {array.shape}; the module was compiled "
                              f"for {shape}{self._shape_hint(name, array.shape, shape)}")
@@ -96,7 +98,8 @@ class Module:
         return f"; the model fixes dim {fixed[0]} at {want[fixed[0]]}" if fixed else recompile
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on ``feeds`` (input name -> float32 array); returns outputs by name."""
+        """Run on ``feeds`` (input name -> array of the input's dtype); returns outputs by
+        name."""
         if not isinstance(feeds, Mapping):
             raise InputError("feeds must be a dict mapping input names to arrays")
         unknown = [k for k in feeds if k not in self._input_index]
@@ -106,13 +109,14 @@ class Module:
         arrays = []
         for name, shape, _ in self.inputs:
             if name not in feeds:
-                raise InputError(f"missing input '{name}' (shape {shape}, float32)")
+                raise InputError(f"missing input '{name}' (shape {shape}, "
+                                 f"{self._dtype[name]})")
             arrays.append(self._check(name, feeds[name], shape))
         return dict(zip((n for n, _, _ in self.outputs), self._call(arrays)))
 
     def _call(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        outs = [np.empty(shape, np.float32) if name not in self._input_index
-                else arrays[self._input_index[name]].copy() for name, shape, _ in self.outputs]
+        outs = [np.empty(shape, dtype) if name not in self._input_index
+                else arrays[self._input_index[name]].copy() for name, shape, dtype in self.outputs]
         args = (self._weights_ptr, self._arena_ptr, *map(_address, arrays), *map(_address, outs))
         with self._lock:
             if self._team is None:

@@ -4,11 +4,13 @@ asic target, check the simulator against three oracles (``verify_asic``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
 
-from ..errors import CompileError, VerificationError
+from ..errors import CompileError, InputError, VerificationError
+from ..ir import Graph, Op
 from .module import Module
 
 RTOL = 1e-3
@@ -51,8 +53,49 @@ class _Reference:
 
 
 def random_feeds(module: Module, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs valid for the model: floats normal, bools 0/1, ints in [0, the smallest table
+    they index) (``module.input_ranges``) or else 0/1 (masks, flags)."""
     rng = np.random.default_rng(seed)
-    return {n: rng.standard_normal(s).astype(np.float32) for n, s, _ in module.inputs}
+    ranges = getattr(module, "input_ranges", None) or {}
+    feeds = {}
+    for name, shape, dtype in module.inputs:
+        if dtype in ("float32", "float64"):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[name] = rng.integers(0, ranges.get(name, 2), shape).astype(dtype)
+    return feeds
+
+
+# ops that carry an input's integer values unchanged to a gather's indices
+_CARRIERS = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.SLICE, Op.CONCAT, Op.PAD})
+
+
+def index_ranges(graph: Graph) -> dict[str, int]:
+    """For each integer graph input that reaches gather indices (through reshapes, slices,
+    casts to int...), the size of the smallest axis it indexes: its valid ids are below."""
+    sources: dict[str, set[str]] = {v.name: {v.name} for v in graph.inputs
+                                    if v.type.dtype in ("int64", "int32")}
+    ranges: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op in _CARRIERS or (node.op is Op.CAST and node.type.dtype != "bool"):
+            found = set().union(*(sources.get(i, set()) for i in node.inputs))
+            if found:
+                sources[node.name] = found
+        elif node.op is Op.GATHER:
+            n = graph.type_of(node.inputs[0]).shape[node.attrs["axis"]]
+            for name in sources.get(node.inputs[1], ()):
+                ranges[name] = min(ranges.get(name, n), n)
+    return ranges
+
+
+def _user_feeds(module: Module, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``verify_inputs``: every input, of its compiled dtype and shape (InputError if not)."""
+    if not isinstance(feeds, Mapping):
+        raise InputError("verify_inputs must map input names to arrays")
+    missing = [n for n, _, _ in module.inputs if n not in feeds]
+    if missing:
+        raise InputError(f"verify_inputs lacks input '{missing[0]}'")
+    return {n: module._check(n, np.asarray(feeds[n]), s) for n, s, _ in module.inputs}
 
 
 def finite_scale(ref: np.ndarray) -> float:
@@ -73,16 +116,24 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def verify_module(module: Module, model: onnx.ModelProto | str | os.PathLike,
-                  seed: int = 0) -> float:
-    """Compare with onnxruntime; raise VerificationError on disagreement. Returns the largest
-    relative error over the outputs."""
-    feeds = random_feeds(module, seed)
+                  seed: int = 0, feeds: Mapping[str, np.ndarray] | None = None) -> float:
+    """Compare with onnxruntime on ``feeds`` (default: ``random_feeds``); raise
+    VerificationError on disagreement. Returns the largest relative error over the outputs
+    (integer and bool outputs must be equal)."""
+    feeds = random_feeds(module, seed) if feeds is None else _user_feeds(module, feeds)
     ref = reference_session(model).run([n for n, _, _ in module.outputs], feeds)
     got = module.run(feeds)
     worst = 0.0
-    for (name, _, _), r in zip(module.outputs, ref):
-        r = np.asarray(r, dtype=np.float64)
+    for (name, _, dtype), r in zip(module.outputs, ref):
         g = got[name]
+        if dtype not in ("float32", "float64"):
+            if not np.array_equal(g, r):
+                raise VerificationError(
+                    f"output '{name}' ({dtype}) differs from onnxruntime in "
+                    f"{int(np.sum(g != r))} element(s): a miscompile — please report it with "
+                    "the model; compile with verify=False to bypass")
+            continue
+        r = np.asarray(r, dtype=np.float64)
         ok = np.allclose(g, r, rtol=RTOL, atol=RTOL * max(finite_scale(r), 1e-6), equal_nan=True)
         err = relative_error(g, r)
         worst = max(worst, err)

@@ -1,14 +1,22 @@
-"""The ONNX backend node tests, run through sw2c: scope rules, preparation and the pass table.
+"""The ONNX backend node tests, run through sw2c: scope rules, preparation, and the harness
+that classifies every test of the suite (passed, wrong, sw2c error with its reason, non-sw2c
+exception, hang, or out of harness).
 
-`python -m sw2c.tests.conformance [--write docs/conformance.md]` prints (or writes) the table
-of every supported op: node tests passed / in scope, and the reason for every exclusion.
+`python -m sw2c.tests.conformance [--write docs/conformance.md] [--onnxruntime]` prints (or
+writes) the whole-suite report of conformance_report.py; ``--onnxruntime`` adds onnxruntime
+through the same harness as the reference column.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
+import faulthandler
+import re
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -23,12 +31,23 @@ Identity LRN LeakyRelu Log LogSoftmax MatMul Max MaxPool Mean Min Mul Neg PRelu 
 Reciprocal ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceSum
 ReduceSumSquare Relu Reshape Sigmoid Slice Softmax Split Sqrt Squeeze Sub Sum Tanh Tile Transpose
 Unsqueeze
+DepthToSpace Einsum GroupNormalization InstanceNormalization LayerNormalization RMSNormalization
+SpaceToDepth
+Celu Elu Erf Gelu Mish Selu Shrink Softplus Softsign ThresholdedRelu
+ConvTranspose Resize Upsample
+Cast Equal Less LessOrEqual Greater GreaterOrEqual And Or Xor Not Where GatherElements GatherND
 """.split())
 # may appear in a test's graph when they fold to constants at compile time
+RUN_TIME_TYPES = ("float32", "int64", "int32", "bool")
 FOLDABLE = frozenset("Shape Size Cast Range Equal Where".split())
 
 # in-scope tests we knowingly fail, with the reason (kept empty unless a reason is real)
-KNOWN: dict[str, str] = {}
+KNOWN: dict[str, str] = {
+    **{f"test_not_{r}d": "the test model declares opset 1; sw2c imports opset 7 and newer"
+       for r in (2, 3, 4)},
+    **{f"test_pow_types_{t}_float32": "Pow of an integer base: sw2c computes Pow on floats only"
+       for t in ("int64", "int32")},
+}
 
 
 @cache
@@ -40,14 +59,27 @@ def node_cases() -> tuple:
         return tuple(load_model_tests(kind="node"))
 
 
+@cache
+def _one_node_ops() -> dict[str, str]:
+    """Test name -> op type, for the suite's one-node tests."""
+    return {c.name: c.model.graph.node[0].op_type for c in node_cases()
+            if len(c.model.graph.node) == 1}
+
+
 def op_of(case) -> str:
-    """The op a node test is about: its node's, for a one-node test; else the longest supported
-    op named at the start of the test's name (`test_softmax_..._expanded` -> Softmax); else
-    its first node that is not a Constant."""
+    """The op a node test is about: its node's, for a one-node test; for an `_expanded` test
+    (the op's function body), the op of the one-node test it expands; else the longest op
+    named at the start of the test's name (`test_softmax_..._expanded` -> Softmax); else its
+    first node that is not a Constant."""
     if len(case.model.graph.node) == 1:
         return case.model.graph.node[0].op_type
+    single = _one_node_ops()
+    base = re.sub(r"_expanded(_ver\d+)?$", "", case.name)
+    if base in single:
+        return single[base]
     name = case.name.removeprefix("test_").lower()
-    named = [op for op in SUPPORTED if name == op.lower() or name.startswith(op.lower() + "_")]
+    named = [op for op in SUPPORTED | set(single.values())
+             if name == op.lower() or name.startswith(op.lower() + "_")]
     if named:
         return max(named, key=len)
     ops = [n.op_type for n in case.model.graph.node]
@@ -63,6 +95,19 @@ def _array(x):
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
+def harness_gap(case) -> str | None:
+    """Why the harness cannot represent ``case``'s data (numpy has no float8/int4/..., sw2c's
+    feeds are tensors), or None."""
+    if not case.data_sets:
+        return "no data set"
+    inputs, outputs = _data(case)
+    if any(isinstance(x, onnx.TensorProto) for x in inputs + outputs):
+        return "a data type numpy cannot hold (float8, int4, ...)"
+    if any(not isinstance(x, np.ndarray) for x in inputs + outputs):
+        return "sequence or optional values"
+    return None
+
+
 def scope(case) -> str | None:
     """None when sw2c must pass ``case``, else the reason it is outside the fp32 static scope."""
     graph = case.model.graph
@@ -71,18 +116,14 @@ def scope(case) -> str | None:
         return "non-default domain"
     if not ops <= SUPPORTED | FOLDABLE or not ops & SUPPORTED:
         return "uses ops sw2c does not implement: " + ", ".join(sorted(ops - SUPPORTED - FOLDABLE))
-    if not case.data_sets:
-        return "no data set"
+    if (gap := harness_gap(case)) is not None:
+        return gap
     inputs, outputs = _data(case)
-    if any(isinstance(x, onnx.TensorProto) for x in inputs + outputs):
-        return "a data type numpy cannot hold (float8, int4, ...)"
-    if any(not isinstance(x, np.ndarray) for x in inputs + outputs):
-        return "sequence or optional values"
-    if any(o.dtype != np.float32 for o in outputs):
-        return "non-fp32 output"
+    if any(str(o.dtype) not in RUN_TIME_TYPES for o in outputs):
+        return "an output type sw2c does not compute (float32, int64, int32, bool)"
     float_inputs = [x for x in inputs if x.dtype.kind == "f"]
-    if any(x.dtype != np.float32 for x in float_inputs):
-        return "non-fp32 input data"
+    if any(str(x.dtype) not in RUN_TIME_TYPES for x in inputs):
+        return "an input type sw2c does not take (float32, int64, int32, bool)"
     if any(x.size == 0 for x in float_inputs) and all(o.size == 0 for o in outputs):
         return "empty input and only empty outputs: nothing to compute, which sw2c refuses"
     for node in graph.node:
@@ -101,6 +142,10 @@ def scope(case) -> str | None:
     return None
 
 
+# float inputs that are parameters, not data (Resize's roi and scales, Upsample's scales)
+FLOAT_PARAMS: dict[str, tuple[int, ...]] = {"Resize": (1, 2), "Upsample": (1,)}
+
+
 def prepare(case) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarray]]:
     """The model with its parameter inputs (non-float: shapes, axes, pads; 0-d floats: clip
     bounds, dropout ratio) made initializers, as they are in a real exported model, plus the
@@ -110,69 +155,156 @@ def prepare(case) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarr
     inputs, outputs = _data(case)
     feeds = {}
     keep = []
+    params = {n.input[i] for n in model.graph.node for i in FLOAT_PARAMS.get(n.op_type, ())
+              if i < len(n.input)}
     for vi, x in zip(list(model.graph.input), inputs):
-        if x.dtype.kind == "f" and x.ndim > 0:
+        if x.dtype.kind == "f" and x.ndim > 0 and vi.name not in params:
             feeds[vi.name] = x
             keep.append(vi)
         else:
             model.graph.initializer.append(numpy_helper.from_array(x, vi.name))
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
+    if model.ir_version >= 4:  # before IR 4, every initializer must also be a graph input
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
     return model, feeds, list(outputs)
 
 
-def run_case(case) -> None:
-    """Compile and run ``case``; raise AssertionError on a mismatch."""
+# --- the harness: every test of the suite, classified ----------------------------------------
+
+PASSED, WRONG, ERROR = "passed", "wrong", "sw2c error"
+RAW, HANG, OUT = "non-sw2c exception", "hang", "out of harness"
+KINDS = (PASSED, WRONG, ERROR, RAW, HANG, OUT)
+BUGS = (WRONG, RAW, HANG)  # what CI fails on, in or out of scope
+TIMEOUT = 60  # seconds per test; the slowest takes ~1 s
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a test gave: ``kind`` (one of KINDS), ``reason`` (the key that groups tests
+    refused for the same cause) and ``detail`` (the message, one line)."""
+
+    kind: str
+    reason: str = ""
+    detail: str = ""
+
+
+class Hang(BaseException):
+    """A test ran out of time (a BaseException, so no ``except Exception`` swallows it)."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise Hang after ``seconds`` while Python code runs (signal.alarm; main thread only);
+    and if native code hangs, where the alarm cannot land, kill the process after twice that
+    (faulthandler): pytest-xdist and the report's process pool then count the test as lost."""
+    main = threading.current_thread() is threading.main_thread()
+
+    def alarm(signum: int, frame: object) -> None:
+        raise Hang(f"no answer within {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, alarm) if main else None
+    if main:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    faulthandler.dump_traceback_later(2 * seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def _run_sw2c(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import sw2c
 
-    model, feeds, expected = prepare(case)
-    module = sw2c.compile(model, verify=False,
-                          input_shapes={k: v.shape for k, v in feeds.items()})
+    module = sw2c.compile(model, verify=False, input_shapes={k: v.shape for k, v in feeds.items()})
     got = module.run(feeds)
-    for (name, _, _), want in zip(module.outputs, expected):
-        np.testing.assert_allclose(got[name], want, rtol=max(case.rtol, 1e-3),
-                                   atol=max(case.atol, 1e-6), err_msg=f"{case.name}: {name}")
+    return [got[name] for name, _, _ in module.outputs]
 
 
-def table() -> str:
-    """Markdown: per supported op, node tests passed / in scope, and every exclusion."""
-    passed: dict[str, int] = collections.Counter()
-    total: dict[str, int] = collections.Counter()
-    excluded: dict[str, list[str]] = collections.defaultdict(list)
-    failures: dict[str, list[str]] = collections.defaultdict(list)
-    for case in node_cases():
-        op = op_of(case)
-        if op not in SUPPORTED:
+def _run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # its refusals are counted, not printed
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return session.run([o.name for o in model.graph.output], feeds)
+
+
+ENGINES = {"sw2c": _run_sw2c, "onnxruntime": _run_onnxruntime}
+
+
+def mismatch(case, got: list, expected: list[np.ndarray]) -> str | None:
+    """Why ``got`` is not the test's expected outputs (count, shape, dtype, or values beyond the
+    tolerances: the test's own, at least rtol 1e-3 and atol 1e-6), or None."""
+    if len(got) != len(expected):
+        return f"{len(got)} outputs, the test expects {len(expected)}"
+    for i, (g, want) in enumerate(zip(got, expected)):
+        g = np.asarray(g)
+        if g.shape != want.shape or g.dtype != want.dtype:
+            return f"output {i}: {g.dtype}{list(g.shape)}, the test expects " \
+                   f"{want.dtype}{list(want.shape)}"
+        if want.dtype.kind not in "biufc":  # strings: exact
+            if not np.array_equal(g, want):
+                return f"output {i}: values differ"
             continue
-        reason = scope(case)
-        if reason is not None:
-            excluded[op].append(f"`{case.name}`: {reason}")
-            continue
-        total[op] += 1
         try:
-            run_case(case)
-            passed[op] += 1
-        except Exception as e:  # the table reports it; the pytest run fails on it
-            failures[op].append(f"`{case.name}`: {str(e).splitlines()[0][:120]}")
-    lines = ["| op | passed / in scope | excluded (reason) |", "|---|---|---|"]
-    for op in sorted(SUPPORTED):
-        ex = "<br>".join(excluded[op] + [f"FAILS {f}" for f in failures[op]]) or "—"
-        lines.append(f"| {op} | {passed[op]} / {total[op]} | {ex} |")
-    return "\n".join(lines)
+            np.testing.assert_allclose(g, want, rtol=max(case.rtol, 1e-3),
+                                       atol=max(case.atol, 1e-6))
+        except AssertionError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            return f"output {i}: " + "; ".join(lines[1:4])
+    return None
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--write", help="write the markdown table to this file")
-    args = p.parse_args()
-    text = ("# ONNX node-test conformance\n\nGenerated by `python -m sw2c.tests.conformance "
-            "--write docs/conformance.md`.\n\n" + table() + "\n")
-    if args.write:
-        with open(args.write, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:300]
+
+
+def reason(e: Exception) -> str:
+    """A sw2c error's message without the names of the test's nodes, tensors and shapes, so
+    that the tests refused for one cause share it: `unsupported ai.onnx::Resize` for an op
+    without a converter, `unsupported ai.onnx::Dropout: the mask output is not supported`."""
+    from sw2c.errors import UnsupportedOpError
+
+    text = re.sub(r"'[^']*'", "'…'", _first_line(e))
+    text = re.sub(r"\(\d[\d, ]*\)", "(…)", re.sub(r"\bdim \d+", "dim …", text))
+    if isinstance(e, UnsupportedOpError):
+        detail = text.partition("': ")[2]
+        op = f"unsupported {e.domain}::{e.op_type}"
+        generic = detail.startswith("supported only when all its inputs are constants")
+        return op if generic or not detail else f"{op}: {detail}"
+    return text
+
+
+def classify(case, engine: str = "sw2c", timeout: float = TIMEOUT) -> Outcome:
+    """Run ``case`` through ``engine`` (compiled with verify=False for sw2c) on its data set and
+    compare with its expected outputs."""
+    if (gap := harness_gap(case)) is not None:
+        return Outcome(OUT, gap)
+    model, feeds, expected = prepare(case)
+    try:
+        with deadline(timeout):
+            got = ENGINES[engine](model, feeds)
+    except Hang as e:
+        return Outcome(HANG, "no answer in time", str(e))
+    except Exception as e:  # noqa: BLE001 (classified: a Sw2cError is a refusal, else a bug)
+        if engine != "sw2c":
+            return Outcome(ERROR, f"{type(e).__name__}", _first_line(e))
+        from sw2c.benchmarks.fuzz import raw_exception, where
+
+        if (raw := raw_exception(e)) is not None:
+            return Outcome(RAW, type(raw).__name__,
+                           f"{type(raw).__name__}: {_first_line(raw)} (at {where(raw)})")
+        return Outcome(ERROR, reason(e), _first_line(e))
+    problem = mismatch(case, got, expected)
+    return Outcome(WRONG, "outputs differ", problem) if problem else Outcome(PASSED)
 
 
 if __name__ == "__main__":
+    from sw2c.tests.conformance_report import main
+
     main()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value, run
-from sw2c.ir.ops import UNARY_PARAMS
+from sw2c.ir.ops import LOGIC, UNARY_PARAMS
 from sw2c.tests.ir_models import residual_cnn
 
-PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7}
+PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7, "lambd": 0.5, "bias": 0.2}
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +23,7 @@ def check(graph: Graph, seed: int = 0, positive: bool = False, rtol: float = 1e-
     rng = np.random.default_rng(seed)
     feeds = {}
     for v in graph.inputs:
-        x = rng.standard_normal(v.type.shape).astype(np.float32)
-        feeds[v.name] = np.abs(x) + 0.1 if positive else x
+        feeds[v.name] = random_tensor(rng, v.type, positive)
     expect = run(graph, feeds)
     for threads in (1, 2):
         got = compile_graph(graph, "t", threads=threads).run(feeds)
@@ -33,11 +32,81 @@ def check(graph: Graph, seed: int = 0, positive: bool = False, rtol: float = 1e-
                                        err_msg=f"{name} with {threads} thread(s)")
 
 
-def builder(*shapes: tuple[int, ...]) -> Builder:
-    return Builder("g", [Value(f"x{i}", TensorType(s)) for i, s in enumerate(shapes)])
+def random_tensor(rng: np.random.Generator, t: TensorType, positive: bool = False) -> np.ndarray:
+    if t.dtype == "bool":
+        return rng.integers(0, 2, t.shape).astype(bool)
+    if t.dtype != "float32":  # small ints, zeros included (x / 0 is defined as 0)
+        return rng.integers(1 if positive else -50, 50, t.shape).astype(t.dtype)
+    x = rng.standard_normal(t.shape).astype(np.float32)
+    return np.abs(x) + 0.1 if positive else x
 
 
-@pytest.mark.parametrize("fn", list(Unary))
+def builder(*shapes: tuple[int, ...], dtype: str = "float32") -> Builder:
+    return Builder("g", [Value(f"x{i}", TensorType(s, dtype)) for i, s in enumerate(shapes)])
+
+
+FLOAT_BINARY = [f for f in Binary if f not in LOGIC]
+INT_BINARY = [f for f in Binary if f not in LOGIC and f is not Binary.POW]
+TYPED_BINARY = ([(f, "int64") for f in INT_BINARY] + [(f, "int32") for f in INT_BINARY]
+                + [(f, "bool") for f in Binary if f in LOGIC or f is Binary.EQ])
+
+
+@pytest.mark.parametrize("fn,dtype", [(Unary.NOT, "bool")] + [
+    (f, d) for f in (Unary.RELU, Unary.NEG, Unary.ABS) for d in ("int64", "int32")])
+def test_typed_unary(fn, dtype):
+    b = builder((3, 37), dtype=dtype)
+    check(b.finish([b.add(Op.UNARY, ["x0"], fn=fn)]))
+
+
+@pytest.mark.parametrize("fn,dtype", TYPED_BINARY)
+@pytest.mark.parametrize("shapes", [((2, 3, 20), (20,)), ((2, 1, 4), (3, 1))])
+def test_typed_binary(fn, dtype, shapes):
+    b = builder(*shapes, dtype=dtype)
+    check(b.finish([b.add(Op.BINARY, ["x0", "x1"], fn=fn)]))
+
+
+@pytest.mark.parametrize("src", ["float32", "int64", "int32", "bool"])
+@pytest.mark.parametrize("dst", ["float32", "int64", "int32", "bool"])
+def test_cast(src, dst):
+    b = builder((4, 33), dtype=src)
+    check(b.finish([b.add(Op.CAST, ["x0"], to=dst)]))
+
+
+def test_cast_saturates_and_maps_nan_to_zero():
+    b = builder((1, 6))
+    graph = b.finish([b.add(Op.CAST, ["x0"], to="int32"), b.add(Op.CAST, ["x0"], to="bool")])
+    x = np.array([[np.nan, np.inf, -np.inf, 3e9, -2.5, 0.0]], np.float32)
+    got = compile_graph(graph, "t").run({"x0": x})
+    want = run(graph, {"x0": x})
+    for name in graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert list(want[graph.outputs[0]][0]) == [0, 2**31 - 1, -2**31, 2**31 - 1, -2, 0]
+
+
+def test_where_and_comparisons_feed_float_math():
+    b = Builder("g", [Value("c", TensorType((3, 1), "bool")), Value("x", TensorType((3, 40))),
+                      Value("y", TensorType((40,)))])
+    w = b.add(Op.WHERE, ["c", "x", "y"])
+    gt = b.add(Op.BINARY, [w, "y"], fn=Binary.GT)
+    check(b.finish([b.add(Op.BINARY, [w, w], fn=Binary.MUL), gt]))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
+def test_gather_clamps_run_time_indices(axis, dtype):
+    b = Builder("g", [Value("d", TensorType((7, 9))), Value("i", TensorType((2, 5), dtype))])
+    y = b.add(Op.GATHER, ["d", "i"], axis=axis)
+    graph = b.finish([b.add(Op.UNARY, [y], fn=Unary.RELU)])
+    rng = np.random.default_rng(0)
+    feeds = {"d": rng.standard_normal((7, 9)).astype(np.float32),
+             "i": np.array([[0, -1, 3, 100, -100], [6, 2, -7, 8, 1]], dtype)}
+    want = run(graph, feeds)
+    for threads in (1, 2):
+        got = compile_graph(graph, "t", threads=threads).run(feeds)
+        np.testing.assert_array_equal(got[graph.outputs[0]], want[graph.outputs[0]])
+
+
+@pytest.mark.parametrize("fn", [f for f in Unary if f is not Unary.NOT])
 def test_unary(fn):
     b = builder((3, 37))
     params = {p: PARAMS[p] for p in UNARY_PARAMS.get(fn, ())}
@@ -45,7 +114,7 @@ def test_unary(fn):
     check(b.finish([y]), positive=fn in (Unary.LOG, Unary.SQRT))
 
 
-@pytest.mark.parametrize("fn", list(Binary))
+@pytest.mark.parametrize("fn", FLOAT_BINARY)
 @pytest.mark.parametrize("shapes", [((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((5,), (5,)),
                                     ((1, 3, 1), (2, 1, 6))])
 def test_binary_broadcast(fn, shapes):

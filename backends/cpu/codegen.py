@@ -48,7 +48,7 @@ class Weights:
     def add(self, key: tuple[str, str], data: np.ndarray) -> int:
         if key not in self.offsets:
             self.offsets[key] = self.size
-            raw = np.ascontiguousarray(data, dtype=np.float32).tobytes()
+            raw = np.ascontiguousarray(data).tobytes()  # in the constant's own dtype
             pad = -len(raw) % ALIGN
             self.chunks.append(raw + b"\0" * pad)
             self.size += len(raw) + pad

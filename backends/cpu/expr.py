@@ -14,6 +14,8 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Op
+from ...ir.ops import COMPARISONS
+from . import dtypes
 from .llvm import F32, I64
 from .loops import const
 from .math import emit_binary, emit_unary, splat
@@ -50,7 +52,8 @@ def keeps_last_axis(body: Graph) -> bool:
     width = body.type_of(body.outputs[0]).shape[-1:]
     for node in body.nodes:
         shape = node.type.shape
-        if node.op is Op.RESHAPE or (shape[-1:] != width and shape[-1:] not in ((1,), ())):
+        if node.op in (Op.RESHAPE, Op.GATHER) or (shape[-1:] != width and
+                                                   shape[-1:] not in ((1,), ())):
             return False
         at = node.attrs
         if node.op is Op.TRANSPOSE and at["perm"][-1] != len(shape) - 1:
@@ -93,19 +96,23 @@ class BodyEmitter:
         self._depth = 0
 
     def load(self, name: str, coords: Coords) -> ir.Value:
-        shape = self.body.type_of(name).shape
-        ptr = self.b.gep(self.pointers[name], [linear(self.b, coords, shape)])
+        t = self.body.type_of(name)
+        shape, element = t.shape, dtypes.storage(t.dtype)
+        base = self.b.bitcast(self.pointers[name], element.as_pointer())
+        ptr = self.b.gep(base, [linear(self.b, coords, shape)])
         if self.lanes == 1:
-            return self.b.load(ptr)
-        vec = ir.VectorType(F32, self.lanes)
-        if shape[-1:] in ((1,), ()):
-            return splat(self.b, ir.Constant(vec, None), self.b.load(ptr))
-        return self.b.load(self.b.bitcast(ptr, vec.as_pointer()), align=4)
+            x = self.b.load(ptr)
+        elif shape[-1:] in ((1,), ()):
+            x = splat(self.b, ir.Constant(ir.VectorType(element, self.lanes), None),
+                      self.b.load(ptr))
+        else:
+            vec = ir.VectorType(element, self.lanes)
+            x = self.b.load(self.b.bitcast(ptr, vec.as_pointer()), align=dtypes.itemsize(element))
+        return dtypes.to_register(self.b, x, t.dtype)
 
-    def constant(self, value: float) -> ir.Value:
-        if self.lanes == 1:
-            return ir.Constant(F32, value)
-        return ir.Constant(ir.VectorType(F32, self.lanes), [ir.Constant(F32, value)] * self.lanes)
+    def constant(self, value: float, dtype: str = "float32") -> ir.Value:
+        like = ir.VectorType(F32, self.lanes) if self.lanes > 1 else None
+        return dtypes.constant(dtype, value, like)
 
     def value(self, name: str, coords: Coords) -> ir.Value:
         """Body value ``name`` at ``coords`` (a scalar, or ``lanes`` elements)."""
@@ -142,12 +149,23 @@ class BodyEmitter:
         node = self.body.producer[name]
         b, at = self.b, node.attrs
         if node.op is Op.CONST:
-            return self.constant(float(np.asarray(at["value"]).reshape(-1)[0]))
+            return self.constant(np.asarray(at["value"]).reshape(-1)[0].item(), node.type.dtype)
         if node.op is Op.UNARY:
-            return emit_unary(b, at["fn"], at, self.value(node.inputs[0], coords))
+            x = self.value(node.inputs[0], coords)
+            if node.type.dtype in dtypes.FLOATS:
+                return emit_unary(b, at["fn"], at, x)
+            return dtypes.emit_int_unary(b, at["fn"], x)
         if node.op is Op.BINARY:
             x, y = (self.value(i, self._broadcast(i, coords)) for i in node.inputs)
-            return emit_binary(b, at["fn"], x, y)
+            return _binary(b, at["fn"], x, y, self.body.type_of(node.inputs[0]).dtype)
+        if node.op is Op.CAST:
+            src = self.body.type_of(node.inputs[0]).dtype
+            return dtypes.emit_cast(b, self.value(node.inputs[0], coords), src, at["to"])
+        if node.op is Op.WHERE:
+            c, x, y = (self.value(i, self._broadcast(i, coords)) for i in node.inputs)
+            return b.select(c, x, y)
+        if node.op is Op.GATHER:
+            return self._gather(node, coords)
         if node.op is Op.TRANSPOSE:
             src: Coords = [const(0)] * len(coords)
             for k, p in enumerate(at["perm"]):
@@ -167,6 +185,21 @@ class BodyEmitter:
             return self.value(node.inputs[0], self._reshape(node.inputs[0], node.name, coords))
         raise NotImplementedError(f"{node.op} inside an elementwise kernel")
 
+    def _gather(self, node, coords: Coords) -> ir.Value:
+        """data[..., clamp(index), ...]: the index is read at the output's coordinates along
+        the indices' axes, wrapped once if negative and clamped into the axis, so the load
+        stays inside the data whatever the run-time index is."""
+        data, indices = node.inputs
+        axis, rank = node.attrs["axis"], self.body.type_of(indices).rank
+        n = self.body.type_of(data).shape[axis]
+        b = self.b
+        i = self.value(indices, coords[axis:axis + rank])
+        i = b.sext(i, I64) if i.type.width < 64 else i
+        i = b.select(b.icmp_signed("<", i, const(0)), b.add(i, const(n)), i)
+        i = b.select(b.icmp_signed("<", i, const(0)), const(0), i)
+        i = b.select(b.icmp_signed(">", i, const(n - 1)), const(n - 1), i)
+        return self.value(data, [*coords[:axis], i, *coords[axis + rank:]])
+
     def _broadcast(self, name: str, coords: Coords) -> Coords:
         shape = self.body.type_of(name).shape
         tail = coords[len(coords) - len(shape):]
@@ -182,7 +215,8 @@ class BodyEmitter:
             inside = b.icmp_unsigned("<", c, const(d))  # unsigned: negatives are huge
             ok = b.and_(ok, inside)
             clamped.append(b.select(inside, c, const(0)))
-        return b.select(ok, self.value(name, clamped), self.constant(float(pad)))
+        dtype = self.body.type_of(name).dtype
+        return b.select(ok, self.value(name, clamped), self.constant(pad, dtype))
 
     def _window(self, name: str, coords: Coords, at) -> ir.Value:
         n = len(at["kernel"])
@@ -208,12 +242,26 @@ class BodyEmitter:
 
 def store(b: ir.IRBuilder, ptr: ir.Value, coords: Coords, shape: Sequence[int],
           value: ir.Value) -> None:
-    """Store a scalar, or a vector of consecutive elements along the last axis."""
-    at = b.gep(ptr, [linear(b, coords, shape)])
-    if isinstance(value.type, ir.VectorType):
-        b.store(value, b.bitcast(at, value.type.as_pointer()), align=4)
+    """Store a scalar, or a vector of consecutive elements along the last axis, into ``ptr``
+    (of any pointer type: it is read as a pointer to the value's element type)."""
+    vector = isinstance(value.type, ir.VectorType)
+    if (value.type.element if vector else value.type) == dtypes.I1:  # bool: one byte each
+        value = dtypes.to_storage(b, value, "bool")
+    element = value.type.element if vector else value.type
+    at = b.gep(b.bitcast(ptr, element.as_pointer()), [linear(b, coords, shape)])
+    if vector:
+        b.store(value, b.bitcast(at, value.type.as_pointer()), align=dtypes.itemsize(element))
     else:
         b.store(value, at)
+
+
+def _binary(b: ir.IRBuilder, fn, x: ir.Value, y: ir.Value, dtype: str) -> ir.Value:
+    """``fn`` on operands of ``dtype``: float math, float comparisons, or integer ops."""
+    if dtype not in dtypes.FLOATS:
+        return dtypes.emit_int_binary(b, fn, x, y, unsigned=dtype in ("uint8", "bool"))
+    if fn in COMPARISONS:
+        return dtypes.emit_float_compare(b, fn, x, y)
+    return emit_binary(b, fn, x, y)
 
 
 __all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides"]

@@ -9,6 +9,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Binary, Graph, Node, Op, Reduce
+from . import dtypes
 from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store
 from .llvm import F32, F32P, I8P, I64, vector_lanes
 from .loops import Split, const, loop_nest
@@ -147,12 +148,16 @@ def emit_concat(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     outer = int(np.prod(shape[:axis]))
     total = int(np.prod(shape[axis:]))
     memcpy = b.module.declare_intrinsic("llvm.memcpy", [I8P, I8P, ir.IntType(64)])
+    itemsize = np.dtype(node.type.dtype).itemsize
+    element = dtypes.storage(node.type.dtype).as_pointer()
+    out = b.bitcast(out, element)  # the offsets below count elements of the concat's type
+    ptrs = {name: b.bitcast(p, element) for name, p in ptrs.items()}
     offset = 0
     for name in cat.inputs:
         inner = int(np.prod(body.type_of(name).shape[axis:]))
         with team.share(b, (outer,)) as split, loop_nest(b, (outer,), split) as (o,):
             dst = b.gep(out, [b.add(b.mul(o, const(total)), const(offset))])
             src = b.gep(ptrs[name], [b.mul(o, const(inner))])
-            b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(src, I8P), const(inner * 4),
+            b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(src, I8P), const(inner * itemsize),
                             ir.Constant(ir.IntType(1), 0)])
         offset += inner

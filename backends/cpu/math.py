@@ -68,6 +68,85 @@ def _hard_sigmoid(b: ir.IRBuilder, x: ir.Value, alpha: float, beta: float) -> ir
     return _min(b, _max(b, y, splat(b, x, 0.0)), splat(b, x, 1.0))
 
 
+def _horner(b: ir.IRBuilder, t: ir.Value, coeffs: tuple[float, ...]) -> ir.Value:
+    """sum(coeffs[i] * t**i), lowest degree first (separate mul and add: no contraction)."""
+    y = splat(b, t, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        y = b.fadd(b.fmul(y, t), splat(b, t, c))
+    return y
+
+
+# erf has no LLVM intrinsic and libm's erff is one call per lane, so it is two polynomials, both
+# evaluated and one selected (branch-free: it vectorizes). Least-squares fits on Chebyshev nodes
+# to float64 erf, rounded to float32; max error 1.4 ulp (measured in tests/test_activations.py).
+# |x| <= 1: erf(a) = a + a * Q(a * a), so the leading term is exact and Q's error is damped.
+_ERF_SMALL = (0.12837917, -0.3761263, 0.11283612, -0.026854806, 0.0051900498,
+              -0.00080243207, 7.898098e-05)
+# 1 < |x| <= ERF_ONE: erf(a) = 1 - R(t), t = a mapped onto [-1, 1]; R(t) = erfc(a) <= 0.16.
+_ERF_LARGE = (0.0005033536, -0.0038781061, 0.013928984, -0.030599944, 0.04504726,
+              -0.04510702, 0.028447647, -0.006495267, -0.0073476364, 0.009031152,
+              -0.0033370154, -0.0015874337, 0.0016258644, -1.2977581e-05, -0.0002188414)
+ERF_ONE = 3.92  # from here on erfc(a) < 2**-25: float32 erf(a) rounds to 1
+
+
+def _erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    a = _min(b, _call(b, "llvm.fabs", x), splat(b, x, ERF_ONE))  # inf -> ERF_ONE; NaN stays
+    small = b.fadd(a, b.fmul(a, _horner(b, b.fmul(a, a), _ERF_SMALL)))
+    t = b.fmul(b.fsub(a, splat(b, x, (1 + ERF_ONE) / 2)), splat(b, x, 2 / (ERF_ONE - 1)))
+    large = b.fsub(splat(b, x, 1.0), _horner(b, t, _ERF_LARGE))
+    y = b.select(b.fcmp_ordered("<=", a, splat(b, x, 1.0)), small, large)
+    return _call(b, "llvm.copysign", y, x)  # erf is odd; keeps -0
+
+
+def _log1p(b: ir.IRBuilder, u: ir.Value) -> ir.Value:
+    """log(1 + u), accurate for tiny u (Goldberg): with w = 1 + u rounded, log(w) * u / (w - 1)
+    cancels w's rounding error; where w rounds to 1, log1p(u) = u. Not for u = inf."""
+    one = splat(b, u, 1.0)
+    w = b.fadd(one, u)
+    y = b.fdiv(b.fmul(_call(b, "llvm.log", w), u), b.fsub(w, one))
+    return b.select(b.fcmp_ordered("==", w, one), u, y)
+
+
+def _expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """exp(x) - 1, accurate near 0 (Kahan): with u = exp(x) rounded, (u - 1) * x / log(u);
+    where u rounds to 1 it is x, where u underflows to 0 it is -1. For x <= 0 only (Elu)."""
+    one = splat(b, x, 1.0)
+    u = _call(b, "llvm.exp", x)
+    um1 = b.fsub(u, one)
+    y = b.fdiv(b.fmul(um1, x), _call(b, "llvm.log", u))
+    y = b.select(b.fcmp_ordered("==", um1, splat(b, x, -1.0)), um1, y)
+    return b.select(b.fcmp_ordered("==", u, one), x, y)
+
+
+def _softplus(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """max(x, 0) + log1p(exp(-|x|)): exp never overflows, and tiny results do not round to 0."""
+    e = _call(b, "llvm.exp", b.fneg(_call(b, "llvm.fabs", x)))
+    return b.fadd(_max(b, x, splat(b, x, 0.0)), _log1p(b, e))
+
+
+def _special(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value) -> ir.Value:
+    """Erf, Elu, Softplus, ThresholdedRelu, Shrink (a comparison false on NaN selects 0)."""
+    zero = splat(b, x, 0.0)
+    if fn is Unary.ERF:
+        return _erf(b, x)
+    if fn is Unary.ELU:
+        neg = b.fmul(splat(b, x, attrs["alpha"]), _expm1(b, x))
+        return b.select(b.fcmp_ordered(">", x, zero), x, neg)
+    if fn is Unary.SOFTPLUS:
+        return _softplus(b, x)
+    if fn is Unary.THRESHOLDED_RELU:
+        return b.select(b.fcmp_ordered(">", x, splat(b, x, attrs["alpha"])), x, zero)
+    lambd, bias = attrs["lambd"], attrs["bias"]
+    below = b.select(b.fcmp_ordered("<", x, splat(b, x, -lambd)),
+                     b.fadd(x, splat(b, x, bias)), zero)
+    return b.select(b.fcmp_ordered(">", x, splat(b, x, lambd)), b.fsub(x, splat(b, x, bias)),
+                    below)
+
+
+SPECIAL = frozenset({Unary.ERF, Unary.ELU, Unary.SOFTPLUS, Unary.THRESHOLDED_RELU,
+                     Unary.SHRINK})
+
+
 def emit_unary(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value) -> ir.Value:
     if fn is Unary.RELU:
         return _max(b, x, splat(b, x, 0.0))
@@ -86,6 +165,8 @@ def emit_unary(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value
         return _libm(b, "tanhf", x)
     if fn is Unary.NEG:
         return b.fneg(x)
+    if fn in SPECIAL:
+        return _special(b, fn, attrs, x)
     intrinsic = {Unary.EXP: "llvm.exp", Unary.LOG: "llvm.log", Unary.SQRT: "llvm.sqrt",
                  Unary.ABS: "llvm.fabs"}[fn]
     return _call(b, intrinsic, x)
