@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from .ops import COMPARISONS, LOGIC, Binary, Op, Unary
-from .types import TensorType, type_of
+from .types import FLOATS, TensorType, type_of
 
-FLOATS = ("float32", "float64")
 INTS = ("int64", "int32", "int8", "uint8")
 INT_UNARY = frozenset({Unary.RELU, Unary.NEG, Unary.ABS})  # defined on ints too
 FLOAT_ONLY = frozenset({Op.MATMUL, Op.REDUCE, Op.WINDOW})  # their kernels are float kernels

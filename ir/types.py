@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DTYPES = ("float32", "float64", "int64", "int32", "int8", "uint8", "bool")
+FLOATS = ("float32", "float64")
 
 
 @dataclass(frozen=True)

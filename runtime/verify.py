@@ -11,6 +11,7 @@ import onnx
 
 from ..errors import CompileError, InputError, VerificationError
 from ..ir import Graph, Op
+from ..ir.types import FLOATS
 from .module import Module
 
 RTOL = 1e-3
@@ -59,7 +60,7 @@ def random_feeds(module: Module, seed: int = 0) -> dict[str, np.ndarray]:
     ranges = getattr(module, "input_ranges", None) or {}
     feeds = {}
     for name, shape, dtype in module.inputs:
-        if dtype in ("float32", "float64"):
+        if dtype in FLOATS:
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[name] = rng.integers(0, ranges.get(name, 2), shape).astype(dtype)
@@ -126,7 +127,7 @@ def verify_module(module: Module, model: onnx.ModelProto | str | os.PathLike,
     worst = 0.0
     for (name, _, dtype), r in zip(module.outputs, ref):
         g = got[name]
-        if dtype not in ("float32", "float64"):
+        if dtype not in FLOATS:
             if not np.array_equal(g, r):
                 raise VerificationError(
                     f"output '{name}' ({dtype}) differs from onnxruntime in "

@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from sw2c.frontend.convert import RUNTIME_DTYPES
 
 # ONNX ops sw2c compiles (beyond these, Shape/Gather/Cast/... fold when their inputs are constant)
 SUPPORTED = frozenset("""
@@ -38,7 +39,7 @@ ConvTranspose Resize Upsample
 Cast Equal Less LessOrEqual Greater GreaterOrEqual And Or Xor Not Where GatherElements GatherND
 """.split())
 # may appear in a test's graph when they fold to constants at compile time
-RUN_TIME_TYPES = ("float32", "int64", "int32", "bool")
+RUN_TIME_TYPES = tuple(RUNTIME_DTYPES.values())  # what sw2c takes and computes at run time
 FOLDABLE = frozenset("Shape Size Cast Range Equal Where".split())
 
 # in-scope tests we knowingly fail, with the reason (kept empty unless a reason is real)

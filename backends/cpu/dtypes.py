@@ -12,6 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ...ir import Binary, Unary
+from ...ir.types import FLOATS
 from .llvm import intrinsic
 
 I1 = ir.IntType(1)
@@ -20,7 +21,6 @@ _STORAGE: dict[str, ir.Type] = {
     "int32": ir.IntType(32), "int8": ir.IntType(8), "uint8": ir.IntType(8),
     "bool": ir.IntType(8),
 }
-FLOATS = ("float32", "float64")
 
 
 def itemsize(element: ir.Type) -> int:
@@ -75,8 +75,7 @@ _SIGNED = {Binary.LT: "<", Binary.LE: "<=", Binary.GT: ">", Binary.GE: ">=", Bin
 def emit_int_unary(b: ir.IRBuilder, fn: Unary, x: ir.Value) -> ir.Value:
     zero = ir.Constant(x.type, None)
     if fn is Unary.NOT:
-        return b.xor(x, ir.Constant(x.type, [1] * x.type.count) if isinstance(
-            x.type, ir.VectorType) else ir.Constant(x.type, 1))
+        return b.xor(x, _splat_int(x.type, 1))
     if fn is Unary.NEG:
         return b.sub(zero, x)
     if fn is Unary.ABS:
