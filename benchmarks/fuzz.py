@@ -70,7 +70,11 @@ class Builder:
     inits: list[TensorProto] = field(default_factory=list)
     inputs: list[onnx.ValueInfoProto] = field(default_factory=list)
     shapes: dict[str, Shape] = field(default_factory=dict)  # graph inputs and node outputs
-    pool: list[str] = field(default_factory=list)  # tensors an op may consume, oldest first
+    pool: list[str] = field(default_factory=list)  # float tensors an op may consume, oldest first
+    types: dict[str, int] = field(default_factory=dict)  # element types other than float
+    typed: list[str] = field(default_factory=list)  # int and bool tensors (ids, masks), in order
+    exact: set[str] = field(default_factory=set)  # computed bit-identically by any backend
+    typed_ok: bool = True  # int/bool graph inputs (ids, masks) may be made
     uses: Counter = field(default_factory=Counter)
     count: int = 0
 
@@ -98,12 +102,25 @@ class Builder:
         self.count += 1
         return f"{prefix}{self.count}"
 
-    def add_input(self, shape: Shape) -> str:
+    def add_input(self, shape: Shape, elem: int = TensorProto.FLOAT) -> str:
+        """A graph input; an int or bool one (ids, a mask) joins ``typed``, not the pool."""
         name = f"in{len(self.inputs)}"
-        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
-        self.shapes[name] = shape
-        self.pool.append(name)
+        self.inputs.append(helper.make_tensor_value_info(name, elem, list(shape)))
+        self.shapes[name] = tuple(shape)
+        self._track(name, elem)
+        self.exact.add(name)
         return name
+
+    def _track(self, name: str, elem: int) -> None:
+        if elem == TensorProto.FLOAT:
+            self.pool.append(name)
+        else:
+            self.types[name] = elem
+            self.typed.append(name)
+
+    def elem(self, name: str) -> int:
+        """The ONNX element type of a tensor."""
+        return self.types.get(name, TensorProto.FLOAT)
 
     def const(self, value: np.ndarray, prefix: str = "w") -> str:
         """A constant holding ``value`` (float32 or int64): an initializer, or sometimes a
@@ -116,7 +133,15 @@ class Builder:
         else:
             self.inits.append(tensor)
         self.shapes[name] = tuple(np.shape(value))
+        if tensor.data_type != TensorProto.FLOAT:
+            self.types[name] = tensor.data_type
+        self.exact.add(name)
         return name
+
+    def inits_names(self) -> set[str]:
+        """The constants (initializers and Constant nodes)."""
+        return {t.name for t in self.inits} | {n.output[0] for n in self.nodes
+                                                 if n.op_type == "Constant"}
 
     def ints(self, values: Sequence[int]) -> str:
         return self.const(np.asarray(values, np.int64), "i")
@@ -125,20 +150,25 @@ class Builder:
         return self.const(np.asarray(value, np.float32), "s")
 
     def op(self, op_type: str, inputs: Sequence[str], shapes: Sequence[Shape],
-           **attrs) -> list[str]:
-        """Append a node; attributes given as None are left out (their default applies)."""
+           out_type: int = TensorProto.FLOAT, **attrs) -> list[str]:
+        """Append a node whose outputs have element type ``out_type``; attributes given as
+        None are left out (their default applies)."""
         outs = [self.fresh("t") for _ in shapes]
         node = helper.make_node(op_type, list(inputs), outs, name=f"n{len(self.nodes)}_{op_type}",
                                 **{k: v for k, v in attrs.items() if v is not None})
         self.nodes.append(node)
         self.uses.update(i for i in inputs if i)
+        exact = op_type in EXACT_OPS and all(i in self.exact for i in inputs if i)
         for out, shape in zip(outs, shapes):
             self.shapes[out] = tuple(int(d) for d in shape)
-            self.pool.append(out)
+            self._track(out, out_type)
+            if exact:
+                self.exact.add(out)
         return outs
 
-    def op1(self, op_type: str, inputs: Sequence[str], shape: Shape, **attrs) -> str:
-        return self.op(op_type, inputs, [shape], **attrs)[0]
+    def op1(self, op_type: str, inputs: Sequence[str], shape: Shape,
+            out_type: int = TensorProto.FLOAT, **attrs) -> str:
+        return self.op(op_type, inputs, [shape], out_type, **attrs)[0]
 
     def pick(self, accept: Callable[[Shape], bool]) -> str | None:
         """A pool tensor whose shape ``accept``s, most often the newest (long chains), else any
@@ -147,6 +177,17 @@ class Builder:
         if not fits:
             return None
         return fits[-1] if self.coin(0.5) else self.choice(fits)
+
+
+# ops whose outputs are bit-identical in every correct implementation when their inputs are:
+# data movement, selection, sign games, comparisons and casts. Only such tensors feed a
+# comparison or a float-to-int cast (a rounding difference upstream would flip the result).
+EXACT_OPS = frozenset({
+    "Reshape", "Transpose", "Slice", "Concat", "Split", "Squeeze", "Unsqueeze", "Flatten",
+    "Identity", "Dropout", "Expand", "Pad", "Relu", "Neg", "Abs", "MaxPool", "GlobalMaxPool",
+    "ReduceMax", "Max", "Min", "DepthToSpace", "SpaceToDepth", "Gather", "GatherElements",
+    "GatherND", "Where", "Cast", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+    "And", "Or", "Xor", "Not"})
 
 
 def numel(shape: Shape) -> int:
@@ -827,6 +868,8 @@ def gen_einsum(b: Builder, x: str) -> bool:
         b.op1("Einsum", [x, w], shape[:-1] + (n,), equation=f"{xs},e{xs[-1]}->{xs[:-1]}e")
         return True
     if kind == "scores" and rank >= 2:
+        if b.coin(0.5):
+            return gen_attention(b, x)
         y = b.pick(lambda s: len(s) == rank and s[:-2] == shape[:-2] and s[-1] == shape[-1])
         if y is None or not small(shape[:-1] + (b.shapes[y][-2],)):
             return False
@@ -837,6 +880,31 @@ def gen_einsum(b: Builder, x: str) -> bool:
     keep = [int(a) for a in b.rng.permutation(rank)[: b.randint(1, rank)]]
     b.op1("Einsum", [x], tuple(shape[a] for a in keep),
           equation=f"{xs}->{''.join(xs[a] for a in keep)}")
+    return True
+
+
+def gen_attention(b: Builder, x: str) -> bool:
+    """Scaled dot-product attention as exporters write it with Einsum: queries x (..., T, D),
+    keys and values projected from x, scores scaled, masked (sometimes) and soft-maxed, then
+    weighted values."""
+    shape = b.shapes[x]
+    rank = len(shape)
+    if rank < 2 or rank > 4 or not small(shape[:-1] + (shape[-2],)):
+        return False
+    d, dv = shape[-1], wide(b, 16, 40)
+    xs = "bhqd"[4 - rank:]
+    ks, vs = xs[:-2] + "kd", xs[:-2] + "ke"
+    key = b.op1("MatMul", [x, b.const(b.floats((d, d), 1 / math.sqrt(d)))], shape)
+    value = b.op1("MatMul", [x, b.const(b.floats((d, dv), 1 / math.sqrt(d)))],
+                  shape[:-1] + (dv,))
+    sshape = shape[:-1] + (shape[-2],)
+    scores = b.op1("Einsum", [x, key], sshape, equation=f"{xs},{ks}->{xs[:-1]}k")
+    scores = b.op1("Mul", [scores, b.scalar(1 / math.sqrt(d))], sshape)
+    if b.typed_ok and b.coin(0.6):
+        scores = hidden(b, masked_scores(b, scores))
+    probs = b.op1("Softmax", [scores], b.shapes[scores], axis=-1)
+    b.op1("Einsum", [probs, value], b.shapes[probs][:-1] + (dv,),
+          equation=f"{xs[:-1]}k,{vs}->{xs[:-1]}e")
     return True
 
 
@@ -932,6 +1000,310 @@ def gen_resize(b: Builder, x: str) -> bool:
     return True
 
 
+# ---- typed ops: int64/int32/bool tensors (ids, masks), casts, comparisons, logic, gathers
+
+INT_TYPES = (TensorProto.INT64, TensorProto.INT64, TensorProto.INT32)
+# the generators that make int/bool tensors; weights of 0 for all (benchmarks/fuzz_asic.py: the
+# int8 target takes float inputs only) also keep masks out of Einsum attention
+TYPED_OPS = ("Cast", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or",
+             "Xor", "Not", "Where", "Gather", "GatherElements", "GatherND")
+NP_OF = {TensorProto.INT64: np.int64, TensorProto.INT32: np.int32, TensorProto.BOOL: np.bool_,
+         TensorProto.FLOAT: np.float32}
+
+
+def pick_exact(b: Builder, accept: Callable[[Shape], bool] = lambda s: True) -> str | None:
+    """A float pool tensor computed exactly (see EXACT_OPS) whose shape ``accept``s."""
+    fits = [t for t in b.pool if t in b.exact and accept(b.shapes[t])]
+    if not fits:
+        return None
+    return fits[-1] if b.coin(0.5) else b.choice(fits)
+
+
+def to_int(b: Builder, x: str) -> str:
+    """x (exact) times a power of two, truncated to int64 or int32: small ints, exactly."""
+    shape = b.shapes[x]
+    scale = b.choice((1.0, 2.0, 4.0))
+    if scale != 1.0:
+        x = b.op1("Mul", [x, b.scalar(scale)], shape)  # exact: a power of two
+        b.exact.add(x)
+    elem = b.choice(INT_TYPES)
+    return b.op1("Cast", [x], shape, elem, to=elem)
+
+
+def bool_mask(b: Builder, shape: Shape) -> str:
+    """A bool tensor broadcasting to ``shape``: a bool graph input, an int64 0/1 input cast or
+    compared (an attention mask), a comparison of an exact tensor, or a cast of one."""
+    kind = b.choice(("input", "input", "int", "compare", "cast"))
+    if kind in ("compare", "cast"):
+        x = pick_exact(b, lambda s: (r := broadcast(shape, s)) is not None and r == shape)
+        if x is not None:
+            if kind == "cast":
+                return b.op1("Cast", [x if b.coin(0.3) else to_int(b, x)], b.shapes[x],
+                             TensorProto.BOOL, to=TensorProto.BOOL)
+            op_type = b.choice(("Less", "Greater", "LessOrEqual", "GreaterOrEqual"))
+            return b.op1(op_type, [x, b.scalar(round(b.uniform(-1, 1), 1))], b.shapes[x],
+                         TensorProto.BOOL)
+    mshape = tuple(d if b.coin(0.6) else 1 for d in shape)
+    mshape = mshape[b.randint(0, min(1, len(mshape) - 1)):] if b.coin(0.3) else mshape
+    if kind == "int":
+        m = b.add_input(mshape, TensorProto.INT64)
+        if b.coin(0.5):
+            return b.op1("Cast", [m], mshape, TensorProto.BOOL, to=TensorProto.BOOL)
+        op_type = b.choice(("Equal", "Greater"))
+        return b.op1(op_type, [m, b.const(np.array(int(op_type == "Equal"), np.int64), "i")],
+                     mshape, TensorProto.BOOL)
+    return b.add_input(mshape, TensorProto.BOOL)
+
+
+def bool_to_float(b: Builder, c: str, x: str | None = None) -> str:
+    """A float tensor from the bool ``c``: Where(c, x, other) or a cast (through int)."""
+    cshape = b.shapes[c]
+    if x is not None and b.coin(0.6):
+        shape = broadcast(cshape, b.shapes[x])
+        y = other_operand(b, shape) if b.coin(0.6) else b.scalar(b.uniform(-2, 2))
+        if y is not None and small(out := broadcast(shape, b.shapes[y])):
+            pair = [x, y] if b.coin() else [y, x]
+            return b.op1("Where", [c, *pair], out)
+    if b.coin(0.3):
+        elem = b.choice(INT_TYPES)
+        c = b.op1("Cast", [c], cshape, elem, to=elem)
+    return b.op1("Cast", [c], cshape, to=TensorProto.FLOAT)
+
+
+def gen_cast(b: Builder, x: str) -> bool:
+    """float -> int64/int32 -> (bool) -> float, float -> bool -> int -> float, int32 <-> int64,
+    on an exact tensor (truncation of a computed value could round either way)."""
+    x = pick_exact(b)
+    if x is None:
+        return False
+    shape = b.shapes[x]
+    if b.coin(0.7):
+        t = to_int(b, x)
+        if b.coin(0.3):
+            other = TensorProto.INT32 if b.elem(t) == TensorProto.INT64 else TensorProto.INT64
+            t = b.op1("Cast", [t], shape, other, to=other)
+        if b.coin(0.3):
+            t = b.op1("Cast", [t], shape, TensorProto.BOOL, to=TensorProto.BOOL)
+    else:
+        t = b.op1("Cast", [x], shape, TensorProto.BOOL, to=TensorProto.BOOL)
+        if b.coin(0.5):
+            elem = b.choice(INT_TYPES)
+            t = b.op1("Cast", [t], shape, elem, to=elem)
+    b.op1("Cast", [t], shape, to=TensorProto.FLOAT)
+    return True
+
+
+def gen_compare(op_type: str) -> Callable:
+    """op_type of an exact tensor and an exact operand (a constant, another exact tensor),
+    as floats or truncated to ints (Equal: always ints, or a tensor with itself shifted)."""
+
+    def gen(b: Builder, x: str) -> bool:
+        x = pick_exact(b)
+        if x is None:
+            return False
+        shape = b.shapes[x]
+        as_int = op_type == "Equal" or b.coin(0.4)
+        a = to_int(b, x) if as_int else x
+        y = pick_exact(b, lambda s: (r := broadcast(shape, s)) is not None and small(r))
+        if y is not None and b.coin(0.4):
+            other = to_int(b, y) if as_int else y
+            if as_int and b.elem(other) != b.elem(a):
+                other = b.op1("Cast", [other], b.shapes[y], b.elem(a), to=b.elem(a))
+        else:
+            cshape = broadcastable_shape(b, shape)
+            if as_int:
+                other = b.const(b.rng.integers(-2, 3, cshape).astype(NP_OF[b.elem(a)]), "i")
+            else:
+                other = b.const(np.round(b.floats(cshape), 1), "c")
+        out = broadcast(b.shapes[a], b.shapes[other])
+        if not small(out):
+            return False
+        pair = [a, other] if b.coin(0.7) else [other, a]
+        c = b.op1(op_type, pair, out, TensorProto.BOOL)
+        bool_to_float(b, c, x if broadcast(out, shape) == out else None)
+        return True
+
+    gen.__name__ = f"gen_{op_type}"
+    return gen
+
+
+def gen_logic(op_type: str) -> Callable:
+    """op_type of masks (bool inputs, attention masks, comparisons), then Where or a cast."""
+
+    def gen(b: Builder, x: str) -> bool:
+        shape = b.shapes[x]
+        c = bool_mask(b, shape)
+        if op_type != "Not":
+            d = bool_mask(b, shape)
+            out = broadcast(b.shapes[c], b.shapes[d])
+            c = b.op1(op_type, [c, d] if b.coin() else [d, c], out, TensorProto.BOOL)
+        else:
+            c = b.op1("Not", [c], b.shapes[c], TensorProto.BOOL)
+        bool_to_float(b, c, x if broadcast(b.shapes[c], shape) == shape else None)
+        return True
+
+    gen.__name__ = f"gen_{op_type}"
+    return gen
+
+
+def masked_scores(b: Builder, x: str) -> str:
+    """The attention-mask idiom on scores x (..., K): Where(mask, x, -inf / -1e9 / ...), or
+    Where(Not(mask), fill, x), or x plus Where(mask, 0, -1e4). The mask is a bool or int64
+    padding input, a causal constant, or both; a -inf fill keeps key 0 of every row (a fully
+    masked row is NaN in onnxruntime)."""
+    shape = b.shapes[x]
+    k = shape[-1]
+    if b.coin(0.2):  # as BERT exports it: x + (1 - float(attention_mask)) * -10000
+        m = b.add_input(tuple(d if b.coin(0.5) else 1 for d in shape[:-1]) + (k,),
+                        TensorProto.INT64)
+        ones = b.op1("Cast", [m], b.shapes[m], to=TensorProto.FLOAT)
+        keep = b.op1("Sub", [b.scalar(1.0), ones], b.shapes[m])
+        bias = b.op1("Mul", [keep, b.scalar(b.choice((-1e4, -1e9)))], b.shapes[m])
+        return b.op1("Add", [x, bias], shape)
+    kind = b.choice(("padding", "padding", "causal", "both")) if len(shape) >= 2 else "padding"
+    every_row = kind == "causal"  # the diagonal: no row is fully masked
+    if kind == "padding":
+        mask = bool_mask(b, shape)
+    else:
+        mask = b.const(np.tril(np.ones((shape[-2], k), bool), b.randint(0, 2)), "causal")
+        if kind == "both":
+            pad = bool_mask(b, shape)
+            mask = b.op1("And", [pad, mask], broadcast(b.shapes[pad], b.shapes[mask]),
+                         TensorProto.BOOL)
+    fill = b.choice((-np.inf, -1e9, -1e4, float(np.finfo(np.float32).min)))
+    if fill == -np.inf and not every_row:
+        first = b.const(np.arange(k) == 0, "first")
+        out = broadcast(b.shapes[mask], (k,))
+        mask = b.op1("Or", [mask, first] if b.coin() else [first, mask], out, TensorProto.BOOL)
+    out = broadcast(b.shapes[mask], shape)
+    style = b.choice(("where", "where", "not", "add"))
+    if style == "add":
+        bias = b.op1("Where", [mask, b.scalar(0.0), b.scalar(-1e4)], b.shapes[mask])
+        return b.op1("Add", [x, bias], out)
+    if style == "not":
+        inverse = b.op1("Not", [mask], b.shapes[mask], TensorProto.BOOL)
+        return b.op1("Where", [inverse, b.scalar(fill), x], out)
+    return b.op1("Where", [mask, x, b.scalar(fill)], out)
+
+
+def hidden(b: Builder, x: str) -> str:
+    """x, out of the pool: masked scores (-inf, -1e9) feed only their Softmax (an output, or
+    another op, would see infinities or overflow)."""
+    b.pool.remove(x)
+    return x
+
+
+def gen_masked_softmax(b: Builder, x: str) -> bool:
+    """Attention masking: the masked scores, then Softmax over the keys."""
+    y = hidden(b, masked_scores(b, x))
+    b.op1("Softmax", [y], b.shapes[y], axis=-1 if b.coin(0.5) else None)
+    return True
+
+
+def ids_input(b: Builder, shape: Shape) -> str:
+    """An int64/int32 ids graph input (sometimes passed through a reshape or a cast on the way
+    to the gather: the feeds' ranges must follow them); a known one, sometimes."""
+    known = [t for t in b.typed if t.startswith("in") and b.shapes[t] == shape
+             and b.elem(t) != TensorProto.BOOL and b.uses[t]]
+    ids = b.choice(known) if known and b.coin(0.3) else b.add_input(shape, b.choice(INT_TYPES))
+    if b.coin(0.2):
+        ids = b.op1("Cast", [ids], shape, TensorProto.INT64, to=TensorProto.INT64)
+    if b.coin(0.2) and len(shape) >= 1:
+        flat = (numel(shape),)
+        ids = b.op1("Reshape", [b.op1("Reshape", [ids, b.ints([-1])], flat, b.elem(ids)),
+                                b.ints(list(shape))], shape, b.elem(ids))
+    return ids
+
+
+def gen_gather(b: Builder, x: str) -> bool:
+    """Gather with run-time ids (in range, drawn by the feeds) from a constant table (an
+    embedding) or a run-time tensor; negative ids as ids - n (a second lookup); or constant
+    ids, negative ones too."""
+    kind = b.choice(("embedding", "embedding", "runtime", "constant"))
+    if kind == "embedding":
+        v, d = b.randint(2, 40), wide(b, 16, 48)
+        data = b.const(b.floats((v, d)), "emb")
+        axis, dshape = 0, (v, d)
+    else:
+        data, dshape = x, b.shapes[x]
+        axis = rand_axis(b, len(dshape))
+    n = dshape[axis]
+    ishape = tuple(b.randint(1, 6) for _ in range(b.randint(0 if kind == "constant" else 1, 2)))
+    a = axis % len(dshape)
+    out = dshape[:a] + ishape + dshape[a + 1:]
+    if not small(out) or len(out) > MAX_RANK or not out:
+        return False
+    at = axis if axis != 0 or b.coin(0.3) else None
+    if kind == "constant":
+        ids = b.const(b.rng.integers(-n, n, ishape).astype(np.int64), "i")
+        b.op1("Gather", [data, ids], out, axis=at)
+        return True
+    ids = ids_input(b, ishape)
+    y = b.op1("Gather", [data, ids], out, axis=at)
+    if b.coin(0.35):  # ids - n: every id negative, counting back from the end
+        neg = b.op1("Sub", [ids, b.const(np.array(n, NP_OF[b.elem(ids)]), "i")], ishape,
+                    b.elem(ids))
+        z = b.op1("Gather", [data, neg], out, axis=at)
+        b.op1("Add", [y, z], out)
+    return True
+
+
+def index_values(b: Builder, dims: Sequence[int], shape: Shape,
+                 elem: int | None = None) -> tuple[str, int]:
+    """Indices of ``shape`` valid for axes of ``dims`` (one per last-axis column when
+    ``dims`` has several): a constant with negatives, or an int graph input (its feeds are
+    0/1: every axis must have 2) of ``elem``, else int64 or int32."""
+    elem = elem or b.choice(INT_TYPES)
+    if min(dims) >= 2 and b.coin(0.4):
+        return b.add_input(shape, elem), elem
+    hi = np.broadcast_to(np.asarray(dims, np.int64), shape)
+    values = np.floor(b.rng.uniform(-hi, hi, shape)).astype(NP_OF[elem])
+    return b.const(values, "i"), elem
+
+
+def gen_gather_elements(b: Builder, x: str) -> bool:
+    shape = b.shapes[x]
+    axis = rand_axis(b, len(shape))
+    a = axis % len(shape)
+    ishape = tuple(b.randint(1, d) if i != a else b.randint(1, d + 2)
+                   for i, d in enumerate(shape))
+    if not small(ishape):
+        return False
+    idx, _ = index_values(b, [shape[a]], ishape)
+    b.op1("GatherElements", [x, idx], ishape, axis=axis if axis != 0 or b.coin(0.3) else None)
+    return True
+
+
+def gen_gather_nd(b: Builder, x: str) -> bool:
+    shape = b.shapes[x]
+    batch = b.randint(0, 1) if len(shape) >= 2 else 0
+    k = b.randint(1, len(shape) - batch)
+    lead = shape[:batch] + tuple(b.randint(1, 4) for _ in range(b.randint(0, 2)))
+    ishape = lead + (k,)
+    out = lead + shape[batch + k:]
+    if len(ishape) > MAX_RANK or len(out) > MAX_RANK or not out or not small(out):
+        return False
+    idx, _ = index_values(b, list(shape[batch:batch + k]), ishape, TensorProto.INT64)
+    b.op1("GatherND", [x, idx], out, batch_dims=batch if batch or b.coin(0.3) else None)
+    return True
+
+
+def gen_erf(b: Builder, x: str) -> bool:
+    """Erf, or GELU as opset-17 exporters write it: x * 0.5 * (1 + Erf(x / sqrt 2))."""
+    shape = b.shapes[x]
+    if b.coin(0.4):
+        b.op1("Erf", [x], shape)
+        return True
+    if b.coin():
+        t = b.op1("Div", [x, b.scalar(math.sqrt(2.0))], shape)
+    else:
+        t = b.op1("Mul", [x, b.scalar(1 / math.sqrt(2.0))], shape)
+    one = b.op1("Add", [b.op1("Erf", [t], shape), b.scalar(1.0)], shape)
+    half = b.op1("Mul", [x, b.scalar(0.5)], shape)
+    b.op1("Mul", [half, one] if b.coin() else [one, half], shape)
+    return True
+
+
 def _rank(*ranks: int) -> Callable[[Shape], bool]:
     return lambda s: len(s) in ranks
 
@@ -969,7 +1341,7 @@ GENERATORS: dict[str, tuple[float, Callable[[Shape], bool], Callable[[Builder, s
     "Sqrt": (1, ANY, gen_log_sqrt("Sqrt")),
     "Neg": (0.7, ANY, unary("Neg")),
     "Abs": (0.7, ANY, unary("Abs")),
-    "Erf": (0.7, ANY, unary("Erf")),
+    "Erf": (1, ANY, gen_erf),
     "Softplus": (0.6, ANY, unary("Softplus")),
     "Softsign": (0.5, ANY, unary("Softsign")),
     "Elu": (0.6, ANY, unary("Elu", alpha=maybe(lambda b: b.uniform(0.1, 2.0)))),
@@ -1001,11 +1373,25 @@ GENERATORS: dict[str, tuple[float, Callable[[Shape], bool], Callable[[Builder, s
     "Expand": (1.2, ANY, gen_expand),
     "LayerNormalization": (1.5, ANY, gen_layernorm),
     "InstanceNormalization": (0.7, _rank(3, 4), gen_instancenorm),
-    "DepthToSpace": (0.6, _rank(4), gen_depth_to_space),
+    "DepthToSpace": (1.5, _rank(4), gen_depth_to_space),
     "SpaceToDepth": (0.6, _rank(4), gen_space_to_depth),
     "Einsum": (1.5, ANY, gen_einsum),
     "ConvTranspose": (2, _rank(4), gen_conv_transpose),
     "Resize": (2, _rank(4), gen_resize),
+    "Cast": (1.5, ANY, gen_cast),
+    "Equal": (0.6, ANY, gen_compare("Equal")),
+    "Less": (0.6, ANY, gen_compare("Less")),
+    "Greater": (0.6, ANY, gen_compare("Greater")),
+    "LessOrEqual": (0.5, ANY, gen_compare("LessOrEqual")),
+    "GreaterOrEqual": (0.5, ANY, gen_compare("GreaterOrEqual")),
+    "And": (0.6, ANY, gen_logic("And")),
+    "Or": (0.6, ANY, gen_logic("Or")),
+    "Xor": (0.5, ANY, gen_logic("Xor")),
+    "Not": (0.5, ANY, gen_logic("Not")),
+    "Where": (2, ANY, gen_masked_softmax),
+    "Gather": (2.5, ANY, gen_gather),
+    "GatherElements": (1, ANY, gen_gather_elements),
+    "GatherND": (1, ANY, gen_gather_nd),
 }
 
 
@@ -1059,13 +1445,16 @@ def choose_outputs(b: Builder) -> list[str]:
             t = b.choice(source)
             source.remove(t)
             outputs.append(t)
+    computed = [t for t in b.typed if t not in inputs and t not in b.inits_names()]
+    if computed and b.coin(0.5):  # an int or bool tensor out too: compared exactly
+        outputs.append(b.choice(computed))
     return outputs
 
 
 def assemble(b: Builder, outputs: Sequence[str], name: str) -> onnx.ModelProto:
     graph = helper.make_graph(
         b.nodes, name, b.inputs,
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, list(b.shapes[o])) for o in outputs],
+        [helper.make_tensor_value_info(o, b.elem(o), list(b.shapes[o])) for o in outputs],
         initializer=b.inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                              ir_version=IR_VERSION, producer_name="sw2c-fuzz")
@@ -1095,6 +1484,7 @@ def random_model(seed: int, weights: Mapping[str, float] | None = None) -> onnx.
     """A random valid ONNX graph (opset 17, float32, static shapes) of 3-15 sw2c ops;
     ``weights`` biases the choice of ops (see ``grow``)."""
     b = Builder(np.random.default_rng(seed))
+    b.typed_ok = any((weights or {}).get(op, 1) > 0 for op in TYPED_OPS)
     add_inputs(b)
     grow(b, b.randint(3, 15), weights)
     model = assemble(b, choose_outputs(b), f"fuzz_{seed}")
@@ -1126,15 +1516,31 @@ class Failure:
 
 
 def random_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    """Standard normal float32 inputs, seeded."""
-    rng = np.random.default_rng(seed)
+    """Seeded inputs valid for the model, drawn as sw2c's verify draws them
+    (``runtime.verify.random_feeds``): floats standard normal, ids below the smallest table
+    they index (sw2c's ``index_ranges`` of the imported graph), other ints and bools 0/1."""
+    from types import SimpleNamespace
+
+    from sw2c.runtime.verify import random_feeds as verify_feeds
+
     inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name not in inits:
-            shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-            feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
+    inputs = [(vi.name, tuple(d.dim_value for d in vi.type.tensor_type.shape.dim),
+               np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name)
+              for vi in model.graph.input if vi.name not in inits]
+    ranges = id_ranges(model) if any(t != "float32" for _, _, t in inputs) else {}
+    return verify_feeds(SimpleNamespace(inputs=inputs, input_ranges=ranges), seed)
+
+
+def id_ranges(model: onnx.ModelProto) -> dict[str, int]:
+    """sw2c's valid id ranges of the int inputs (``runtime.verify.index_ranges``); none (ids
+    0/1) when sw2c cannot import the model (check then reports why)."""
+    from sw2c.frontend.importer import import_model
+    from sw2c.runtime.verify import index_ranges
+
+    try:
+        return index_ranges(import_model(model))
+    except Exception:  # noqa: BLE001 (the check that follows meets the same failure)
+        return {}
 
 
 def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -1167,12 +1573,22 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str,
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray) -> str | None:
-    """Why ``got`` differs from ``ref`` (rtol 1e-3, atol 1e-3 * max(1, max|ref|)), or None."""
+    """Why ``got`` differs from ``ref`` (floats: rtol 1e-3, atol 1e-3 * max(1, max|ref|);
+    ints and bools: exactly, of the same dtype), or None."""
     got = np.asarray(got)
     if got.shape != ref.shape:
         return f"output '{name}': shape {got.shape}, onnxruntime {ref.shape}"
     if ref.size == 0:
         return None
+    if not np.issubdtype(ref.dtype, np.floating):
+        if got.dtype != ref.dtype:
+            return f"output '{name}': dtype {got.dtype}, onnxruntime {ref.dtype}"
+        bad = got != ref
+        if not bad.any():
+            return None
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        return (f"output '{name}' {ref.shape} {ref.dtype}: {int(bad.sum())}/{ref.size} "
+                f"elements differ; first at {i}: sw2c {got[i]}, onnxruntime {ref[i]}")
     atol = 1e-3 * max(1.0, float(np.abs(ref).max()))
     err = np.abs(got.astype(np.float64) - ref)
     bad = ~(err <= atol + 1e-3 * np.abs(ref))
@@ -1273,18 +1689,36 @@ class Parts:
     inputs: list[onnx.ValueInfoProto]
     outputs: list[str]
     name: str
+    types: dict[str, int] = field(default_factory=dict)  # element types other than float
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> Parts:
         g = model.graph
         inits = {t.name: t for t in g.initializer}
         return cls(list(g.node), inits, [vi for vi in g.input if vi.name not in inits],
-                   [o.name for o in g.output], g.name)
+                   [o.name for o in g.output], g.name, value_types(model))
 
     def replace(self, **changes) -> Parts:
         fields = {"nodes": list(self.nodes), "inits": dict(self.inits),
-                  "inputs": list(self.inputs), "outputs": list(self.outputs), "name": self.name}
+                  "inputs": list(self.inputs), "outputs": list(self.outputs), "name": self.name,
+                  "types": self.types}
         return Parts(**{**fields, **changes})
+
+    def elem(self, name: str) -> int:
+        """The ONNX element type of a tensor."""
+        return self.types.get(name, TensorProto.FLOAT)
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every tensor that is not float (ONNX type inference)."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 (a model ONNX cannot infer: all float, as before)
+        g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return {k: v for k, v in types.items() if v not in (TensorProto.FLOAT, 0)}
 
 
 def prune(p: Parts) -> Parts:
@@ -1316,14 +1750,14 @@ def to_model(p: Parts) -> onnx.ModelProto | None:
     if not p.nodes or {vi.name for vi in p.inputs} & set(p.outputs):
         return None
     graph = helper.make_graph(p.nodes, p.name, p.inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                              [helper.make_tensor_value_info(o, p.elem(o), None)
                                for o in p.outputs], initializer=list(p.inits.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=IR_VERSION, producer_name="sw2c-fuzz")
     try:
         shapes = value_shapes(model)
         for vi in model.graph.output:
-            vi.CopyFrom(helper.make_tensor_value_info(vi.name, TensorProto.FLOAT,
+            vi.CopyFrom(helper.make_tensor_value_info(vi.name, p.elem(vi.name),
                                                       list(shapes[vi.name])))
         onnx.checker.check_model(model, full_check=True)
     except Exception:  # noqa: BLE001 (an edit that broke the graph: not a candidate)
@@ -1400,7 +1834,7 @@ def cuts(p: Parts, shapes: dict[str, Shape]) -> Iterator[Parts]:
         outs = [o for o in node.output if o]
         if not all(o in shapes for o in outs):
             continue
-        inputs = p.inputs + [helper.make_tensor_value_info(o, TensorProto.FLOAT, list(shapes[o]))
+        inputs = p.inputs + [helper.make_tensor_value_info(o, p.elem(o), list(shapes[o]))
                              for o in outs]
         yield p.replace(nodes=[n for n in p.nodes if n is not node], inputs=inputs)
 
@@ -1421,7 +1855,7 @@ def smaller_inputs(p: Parts, shapes: dict[str, Shape]) -> Iterator[Parts]:
                 if 1 <= new < d:
                     shape = dims[:j] + [new] + dims[j + 1:]
                     inputs = list(p.inputs)
-                    inputs[k] = helper.make_tensor_value_info(vi.name, TensorProto.FLOAT, shape)
+                    inputs[k] = helper.make_tensor_value_info(vi.name, p.elem(vi.name), shape)
                     yield p.replace(inputs=inputs)
 
 

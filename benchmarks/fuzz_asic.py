@@ -67,6 +67,8 @@ ASIC_WEIGHTS: dict[str, float] = {
     "LRN": 0.2, "Expand": 0.4, "Sum": 0.8, "Log": 0.7, "Sqrt": 0.7, "Reciprocal": 0.5,
     "Softmax": 2, "Relu": 3, "Clip": 2, "Sigmoid": 1.5, "Tanh": 1.5, "AveragePool": 3,
     "GlobalAveragePool": 2, "Concat": 3, "Slice": 3, "Pad": 2, "Transpose": 2.5,
+    "DepthToSpace": 0.6, "Erf": 0.7,
+    **{op: 0 for op in fuzz.TYPED_OPS},  # int/bool inputs: the int8 target takes floats only
 }
 
 

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 Val = str | np.ndarray
 # the element types of run-time tensors (graph inputs, intermediates, outputs) by ONNX type
-RUNTIME_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64",
-                  onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool"}
+RUNTIME_DTYPES = {getattr(onnx.TensorProto, name.upper()): dtype for name, dtype in (
+    ("float", "float32"), ("double", "float64"), ("float16", "float16"), ("int64", "int64"),
+    ("int32", "int32"), ("int16", "int16"), ("int8", "int8"), ("uint64", "uint64"),
+    ("uint32", "uint32"), ("uint16", "uint16"), ("uint8", "uint8"), ("bool", "bool"))}
 Result = Val | Sequence[Val | None]
 Converter = Callable[["Ctx"], Result]
 
@@ -57,11 +59,13 @@ def lookup(op_type: str, opset: int) -> Converter | None:
 
 
 def as_array(value: np.ndarray) -> np.ndarray:
-    """An array whose dtype the IR knows: floats become float32, odd ints int64."""
+    """An array whose dtype the IR knows (odd floats become float32, odd ints int64)."""
     a = np.asarray(value)
-    if a.dtype.kind == "f" and a.dtype != np.float32:
+    if str(a.dtype) in DTYPES:
+        return a
+    if a.dtype.kind == "f" or str(a.dtype).startswith(("bfloat16", "float8", "float4")):
         return a.astype(np.float32)
-    if a.dtype.kind in "iu" and a.dtype not in (np.int64, np.int32, np.int8, np.uint8):
+    if a.dtype.kind in "iu":
         return a.astype(np.int64)
     return a
 
@@ -181,6 +185,8 @@ class Ctx:
 
     def add(self, op: Op, inputs: Sequence[Val], **attrs: Any) -> Val:
         """Emit ``op`` (or evaluate it now, if every input is an array)."""
+        if op in (Op.BINARY, Op.WHERE):
+            inputs = self._like_data(inputs, skip=1 if op is Op.WHERE else 0)
         if all(isinstance(v, np.ndarray) for v in inputs):
             arrays = [as_array(v) for v in inputs]
             try:
@@ -197,6 +203,16 @@ class Ctx:
         check_bytes(t.nbytes, f"node '{self.label}' ({self.op_type})")
         return self.imp.builder.add(op, names, origin=self.label, name=self.imp.hint(self.node),
                                     **attrs)
+
+    def _like_data(self, inputs: Sequence[Val], skip: int) -> list[Val]:
+        """Constants (a converter's scalars: 0.5, 1e-9) in the element type of the run-time
+        operands they meet, so one converter serves float16, float32 and float64 models."""
+        data = [self.type(v).dtype for v in inputs[skip:] if isinstance(v, str)]
+        if not data or len(set(data)) > 1:
+            return list(inputs)
+        dtype = np.dtype(data[0])
+        return [v.astype(dtype) if i >= skip and isinstance(v, np.ndarray) and v.dtype != dtype
+                and v.dtype.kind == dtype.kind else v for i, v in enumerate(inputs)]
 
     def unary(self, fn: Unary, x: Val, **params: float) -> Val:
         return self.add(Op.UNARY, [x], fn=fn, **{k: float(v) for k, v in params.items()})

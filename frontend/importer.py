@@ -17,15 +17,24 @@ from ..errors import ModelError, Sw2cError, UnsupportedOpError, blame
 from ..ir import Builder, Graph, Node, Op, ShapeError, TensorType, Value, verify
 from . import (  # noqa: F401  (they register the converters)
     ops_activation,
+    ops_arith,
+    ops_attention,
     ops_convtranspose,
     ops_einsum,
+    ops_index,
     ops_layout,
     ops_logic,
+    ops_loss,
     ops_math,
+    ops_misc,
     ops_nn,
     ops_norm,
     ops_resize,
+    ops_rnn,
+    ops_sample,
+    ops_scatter,
     ops_space,
+    ops_unary,
 )
 from .convert import RUNTIME_DTYPES, Ctx, Val, as_array, lookup, sparse_to_dense
 from .limits import check_bytes, predicted_bytes

@@ -184,17 +184,21 @@ def _phases(cx: Ctx, x: Val, wt: Val, group: int, strides: Sequence[int],
 
 def _patches(cx: Ctx, x: Val, w: Val) -> Val:
     """Kernel == stride, no dilation: output patch i is x[i] (over channels) @ w, disjoint;
-    [N, *S, C] @ [C, M * prod(K)] -> [N, M, S1, K1, S2, K2, ...] -> [N, M, S1*K1, ...]."""
+    channels last, [N, *S, C] @ [C, prod(K) * M] -> [N, S1, K1, S2, K2, ..., M] (a transpose
+    moving rows of M) -> [N, S1*K1, ..., M], and one transpose to channels first at the end,
+    which the layout pass cancels against a following conv's."""
     xs, ws = cx.shape(x), cx.shape(w)
     n = len(xs) - 2
     (batch, c), m, kernel = xs[:2], ws[1], ws[2:]
-    y = cx.matmul(cx.transpose(x, to_last(n + 2)), cx.reshape(w, [c, m * prod(kernel)]))
-    y = cx.reshape(y, [batch, *xs[2:], m, *kernel])  # axes: N, S1..Sn, M, K1..Kn
-    perm = [0, n + 1]
+    wk = cx.reshape(cx.transpose(w, (0, *range(2, n + 2), 1)), [c, prod(kernel) * m])
+    y = cx.matmul(cx.transpose(x, to_last(n + 2)), wk)
+    y = cx.reshape(y, [batch, *xs[2:], *kernel, m])  # axes: N, S1..Sn, K1..Kn, M
+    perm = [0]
     for i in range(n):
-        perm += [1 + i, n + 2 + i]
-    y = cx.transpose(y, perm)
-    return cx.reshape(y, [batch, m, *(i * k for i, k in zip(xs[2:], kernel))])
+        perm += [1 + i, n + 1 + i]
+    y = cx.transpose(y, [*perm, 2 * n + 1])
+    y = cx.reshape(y, [batch, *(i * k for i, k in zip(xs[2:], kernel)), m])
+    return cx.transpose(y, to_first(n + 2))
 
 
 def _crop(cx: Ctx, y: Val, pad_lo: Sequence[int], pad_hi: Sequence[int],

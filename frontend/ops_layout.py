@@ -333,15 +333,16 @@ def identity(cx: Ctx) -> Val:
 
 @converter("Dropout")
 def dropout(cx: Ctx) -> list[Val | None]:
-    """Inference: the identity; the mask output is not supported."""
-    if cx.used(1):
-        raise cx.unsupported("the mask output is not supported")
+    """Inference: the identity, and a mask of all True (nothing dropped)."""
     training = cx.const(2, "training_mode") if cx.opset >= 12 else None
     if training is not None and bool(training):  # only a zero ratio keeps that the identity
         ratio = cx.const(1, "ratio")
         if ratio is None or float(ratio) != 0:
             raise cx.unsupported("training_mode=True is not supported (inference only)")
-    return [cx.x(0), None]
+    if cx.used(1) and cx.opset < 10:  # a float mask, whose value runtimes disagree on
+        raise cx.unsupported("the mask output before opset 10")
+    mask = np.ones(cx.shape(cx.x(0)), bool) if cx.used(1) else None
+    return [cx.x(0), mask]
 
 
 # --- constants ------------------------------------------------------------------------------------

@@ -55,6 +55,28 @@ def logical_not(cx: Ctx) -> Val:
     return cx.unary(Unary.NOT, cx.x(0))
 
 
+BITWISE = {"BitwiseAnd": Binary.AND, "BitwiseOr": Binary.OR, "BitwiseXor": Binary.XOR}
+
+
+@converter(*BITWISE, since=18)
+def bitwise(cx: Ctx) -> Val:
+    return cx.binary(BITWISE[cx.op_type], cx.x(0), cx.x(1))
+
+
+@converter("BitwiseNot", since=18)
+def bitwise_not(cx: Ctx) -> Val:
+    return cx.unary(Unary.NOT, cx.x(0))
+
+
+@converter("BitShift", since=11)
+def bit_shift(cx: Ctx) -> Val:
+    direction = cx.attr("direction", b"")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction not in ("LEFT", "RIGHT"):
+        raise cx.error(f"direction must be LEFT or RIGHT, got {direction!r}")
+    return cx.binary(Binary.SHL if direction == "LEFT" else Binary.SHR, cx.x(0), cx.x(1))
+
+
 @converter("Where", since=9)
 def where(cx: Ctx) -> Val:
     return cx.add(Op.WHERE, [cx.x(0), cx.x(1), cx.x(2)])

@@ -7,7 +7,9 @@ from functools import reduce as fold
 import numpy as np
 
 from ..ir import Binary, Reduce, Unary
+from ..ir.types import FLOATS
 from .convert import Ctx, Val, converter
+from .ops_logic import cast_to
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -56,10 +58,14 @@ def binary(cx: Ctx) -> Val:
 
 @converter("Pow")
 def power(cx: Ctx) -> Val:
-    y = cx.x(1)
-    if isinstance(y, np.ndarray):  # from opset 12 the exponent may be an integer tensor
-        y = y.astype(np.float32)
-    return cx.binary(Binary.POW, cx.x(0), y)
+    """From opset 12 base and exponent may differ in type; the result has the base's. A float
+    base takes the exponent in its own type; an integer power is computed in float64 and
+    truncated, exact wherever the result fits in 53 bits (ONNX leaves the rest undefined)."""
+    x, y = cx.x(0), cx.x(1)
+    base = cx.type(x).dtype
+    wide = base if base in FLOATS else "float64"
+    z = cx.binary(Binary.POW, cast_to(cx, x, wide), cast_to(cx, y, wide))
+    return cast_to(cx, z, base)
 
 
 @converter(*VARIADIC)
@@ -93,10 +99,18 @@ def clip_inputs(cx: Ctx) -> Val:
 
 
 # --- softmax ----------------------------------------------------------------------------------
-def _softmax(cx: Ctx, axes: tuple[int, ...]) -> Val:
-    """exp(x - max) / sum over ``axes`` (LogSoftmax: (x - max) - log(sum))."""
-    x = cx.x(0)
-    shifted = cx.binary(Binary.SUB, x, cx.reduce(Reduce.MAX, x, axes))
+def _softmax(cx: Ctx, axes: tuple[int, ...], x: Val | None = None,
+             bias: Val | None = None) -> Val:
+    """exp(x - max) / sum over ``axes`` (LogSoftmax: (x - max) - log(sum)); ``x`` defaults to
+    the node's input 0 (other converters, e.g. Attention, pass their own). With ``bias``, the
+    softmax of x + bias, the add emitted once for the max and once for the shift: each is then
+    single-use and fuses into its kernel, so x + bias is never written to memory."""
+    x = cx.x(0) if x is None else x
+
+    def scores() -> Val:
+        return x if bias is None else cx.binary(Binary.ADD, x, bias)
+
+    shifted = cx.binary(Binary.SUB, scores(), cx.reduce(Reduce.MAX, scores(), axes))
     e = cx.unary(Unary.EXP, shifted)
     total = cx.reduce(Reduce.SUM, e, axes)
     if cx.op_type == "LogSoftmax":
@@ -120,9 +134,22 @@ def softmax(cx: Ctx) -> Val:
 
 # --- reductions ------------------------------------------------------------------------------
 EMPTY_REDUCE = {"ReduceMax": -np.inf, "ReduceMin": np.inf, "ReduceLogSumExp": -np.inf,
-                "ReduceMean": np.nan}
+                "ReduceMean": np.nan, "ReduceProd": 1.0, "ReduceLogSum": -np.inf}
 REDUCES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2",
-           "ReduceSumSquare", "ReduceLogSumExp")
+           "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd", "ReduceLogSum")
+
+
+def _reduce_nothing(cx: Ctx, x: Val) -> Val:
+    """The op reducing over an empty set of axes, as onnxruntime and the ONNX reference
+    compute it: ReduceSumSquare is x * x, ReduceL1/L2 |x|, ReduceLogSum log(x), the rest x."""
+    op = cx.op_type
+    if op == "ReduceSumSquare":
+        return cx.binary(Binary.MUL, x, x)
+    if op in ("ReduceL1", "ReduceL2"):
+        return cx.unary(Unary.ABS, x)
+    if op == "ReduceLogSum":
+        return cx.unary(Unary.LOG, x)
+    return x
 
 
 def _reduce(cx: Ctx, axes: list[int] | None) -> Val:
@@ -130,19 +157,25 @@ def _reduce(cx: Ctx, axes: list[int] | None) -> Val:
     shape = cx.shape(x)
     rank = len(shape)
     if not axes:
-        if cx.attr("noop_with_empty_axes", 0):
-            return x
+        if cx.attr("noop_with_empty_axes", 0):  # a reduction over no axis: only the
+            return _reduce_nothing(cx, x)  # elementwise parts of the op remain
         axes = list(range(rank))
     axes = sorted({cx.axis(a, rank, "reduce axis") for a in axes})
     op = cx.op_type
     if 0 in shape:  # an empty reduction is the op's identity (or nan for a mean)
         out = [1 if i in axes else d for i, d in enumerate(shape)]
         y = np.full(out, EMPTY_REDUCE.get(op, 0.0), np.float32)
-    elif op == "ReduceMin":  # min = -max(-x): the IR reduces by sum, max and mean only
-        y = cx.unary(Unary.NEG, cx.reduce(Reduce.MAX, cx.unary(Unary.NEG, x), axes))
+    elif op == "ReduceMin":  # max of an order-reversing key (-x; ~x for ints: no overflow)
+        from .ops_index import order_key
+
+        y = order_key(cx, cx.reduce(Reduce.MAX, order_key(cx, x, False), axes), False)
     elif op in ("ReduceSum", "ReduceMean", "ReduceMax"):
         fn = {"ReduceSum": Reduce.SUM, "ReduceMean": Reduce.MEAN, "ReduceMax": Reduce.MAX}[op]
         y = cx.reduce(fn, x, axes)
+    elif op == "ReduceProd":
+        y = cx.reduce(Reduce.PROD, x, axes)
+    elif op == "ReduceLogSum":
+        y = cx.unary(Unary.LOG, cx.reduce(Reduce.SUM, x, axes))
     elif op == "ReduceL1":
         y = cx.reduce(Reduce.SUM, cx.unary(Unary.ABS, x), axes)
     elif op == "ReduceLogSumExp":  # max-shifted, so large inputs do not overflow

@@ -111,7 +111,8 @@ class Builder:
         self.nodes.append(node)
 
     def const(self, value: np.ndarray, hint: str = "const", origin: str = "") -> str:
-        return self.add(Op.CONST, (), origin=origin, name=hint, value=np.ascontiguousarray(value))
+        value = np.ascontiguousarray(value).reshape(np.shape(value))  # 0-d stays 0-d
+        return self.add(Op.CONST, (), origin=origin, name=hint, value=value)
 
     def finish(self, outputs: Sequence[str]) -> Graph:
         return Graph(self.name, tuple(self.inputs), tuple(self.nodes), tuple(outputs))

@@ -27,6 +27,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return (1 / (1 + np.exp(-x))).astype(x.dtype)
 
 
+def _f64(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``f`` computed in float64 and rounded once: the definition of the libm functions,
+    whose float versions in the generated code are within an ulp or so of it."""
+    return lambda x: f(x.astype(np.float64)).astype(x.dtype)
+
+
 UNARY: dict[Unary, Callable[..., np.ndarray]] = {
     Unary.RELU: lambda x: np.maximum(x, 0),
     Unary.LEAKY_RELU: lambda x, alpha: np.where(x >= 0, x, x * x.dtype.type(alpha)),
@@ -49,7 +55,21 @@ UNARY: dict[Unary, Callable[..., np.ndarray]] = {
     Unary.SHRINK: lambda x, lambd, bias: np.where(
         x > x.dtype.type(lambd), x - x.dtype.type(bias),
         np.where(x < -x.dtype.type(lambd), x + x.dtype.type(bias), x.dtype.type(0))),
-    Unary.NOT: np.logical_not,
+    Unary.NOT: np.invert,  # on bools: logical
+    Unary.SIN: _f64(np.sin),
+    Unary.COS: _f64(np.cos),
+    Unary.TAN: _f64(np.tan),
+    Unary.ASIN: _f64(np.arcsin),
+    Unary.ACOS: _f64(np.arccos),
+    Unary.ATAN: _f64(np.arctan),
+    Unary.SINH: _f64(np.sinh),
+    Unary.COSH: _f64(np.cosh),
+    Unary.ASINH: _f64(np.arcsinh),
+    Unary.ACOSH: _f64(np.arccosh),
+    Unary.ATANH: _f64(np.arctanh),
+    Unary.FLOOR: np.floor,
+    Unary.CEIL: np.ceil,
+    Unary.ROUND: np.round,  # half to even
 }
 
 BINARY: dict[Binary, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -60,23 +80,37 @@ BINARY: dict[Binary, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     Binary.MAX: np.maximum,
     Binary.MIN: np.minimum,
     Binary.POW: np.power,
+    Binary.MOD: np.fmod,
     Binary.EQ: np.equal,
     Binary.LT: np.less,
     Binary.LE: np.less_equal,
     Binary.GT: np.greater,
     Binary.GE: np.greater_equal,
-    Binary.AND: np.logical_and,
-    Binary.OR: np.logical_or,
-    Binary.XOR: np.logical_xor,
+    Binary.AND: np.bitwise_and,  # on bools: logical
+    Binary.OR: np.bitwise_or,
+    Binary.XOR: np.bitwise_xor,
+    Binary.SHL: lambda a, b: _shift(np.left_shift, a, b),
+    Binary.SHR: lambda a, b: _shift(np.right_shift, a, b),
 }
+
+
+def _shift(f: Callable[..., np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``f(a, b)``; where b is negative or at least a's bit width, every bit shifted out:
+    0, or -1 for a right shift of a negative signed value (the sign fills it)."""
+    bits = 8 * a.dtype.itemsize
+    inside = (b >= 0) & (b < bits)
+    out = f(a, np.where(inside, b, 0).astype(a.dtype))
+    spilled = np.where(a < 0, -1, 0) if f is np.right_shift and a.dtype.kind == "i" else 0
+    return np.where(inside, out, spilled).astype(a.dtype)
 
 
 def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Integer division as C: truncated toward zero, wrapping on overflow; x / 0 is 0 (ONNX
     leaves it undefined; generated code must not trap)."""
     safe = np.where(b == 0, 1, b)
-    q = np.abs(a) // np.abs(safe)  # non-negative: floor is truncation
-    q = np.where((a < 0) != (safe < 0), -q, q)
+    with np.errstate(all="ignore"):  # floor, then toward zero (np.abs(INT_MIN) is negative)
+        q = np.where(safe == -1, 0 - a, a // safe)  # INT_MIN / -1 wraps to INT_MIN, as C
+        q = np.where((q * safe != a) & ((a < 0) != (safe < 0)), q + 1, q)
     return np.where(b == 0, 0, q).astype(a.dtype)
 
 
@@ -101,17 +135,28 @@ def gather(data: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     i = idx.astype(np.int64)
     return np.take(data, np.clip(np.where(i < 0, i + n, i), 0, n - 1), axis=axis)
 
+def lowest(dtype: np.dtype) -> float | int:
+    """The identity of max: -inf, or the smallest integer of ``dtype``."""
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
 def _reduce_max(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    """np.max, and -inf over an empty set (as ONNX says) where numpy would raise."""
+    """np.max, and its identity over an empty set (-inf for floats, as ONNX says)."""
     if x.size == 0:
-        return np.full(np.sum(x, axis, keepdims=keepdims).shape, -np.inf, x.dtype)
+        return np.full(np.sum(x, axis, keepdims=keepdims).shape, lowest(x.dtype), x.dtype)
     return np.max(x, axis, keepdims=keepdims)
 
 
+def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """np.sum in the type of ``x`` (an int8 sum wraps in int8, as the kernels' does)."""
+    return np.sum(x, axis, dtype=x.dtype, keepdims=keepdims)
+
+
 REDUCE: dict[Reduce, Callable[..., np.ndarray]] = {
-    Reduce.SUM: np.sum,
+    Reduce.SUM: _sum,
     Reduce.MAX: _reduce_max,
     Reduce.MEAN: np.mean,
+    Reduce.PROD: lambda x, axis, keepdims: np.prod(x, axis, dtype=x.dtype, keepdims=keepdims),
 }
 
 
@@ -143,6 +188,9 @@ def _eval(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     op = node.op
     if op is Op.CONST:
         return at["value"]
+    if op in (Op.MATMUL, Op.REDUCE) and xs[0].dtype == np.float16:
+        # float16 sums accumulate in float32 and round once (as the kernels do)
+        return _eval(node, [x.astype(F32) for x in xs]).astype(np.float16)
     if op is Op.MATMUL:
         return np.matmul(xs[0], xs[1])
     if op is Op.UNARY:

@@ -54,7 +54,23 @@ class Unary(enum.Enum):
     SOFTPLUS = "softplus"  # log(1 + exp(x)), without overflow or underflow to 0
     THRESHOLDED_RELU = "thresholded_relu"  # alpha: x if x > alpha else 0
     SHRINK = "shrink"  # lambd, bias: x - bias if x > lambd, x + bias if x < -lambd, else 0
-    NOT = "not"  # bool
+    NOT = "not"  # logical on bool, bitwise on integers
+    # float math through libm (correctly rounded or nearly), one kind per ONNX op
+    SIN = "sin"
+    COS = "cos"
+    TAN = "tan"
+    ASIN = "asin"
+    ACOS = "acos"
+    ATAN = "atan"
+    SINH = "sinh"
+    COSH = "cosh"
+    ASINH = "asinh"
+    ACOSH = "acosh"
+    ATANH = "atanh"
+    # rounding to an integral float (LLVM intrinsics; exact)
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"  # half to even, as np.round and ONNX Round
 
 
 class Binary(enum.Enum):
@@ -65,26 +81,32 @@ class Binary(enum.Enum):
     MAX = "max"
     MIN = "min"
     POW = "pow"
+    MOD = "mod"  # floats: C fmod (truncated quotient, the sign of the dividend; exact)
     # comparisons: any numeric type in, bool out
     EQ = "eq"
     LT = "lt"
     LE = "le"
     GT = "gt"
     GE = "ge"
-    # logic: bool in, bool out
+    # logic on bools, bitwise on integers
     AND = "and"
     OR = "or"
     XOR = "xor"
+    # integers only; a shift by the bit width or more gives 0 (never undefined)
+    SHL = "shl"
+    SHR = "shr"  # logical on unsigned types, arithmetic on signed ones
 
 
 COMPARISONS = frozenset({Binary.EQ, Binary.LT, Binary.LE, Binary.GT, Binary.GE})
 LOGIC = frozenset({Binary.AND, Binary.OR, Binary.XOR})
+SHIFTS = frozenset({Binary.SHL, Binary.SHR})
 
 
 class Reduce(enum.Enum):
     SUM = "sum"
     MAX = "max"
     MEAN = "mean"
+    PROD = "prod"
 
 
 UNARY_PARAMS: dict[Unary, tuple[str, ...]] = {

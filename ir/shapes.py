@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .ops import COMPARISONS, LOGIC, Binary, Op, Unary
-from .types import FLOATS, TensorType, type_of
+from .ops import COMPARISONS, LOGIC, SHIFTS, Binary, Op, Reduce, Unary
+from .types import FLOATS, INTS, TensorType, type_of
 
-INTS = ("int64", "int32", "int8", "uint8")
 INT_UNARY = frozenset({Unary.RELU, Unary.NEG, Unary.ABS})  # defined on ints too
-FLOAT_ONLY = frozenset({Op.MATMUL, Op.REDUCE, Op.WINDOW})  # their kernels are float kernels
+FLOAT_ONLY = frozenset({Op.WINDOW})  # patches padded with -inf or 0.0
 
 
 class ShapeError(ValueError):
@@ -80,16 +79,18 @@ def _pad(x: TensorType, pads: Sequence[int]) -> tuple[int, ...]:
     return tuple(d + pads[i] + pads[r + i] for i, d in enumerate(x.shape))
 
 
-def _unary_takes(fn: Unary, dtype: str) -> bool:
-    if dtype == "bool":
-        return fn is Unary.NOT
-    return fn is not Unary.NOT and (dtype in FLOATS or fn in INT_UNARY)
+def unary_takes(fn: Unary, dtype: str) -> bool:
+    if dtype == "bool" or fn is Unary.NOT:
+        return fn is Unary.NOT and dtype not in FLOATS
+    return dtype in FLOATS or fn in INT_UNARY
 
 
-def _binary_takes(fn: Binary, dtype: str) -> bool:
+def binary_takes(fn: Binary, dtype: str) -> bool:
     if fn in LOGIC:
-        return dtype == "bool"
-    if fn is Binary.POW:
+        return dtype not in FLOATS
+    if fn in SHIFTS:
+        return dtype in INTS
+    if fn in (Binary.POW, Binary.MOD):
         return dtype in FLOATS
     return dtype != "bool" or fn is Binary.EQ
 
@@ -105,15 +106,19 @@ def infer(op: Op, ins: Sequence[TensorType], at: Mapping[str, Any]) -> TensorTyp
     if op in FLOAT_ONLY and any(t.dtype not in FLOATS for t in ins):
         raise ShapeError(f"{op.value} of {', '.join(t.dtype for t in ins)} tensors is not "
                          "supported (floating point only)")
+    if op in (Op.MATMUL, Op.REDUCE) and any(t.dtype == "bool" for t in ins):
+        raise ShapeError(f"{op.value} of bool tensors is not supported (cast them to a number)")
     if op is Op.MATMUL:
+        if ins[0].dtype != ins[1].dtype:
+            raise ShapeError(f"operands of matmul differ in type: {x.dtype} and {ins[1].dtype}")
         return TensorType(_matmul(ins[0], ins[1]), x.dtype)
     if op is Op.UNARY:
-        if not _unary_takes(at["fn"], x.dtype):
+        if not unary_takes(at["fn"], x.dtype):
             raise ShapeError(f"{at['fn'].value} of a {x.dtype} tensor is not supported")
         return x
     if op is Op.BINARY:
         fn = at["fn"]
-        if not _binary_takes(fn, x.dtype):
+        if not binary_takes(fn, x.dtype):
             raise ShapeError(f"{fn.value} of {x.dtype} tensors is not supported")
         if ins[0].dtype != ins[1].dtype:
             raise ShapeError(f"operands of {at['fn'].value} differ in type: {x.dtype} and "
@@ -136,6 +141,8 @@ def infer(op: Op, ins: Sequence[TensorType], at: Mapping[str, Any]) -> TensorTyp
             raise ShapeError("gather from an empty axis")
         return TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
     if op is Op.REDUCE:
+        if at["fn"] is Reduce.MEAN and x.dtype not in FLOATS:
+            raise ShapeError(f"mean of a {x.dtype} tensor is not supported (floating point only)")
         return TensorType(_reduce(x, at["axes"]), x.dtype)
     if op is Op.WINDOW:
         return TensorType(_window(x, at), x.dtype)

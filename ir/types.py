@@ -6,8 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DTYPES = ("float32", "float64", "int64", "int32", "int8", "uint8", "bool")
-FLOATS = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32",
+          "uint16", "uint8", "bool")
+FLOATS = ("float32", "float64", "float16")
+INTS = ("int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")
+# compared, divided and widened as unsigned numbers
+UNSIGNED = ("uint64", "uint32", "uint16", "uint8", "bool")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,9 @@ class TensorType:
         return self.size * np.dtype(self.dtype).itemsize
 
     def __str__(self) -> str:
-        short = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32"}
+        short = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64",
+                 "int32": "i32", "int16": "i16", "int8": "i8", "uint64": "u64", "uint32": "u32",
+                 "uint16": "u16", "uint8": "u8"}
         return f"{short.get(self.dtype, self.dtype)}[{','.join(map(str, self.shape))}]"
 
 

@@ -1,6 +1,7 @@
 """Fusion: group nodes into KERNEL nodes, each one generated function.
 
-- a MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape) and an
+- a MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape), a
+  transpose of its right-hand side's last two axes (read by the run-time packing), and an
   epilogue chain of elementwise ops (bias, scale, activation, residual add);
 - a REDUCE anchors a kernel with an elementwise/window prologue tree and an elementwise epilogue
   (pooling, depthwise conv, softmax pieces);
@@ -10,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..ir import Builder, Graph, Node, Op, Value
 from ..ir.ops import ELEMENTWISE
@@ -96,6 +99,26 @@ def _same_shape(user: Node, cur: Node) -> bool:
     return user.type.shape == cur.type.shape
 
 
+def _reduce_epilogue_fits(red: Node):
+    """Elementwise users of the reduction's shape whose elements are as wide as its own: the
+    reduce kernel accumulates in the output buffer and the epilogue overwrites it in place,
+    element by element in order, so a wider element (an int64 index) would clobber
+    accumulators not yet read, and a narrower one (a bool mask: max-pool >= t) leaves a buffer
+    too small for the accumulators (heap corruption; fuzz seed 53474)."""
+    width = np.dtype(red.type.dtype).itemsize
+
+    def fits(user: Node, cur: Node) -> bool:
+        return _same_shape(user, cur) and np.dtype(user.type.dtype).itemsize == width
+
+    return fits
+
+
+def _swaps_last_two(t: Node) -> bool:
+    """A transpose that swaps the last two axes only (B^T of a matmul operand)."""
+    r = len(t.attrs["perm"])
+    return r >= 2 and tuple(t.attrs["perm"]) == (*range(r - 2), r - 1, r - 2)
+
+
 def _group(graph: Graph) -> _Groups:
     g = _Groups(graph)
     for node in graph.nodes:
@@ -108,11 +131,14 @@ def _group(graph: Graph) -> _Groups:
                 t = g.free(w.inputs[0], Op.TRANSPOSE)  # im2col reads through a layout change
                 if t is not None:
                     members.insert(0, t)
+            bt = g.free(node.inputs[1], Op.TRANSPOSE)
+            if bt is not None and _swaps_last_two(bt) and node.type.dtype == "float32":
+                members.append(bt)  # the run-time packing of B reads through it (x @ K^T)
             g.add(members + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)))
     for node in graph.nodes:
         if node.op is Op.REDUCE and node.name not in g.group_of:
             pro = g.prologue(node, g.graph.type_of(node.inputs[0]).shape)
-            g.add(pro + [node] + g.epilogue(node, _same_shape))
+            g.add(pro + [node] + g.epilogue(node, _reduce_epilogue_fits(node)))
     for node in reversed(graph.nodes):
         if node.op in ELEMENTWISE and node.name not in g.group_of:
             g.add(g.prologue(node, node.type.shape) + [node])

@@ -107,6 +107,94 @@ def sink_transpose(rw: Rewriter, node: Node) -> str | None:
     return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=perm)
 
 
+def sink_transpose_matmul(rw: Rewriter, node: Node) -> str | None:
+    """matmul(transpose(x), W) with a constant 2-D ``W`` -> transpose(x contracted with W along
+    the axis the transpose moved last), so a per-axis constant map (a bilinear Resize) applied
+    to an NHWC tensor through an NCHW view needs no transpose: the contraction of a middle
+    axis is ``W^T @ x`` with the axes after it flattened into columns."""
+    if node.op is not Op.MATMUL or node.type.dtype != "float32":
+        return None
+    t = rw.source(node.inputs[0], Op.TRANSPOSE)
+    w = rw.const(node.inputs[1])
+    if t is None or w is None or w.ndim != 2:
+        return None
+    perm = tuple(t.attrs["perm"])
+    x = t.inputs[0]
+    xs = rw.type_of(x).shape
+    axis, n = perm[-1], w.shape[1]
+    if axis == len(xs) - 1:
+        inner = rw.emit(Op.MATMUL, (x, node.inputs[1]), node.origin)
+    else:
+        rows, cols = int(np.prod(xs[:axis])), int(np.prod(xs[axis + 1:]))
+        flat = rw.emit(Op.RESHAPE, (x,), node.origin,
+                       shape=(rows, xs[axis], cols) if rows > 1 else (xs[axis], cols))
+        left = rw.constant(np.ascontiguousarray(w.T), node.origin)
+        mm = rw.emit(Op.MATMUL, (left, flat), node.origin)
+        shape = (*xs[:axis], n, *xs[axis + 1:])
+        inner = rw.emit(Op.RESHAPE, (mm,), node.origin, shape=shape)
+    return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=perm)
+
+
+def _reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]
+                    ) -> list[tuple[list[int], list[int]]] | None:
+    """The non-unit axes of ``src`` and ``dst`` split into runs of equal product: the axes a
+    row-major reshape merges or splits together (None for a zero-size tensor)."""
+    sa = [i for i, d in enumerate(src) if d != 1]
+    da = [j for j, d in enumerate(dst) if d != 1]
+    if 0 in src:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(sa) and j < len(da):
+        gs, gd = [sa[i]], [da[j]]
+        ps, pd = src[sa[i]], dst[da[j]]
+        i, j = i + 1, j + 1
+        while ps != pd:
+            if ps < pd:
+                gs.append(sa[i])
+                ps, i = ps * src[sa[i]], i + 1
+            else:
+                gd.append(da[j])
+                pd, j = pd * dst[da[j]], j + 1
+        groups.append((gs, gd))
+    return groups
+
+
+def sink_transpose_reshape(rw: Rewriter, node: Node) -> str | None:
+    """reshape(transpose(x)) -> transpose(reshape(x)) when every run of axes the reshape merges
+    or splits is a run of consecutive axes of ``x`` in order, so the transposes of NCHW ops
+    built from reshapes (a nearest upsample: unit axes, a broadcast, a merge) keep sinking.
+    Each unit axis of the result follows the axis before it, where a broadcast widens it."""
+    if node.op is not Op.RESHAPE:
+        return None
+    t = rw.source(node.inputs[0], Op.TRANSPOSE)
+    if t is None:
+        return None
+    perm = tuple(t.attrs["perm"])
+    src, dst = rw.type_of(node.inputs[0]).shape, node.type.shape
+    groups = _reshape_groups(src, dst)
+    if not groups:
+        return None
+    for gs, _ in groups:
+        axes = [perm[i] for i in gs]
+        if axes != list(range(axes[0], axes[0] + len(axes))):
+            return None
+    follows: dict[int, list[int]] = {-1: []}  # non-unit dst axis -> the unit axes after it
+    last = -1
+    for j, d in enumerate(dst):
+        if d != 1:
+            last = j
+            follows[j] = []
+        else:
+            follows[last].append(j)
+    order = list(follows[-1])  # dst axes in the new reshape's order
+    for _, gd in sorted(groups, key=lambda g: perm[g[0][0]]):
+        for j in gd:
+            order += [j, *follows[j]]
+    inner = rw.emit(Op.RESHAPE, (t.inputs[0],), node.origin,
+                    shape=tuple(dst[j] for j in order))
+    return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=_inverse(tuple(order)))
+
+
 def _keeps_last_axis(rw: Rewriter, reshape: Node) -> bool:
     src = rw.type_of(reshape.inputs[0]).shape
     dst = reshape.type.shape
@@ -153,4 +241,5 @@ def trivial_window(rw: Rewriter, node: Node) -> str | None:
 
 def choose_layout(graph: Graph) -> Graph:
     """Cancel the conv/pool transposes across the graph (see the module docstring)."""
-    return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose, sink_reshape])
+    return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose,
+                          sink_transpose_matmul, sink_transpose_reshape, sink_reshape])

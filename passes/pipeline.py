@@ -15,6 +15,7 @@ from .fold_affine import fold_affine
 from .fold_constants import fold_constants
 from .fuse import fuse
 from .layout import choose_layout
+from .legalize_types import legalize_types
 from .outputs import materialize_outputs
 
 
@@ -25,6 +26,7 @@ class Pass:
 
 
 CPU_PIPELINE: tuple[Pass, ...] = (
+    Pass("legalize-types", legalize_types),
     Pass("fold-constants", fold_constants),
     Pass("choose-layout", choose_layout),
     Pass("flatten-order", fold_flatten_order),
@@ -33,6 +35,12 @@ CPU_PIPELINE: tuple[Pass, ...] = (
     Pass("fuse", fuse),
     Pass("materialize-outputs", materialize_outputs),
 )
+
+
+def through(name: str, passes: Sequence[Pass] = CPU_PIPELINE) -> tuple[Pass, ...]:
+    """The passes up to and including the one called ``name`` (to test a prefix)."""
+    names = [p.name for p in passes]
+    return tuple(passes[: names.index(name) + 1])
 
 
 def run_pipeline(graph: Graph, passes: Sequence[Pass] = CPU_PIPELINE,

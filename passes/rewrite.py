@@ -50,7 +50,9 @@ class Rewriter:
         return name
 
     def constant(self, value: np.ndarray, origin: str = "") -> str:
-        return self.emit(Op.CONST, (), origin, value=np.ascontiguousarray(value))
+        # reshaped: np.ascontiguousarray makes a 0-d value (a folded scalar index) 1-d
+        value = np.ascontiguousarray(value).reshape(np.shape(value))
+        return self.emit(Op.CONST, (), origin, value=value)
 
     def keep(self, node: Node) -> None:
         self.builder.append(node)

@@ -78,8 +78,9 @@ def _wrapper(native: Native, n_in: int, n_out: int) -> ir.Module:
 
 
 # the C element type of each dtype in the exported header (stdint.h)
-C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
-           "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t"}
+C_TYPES = {"float32": "float", "float64": "double", "float16": "uint16_t",  # IEEE half bits
+           **{f"{u}int{n}": f"{u}int{n}_t" for u in ("", "u") for n in (8, 16, 32, 64)},
+           "bool": "uint8_t"}
 
 
 def _header(name: str, inputs: Signature, outputs: Signature, report: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value, run
-from sw2c.ir.ops import LOGIC, UNARY_PARAMS
+from sw2c.ir.ops import UNARY_PARAMS
+from sw2c.ir.shapes import binary_takes
 from sw2c.tests.ir_models import residual_cnn
 
 PARAMS = {"alpha": 0.2, "beta": 0.4, "lo": -0.5, "hi": 0.7, "lambd": 0.5, "bias": 0.2}
@@ -45,10 +46,10 @@ def builder(*shapes: tuple[int, ...], dtype: str = "float32") -> Builder:
     return Builder("g", [Value(f"x{i}", TensorType(s, dtype)) for i, s in enumerate(shapes)])
 
 
-FLOAT_BINARY = [f for f in Binary if f not in LOGIC]
-INT_BINARY = [f for f in Binary if f not in LOGIC and f is not Binary.POW]
+FLOAT_BINARY = [f for f in Binary if binary_takes(f, "float32")]
+INT_BINARY = [f for f in Binary if binary_takes(f, "int64")]
 TYPED_BINARY = ([(f, "int64") for f in INT_BINARY] + [(f, "int32") for f in INT_BINARY]
-                + [(f, "bool") for f in Binary if f in LOGIC or f is Binary.EQ])
+                + [(f, "bool") for f in Binary if binary_takes(f, "bool")])
 
 
 @pytest.mark.parametrize("fn,dtype", [(Unary.NOT, "bool")] + [

@@ -31,13 +31,7 @@ RTOL = 1e-3  # as verify=True: relative to the largest |reference| of each outpu
 MAX_BYTES, MAX_TOTAL = 2 << 20, 15 << 20
 
 # name -> the error sw2c raises on it today (class: first words of the message)
-_RUNTIME = "supported only when all its inputs are constants known at compile time"
-XFAIL = {
-    "lstm_kws.ts": f"UnsupportedOpError: unsupported operator ai.onnx::LSTM: {_RUNTIME}",
-    "lstm_kws.dynamo": f"UnsupportedOpError: unsupported operator ai.onnx::LSTM: {_RUNTIME}",
-    "gru_kws.ts": f"UnsupportedOpError: unsupported operator ai.onnx::GRU: {_RUNTIME}",
-    "gru_kws.dynamo": f"UnsupportedOpError: unsupported operator ai.onnx::GRU: {_RUNTIME}",
-}
+XFAIL: dict[str, str] = {}
 
 
 def reference(entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

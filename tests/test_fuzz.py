@@ -160,3 +160,77 @@ def test_failure_signature_groups_alike_messages() -> None:
     b = fuzz.Failure("crash", "KeyError: 't40' at node 'n1_Conv' (2 of 3)", "KeyError")
     assert a.signature() == b.signature()
     assert a.same_as(b) and not a.same_as(fuzz.Failure("mismatch", "x"))
+
+
+def test_generator_makes_typed_graphs() -> None:
+    """Int64/int32/bool inputs (ids, masks), int and bool outputs, run-time ids (negative ones
+    too), the masked-softmax idiom with -inf and GELU written with Erf all occur."""
+    inputs, outputs, ops = set(), set(), set()
+    negative_ids = masked = gelu = False
+    for seed in range(SEEDS):
+        model = fuzz.random_model(seed)
+        g = model.graph
+        inputs |= {vi.type.tensor_type.elem_type for vi in g.input}
+        outputs |= {vi.type.tensor_type.elem_type for vi in g.output}
+        ops |= {n.op_type for n in g.node}
+        made = {o: n for n in g.node for o in n.output}
+        consts = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+        for n in g.node:
+            if n.op_type == "Gather" and n.input[1] in made and \
+                    made[n.input[1]].op_type == "Sub":
+                negative_ids = True
+            if n.op_type == "Softmax" and n.input[0] in made and \
+                    made[n.input[0]].op_type == "Where":
+                masked |= any(np.isneginf(consts[i]).any() for i in made[n.input[0]].input
+                              if i in consts)
+            gelu |= n.op_type == "Mul" and any(  # x * 0.5 * (Erf(...) + 1)
+                i in made and made[i].op_type == "Add" and
+                any(j in made and made[j].op_type == "Erf" for j in made[i].input)
+                for i in n.input)
+    assert {TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL} <= inputs
+    assert {TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL} <= outputs
+    assert set(fuzz.TYPED_OPS) <= ops
+    assert negative_ids and masked and gelu
+
+
+def test_typed_feeds_are_valid_ids() -> None:
+    """The feeds of an embedding lookup come from sw2c's index_ranges: ids below the table."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [4, 50])
+    table = onnx.numpy_helper.from_array(np.ones((7, 3), np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g", [ids],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = fuzz.random_feeds(model, 3)
+    assert feeds["ids"].dtype == np.int64 and feeds["ids"].shape == (4, 50)
+    assert feeds["ids"].min() == 0 and feeds["ids"].max() == 6
+
+
+def test_compare_ints_exactly() -> None:
+    ref = np.array([1000, -3, 7], np.int64)
+    assert fuzz.compare("y", ref.copy(), ref) is None
+    assert "differ" in fuzz.compare("y", ref + np.array([0, 1, 0]), ref)  # no tolerance
+    assert "dtype" in fuzz.compare("y", ref.astype(np.int32), ref)
+    mask = np.array([True, False])
+    assert fuzz.compare("m", mask.copy(), mask) is None
+    assert "differ" in fuzz.compare("m", ~mask, mask)
+
+
+def test_shrink_keeps_int_and_bool_tensors_typed() -> None:
+    """Cutting a node whose inputs are ids or masks makes int/bool graph inputs, not float."""
+    def has_gather(model: onnx.ModelProto, seed: int) -> fuzz.Failure | None:
+        fuzz.reference(model, fuzz.random_feeds(model, seed))
+        if any(n.op_type in ("Gather", "Xor") for n in model.graph.node):
+            return fuzz.Failure("mismatch", "gather")
+        return None
+
+    shrunk = 0
+    for seed in range(60):
+        model = fuzz.random_model(seed)
+        if not any(n.op_type in ("Gather", "Xor") for n in model.graph.node):
+            continue
+        small = fuzz.shrink(model, "mismatch", seed=seed, check_fn=has_gather)
+        if len(small.graph.node) == 1:
+            onnx.checker.check_model(small, full_check=True)
+            shrunk += 1
+    assert shrunk >= 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sw2c.ir import Op, run, verify
-from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline
+from sw2c.passes.pipeline import CPU_PIPELINE, run_pipeline, through
 from sw2c.tests.ir_models import residual_cnn
 
 
@@ -26,13 +26,13 @@ def test_pipeline_prefix_preserves_semantics(upto):
 
 
 def test_layout_cancels_inner_transposes():
-    graph = run_pipeline(residual_cnn(), CPU_PIPELINE[:2])
+    graph = run_pipeline(residual_cnn(), through("choose-layout"))
     transposes = [n for n in graph.nodes if n.op is Op.TRANSPOSE]
     assert len(transposes) == 1  # only the input's NCHW -> NHWC remains
 
 
 def test_affine_folds_bias_and_batchnorm_into_one_add():
-    graph = run_pipeline(residual_cnn(), CPU_PIPELINE[:4])
+    graph = run_pipeline(residual_cnn(), through("fold-affine"))
     for mm in (n for n in graph.nodes if n.op is Op.MATMUL):
         user = graph.users[mm.name]
         assert len(user) == 1 and user[0].op is Op.BINARY
@@ -88,9 +88,8 @@ def test_flatten_through_a_transpose_folds_into_the_weights():
     from sw2c.tests.asic_models import DIGITS
 
     graph = import_model(str(DIGITS), {"input": (2, 1, 8, 8)})
-    before = run_pipeline(graph, CPU_PIPELINE[:2])
-    after = run_pipeline(graph, CPU_PIPELINE[:3])
-    assert [p.name for p in CPU_PIPELINE[:3]][-1] == "flatten-order"
+    before = run_pipeline(graph, through("choose-layout"))
+    after = run_pipeline(graph, through("flatten-order"))
     count = lambda g: sum(n.op is Op.TRANSPOSE for n in g.nodes)  # noqa: E731
     assert count(after) == count(before) - 1
     feeds = _feeds(graph)

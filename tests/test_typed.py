@@ -136,12 +136,3 @@ def test_export_declares_c_types_and_runs(tmp_path):
     subprocess.run(["cc", "-std=c99", "-c", str(probe), "-o", str(tmp_path / "probe.o"),
                     f"-I{tmp_path}"], check=True)
     assert ctypes.CDLL(str(tmp_path / "libemb.so"))
-
-
-def test_int_matmul_is_refused_with_the_node():
-    g = h.make_graph([h.make_node("MatMul", ["a", "a"], ["y"], name="intmm")], "g",
-                     [h.make_tensor_value_info("a", T.INT64, [2, 2])],
-                     [h.make_tensor_value_info("y", T.INT64, [2, 2])])
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-    with pytest.raises(sw2c.ModelError, match="intmm.*matmul of int64"):
-        sw2c.compile(m)

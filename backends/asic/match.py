@@ -123,6 +123,8 @@ class Matcher:
         if node.op is Op.MATMUL:
             return self.conv(node)
         if node.op is Op.REDUCE:
+            if node.attrs["fn"] is Reduce.PROD:
+                raise unsupported(node, "a product reduction")
             return self.windowed_reduce(node) if patches else self.global_reduce(node)
         if node.op is Op.TRANSPOSE and (grouped := self.grouped_conv(node)) is not None:
             return grouped

@@ -5,6 +5,7 @@ operands pre-packed) go into a byte blob beside the code, never into the IR text
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from ...passes.cost import count_macs
 from ...passes.memory_plan import MemoryPlan, plan_memory
 from ...passes.outputs import storage_root
 from . import gemm
+from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
@@ -127,17 +129,27 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         off = weights.add(key, data)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
+    emitted: dict[Hashable, ir.Function] = {}  # identical kernels share one function
     for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
         packed = _packed_consts(node, graph)
-        fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node,
-                             noalias=node.name not in plan.in_place)
+        noalias, ldc = node.name not in plan.in_place, plan.row_stride.get(node.name)
         chunks = CHUNKS_PER_THREAD * threads if parallel[index] else 1
-        with blame(f"kernel '{node.name}' (from node '{node.origin}')"):
-            _emit_kernel(fn, node, packed, chunks, plan.row_stride.get(node.name))
+        shifted, offsets = shift_slices(node)
+        key = fingerprint(shifted, packed, chunks, ldc, noalias)
+        fn = emitted.get(key) if key is not None else None
+        if fn is not None and "noinline" not in fn.attributes:
+            fn.attributes.add("noinline")  # called again: one copy of the code, not one per call
+        if fn is None:
+            fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node, noalias=noalias)
+            with blame(f"kernel '{node.name}' (from node '{node.origin}')"):
+                _emit_kernel(fn, shifted, packed, chunks, ldc)
+            if key is not None:
+                emitted[key] = fn
         args = [pointer(node.name, False)]
-        for outer, inner in zip(node.inputs, body.inputs):
-            args.append(pointer(outer, inner.name in packed))
+        for outer, inner, offset in zip(node.inputs, body.inputs, offsets):
+            ptr = pointer(outer, inner.name in packed)
+            args.append(b.gep(ptr, [const(offset)]) if offset else ptr)
         scratch = plan.scratch.get(node.name)
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))

@@ -12,13 +12,13 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ...ir import Binary, Unary
-from ...ir.types import FLOATS
+from ...ir.types import FLOATS, UNSIGNED
 from .llvm import intrinsic
 
 I1 = ir.IntType(1)
 _STORAGE: dict[str, ir.Type] = {
-    "float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": ir.IntType(64),
-    "int32": ir.IntType(32), "int8": ir.IntType(8), "uint8": ir.IntType(8),
+    "float32": ir.FloatType(), "float64": ir.DoubleType(), "float16": ir.HalfType(),
+    **{f"{sign}int{bits}": ir.IntType(bits) for sign in ("", "u") for bits in (8, 16, 32, 64)},
     "bool": ir.IntType(8),
 }
 
@@ -29,6 +29,8 @@ def itemsize(element: ir.Type) -> int:
         return 4
     if isinstance(element, ir.DoubleType):
         return 8
+    if isinstance(element, ir.HalfType):
+        return 2
     return max(element.width // 8, 1)
 
 
@@ -75,7 +77,7 @@ _SIGNED = {Binary.LT: "<", Binary.LE: "<=", Binary.GT: ">", Binary.GE: ">=", Bin
 def emit_int_unary(b: ir.IRBuilder, fn: Unary, x: ir.Value) -> ir.Value:
     zero = ir.Constant(x.type, None)
     if fn is Unary.NOT:
-        return b.xor(x, _splat_int(x.type, 1))
+        return b.xor(x, _splat_int(x.type, -1))  # all ones: an i1's 1
     if fn is Unary.NEG:
         return b.sub(zero, x)
     if fn is Unary.ABS:
@@ -101,6 +103,8 @@ def emit_int_binary(b: ir.IRBuilder, fn: Binary, x: ir.Value, y: ir.Value,
         return b.select(greater, x, y)
     if fn is Binary.DIV:
         return _div(b, x, y, unsigned)
+    if fn in (Binary.SHL, Binary.SHR):
+        return _shift(b, fn, x, y, unsigned)
     raise NotImplementedError(f"{fn} on integers")
 
 
@@ -117,6 +121,20 @@ def _div(b: ir.IRBuilder, x: ir.Value, y: ir.Value, unsigned: bool) -> ir.Value:
     safe = b.select(b.or_(by_zero, negate), one, y)
     q = b.sdiv(x, safe)
     return b.select(by_zero, zero, b.select(negate, b.sub(zero, x), q))
+
+
+def _shift(b: ir.IRBuilder, fn: Binary, x: ir.Value, y: ir.Value, unsigned: bool) -> ir.Value:
+    """x << y or x >> y (see ir.interp._shift for y outside [0, bits)). LLVM's shifts by
+    that much are poison: an arithmetic shift takes bits - 1 instead (the sign fills the
+    value), the others take 0 and are replaced by 0."""
+    bits = x.type.element.width if isinstance(x.type, ir.VectorType) else x.type.width
+    zero = ir.Constant(x.type, None)
+    inside = b.icmp_unsigned("<", y, _splat_int(y.type, bits))  # negative y: huge unsigned
+    if fn is Binary.SHR and not unsigned:
+        return b.ashr(x, b.select(inside, y, _splat_int(y.type, bits - 1)))
+    amount = b.select(inside, y, zero)
+    shifted = b.shl(x, amount) if fn is Binary.SHL else b.lshr(x, amount)
+    return b.select(inside, shifted, zero)
 
 
 def _splat_int(t: ir.Type, value: int) -> ir.Constant:
@@ -141,16 +159,17 @@ def emit_cast(b: ir.IRBuilder, x: ir.Value, src: str, dst: str) -> ir.Value:
             return b.fcmp_unordered("!=", x, zero)  # NaN is true, as numpy's bool(nan)
         return b.icmp_unsigned("!=", x, zero)
     if src in FLOATS and dst in FLOATS:
-        return b.fpext(x, to) if src == "float32" else b.fptrunc(x, to)
+        wider = itemsize(storage(dst)) > itemsize(storage(src))
+        return b.fpext(x, to) if wider else b.fptrunc(x, to)
     if src in FLOATS:  # saturating: an out-of-range float is never undefined behaviour
-        name = "llvm.fptoui.sat" if dst == "uint8" else "llvm.fptosi.sat"
+        name = "llvm.fptoui.sat" if dst in UNSIGNED else "llvm.fptosi.sat"
         return b.call(intrinsic(b.module, name, [to, x.type], to, [x.type]), [x])
     if dst in FLOATS:
-        return (b.uitofp(x, to) if src in ("uint8", "bool") else b.sitofp(x, to))
+        return b.uitofp(x, to) if src in UNSIGNED else b.sitofp(x, to)
     width, src_width = to.element.width if isinstance(to, ir.VectorType) else to.width, (
         x.type.element.width if isinstance(x.type, ir.VectorType) else x.type.width)
     if width < src_width:
         return b.trunc(x, to)
     if width == src_width:
         return x
-    return b.zext(x, to) if src in ("uint8", "bool") else b.sext(x, to)
+    return b.zext(x, to) if src in UNSIGNED else b.sext(x, to)

@@ -15,6 +15,7 @@ from llvmlite import ir
 
 from ...ir import Graph, Op
 from ...ir.ops import COMPARISONS
+from ...ir.types import UNSIGNED
 from . import dtypes
 from .llvm import F32, I64
 from .loops import const
@@ -157,7 +158,7 @@ class BodyEmitter:
             return dtypes.emit_int_unary(b, at["fn"], x)
         if node.op is Op.BINARY:
             x, y = (self.value(i, self._broadcast(i, coords)) for i in node.inputs)
-            return _binary(b, at["fn"], x, y, self.body.type_of(node.inputs[0]).dtype)
+            return typed_binary(b, at["fn"], x, y, self.body.type_of(node.inputs[0]).dtype)
         if node.op is Op.CAST:
             src = self.body.type_of(node.inputs[0]).dtype
             return dtypes.emit_cast(b, self.value(node.inputs[0], coords), src, at["to"])
@@ -255,13 +256,13 @@ def store(b: ir.IRBuilder, ptr: ir.Value, coords: Coords, shape: Sequence[int],
         b.store(value, at)
 
 
-def _binary(b: ir.IRBuilder, fn, x: ir.Value, y: ir.Value, dtype: str) -> ir.Value:
+def typed_binary(b: ir.IRBuilder, fn, x: ir.Value, y: ir.Value, dtype: str) -> ir.Value:
     """``fn`` on operands of ``dtype``: float math, float comparisons, or integer ops."""
     if dtype not in dtypes.FLOATS:
-        return dtypes.emit_int_binary(b, fn, x, y, unsigned=dtype in ("uint8", "bool"))
+        return dtypes.emit_int_binary(b, fn, x, y, unsigned=dtype in UNSIGNED)
     if fn in COMPARISONS:
         return dtypes.emit_float_compare(b, fn, x, y)
     return emit_binary(b, fn, x, y)
 
 
-__all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides"]
+__all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides", "typed_binary"]

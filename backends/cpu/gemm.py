@@ -32,6 +32,9 @@ REGS = 32 if LANES == 16 else 16  # vector registers of the host ISA
 V = 4 if REGS == 32 else 2
 NR = V * LANES  # columns per packed panel: 64 on AVX-512, 16 on AVX2
 MR = (REGS - V - 1) // V  # rows of the main micro-kernel (accumulators + B row + broadcast): 6
+# rows of the micro-kernel when C is one vector wide (a conv to 8 or 16 channels): MR rows
+# would leave MR < CHAINS FMA chains and most registers idle
+NARROW_MR = min(12, REGS - 2)
 KC = 256  # reduction block: the MR x KC strip of A (6 KiB) stays in L1
 NC = 512  # columns per block of B: KC x NC floats (512 KiB) stay in L2 (1 MiB on Zen 5)
 UNROLL = 4  # unroll of the reduction loop
@@ -324,11 +327,12 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
 
         for lo in range(0, panels, chunk):
             hi = min(panels, lo + chunk)
-            if m >= MR:
-                with for_range(b, m // MR * MR, step=MR) as i:
-                    strip(MR, i, lo, hi)
-            if m % MR:
-                strip(m % MR, const(m // MR * MR), lo, hi)
+            mr = NARROW_MR if n <= LANES else MR
+            if m >= mr:
+                with for_range(b, m // mr * mr, step=mr) as i:
+                    strip(mr, i, lo, hi)
+            if m % mr:
+                strip(m % mr, const(m // mr * mr), lo, hi)
 
     if blocks == 1:
         k_block(const(0))
@@ -337,22 +341,40 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
             k_block(pc)
 
 
-def emit_pack_b(module: ir.Module, name: str, *, k: int, n: int, ldb: int) -> ir.Function:
+def emit_pack_b(module: ir.Module, name: str, *, k: int, n: int, ldb: int,
+                transposed: bool = False) -> ir.Function:
     """Run-time packing of a non-constant right-hand side: ``void name(float* B, float*
-    Bpacked)`` writes the layout of pack_b for the [k, n] matrix B (row stride ldb)."""
+    Bpacked)`` writes the layout of pack_b for the [k, n] matrix B (row stride ldb). With
+    ``transposed``, B is stored as its [n, k] transpose (row stride ldb): the packing reads
+    it column by column, so a matmul by a transposed operand (attention's Q @ K^T) needs no
+    transpose kernel."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P]), name)
     fn.attributes.add("nounwind")
     _no_alias(fn.args)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     src, dst = fn.args
 
+    def gather(p: ir.Value, first: ir.Value, valid: int) -> ir.Value:
+        """B[p, first:first + valid] of the transposed source, zero padded to a vector."""
+        value = ir.Constant(VEC, None)
+        for lane in range(valid):
+            at = b.add(b.mul(b.add(first, const(lane)), const(ldb)), p)
+            value = b.insert_element(value, b.load(b.gep(src, [at]), align=4),
+                                     ir.Constant(I32, lane))
+        return value
+
     def copy_panel(j: ir.Value, width: int) -> None:
         with for_range(b, k) as p:
             for v in range(V):
                 valid = min(LANES, width - v * LANES)
-                at = b.add(b.mul(p, const(ldb)), b.add(b.mul(j, const(NR)), const(v * LANES)))
-                value = (_load(b, _vector_at(b, src, at), _mask(valid)) if valid > 0
-                         else ir.Constant(VEC, None))
+                first = b.add(b.mul(j, const(NR)), const(v * LANES))
+                at = b.add(b.mul(p, const(ldb)), first)
+                if valid <= 0:
+                    value = ir.Constant(VEC, None)
+                elif transposed:
+                    value = gather(p, first, valid)
+                else:
+                    value = _load(b, _vector_at(b, src, at), _mask(valid))
                 out = b.add(b.mul(b.add(b.mul(j, const(k)), p), const(NR)), const(v * LANES))
                 b.store(value, _vector_at(b, dst, out), align=4)
 

@@ -9,11 +9,12 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Binary, Graph, Node, Op, Reduce
+from ...ir.interp import lowest
 from . import dtypes
-from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store
-from .llvm import F32, F32P, I8P, I64, vector_lanes
+from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store, typed_binary
+from .llvm import F32P, I8P, I64, vector_lanes
 from .loops import Split, const, loop_nest
-from .math import FAST, emit_binary
+from .math import FAST
 from .team import Team
 
 
@@ -41,8 +42,21 @@ def emit_elementwise(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out
         store(b, out, idx, shape, emitter.value(root, idx))
 
 
-REDUCE_INIT = {Reduce.SUM: 0.0, Reduce.MEAN: 0.0, Reduce.MAX: float("-inf")}
-REDUCE_OP = {Reduce.SUM: Binary.ADD, Reduce.MEAN: Binary.ADD, Reduce.MAX: Binary.MAX}
+REDUCE_OP = {Reduce.SUM: Binary.ADD, Reduce.MEAN: Binary.ADD, Reduce.MAX: Binary.MAX,
+             Reduce.PROD: Binary.MUL}
+
+
+def _init(fn: Reduce, dtype: str) -> float | int:
+    """The identity ``fn`` starts from in ``dtype``."""
+    return lowest(np.dtype(dtype)) if fn is Reduce.MAX else 1 if fn is Reduce.PROD else 0
+
+
+def _accumulate(b: ir.IRBuilder, fn: Reduce, acc: ir.Value, x: ir.Value,
+                dtype: str) -> ir.Value:
+    new = typed_binary(b, REDUCE_OP[fn], acc, x, dtype)
+    if fn is not Reduce.MAX and dtype in dtypes.FLOATS:
+        new.flags.extend(FAST)  # let the vectorizer reassociate the sum
+    return new
 
 
 def emit_reduce(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
@@ -72,13 +86,15 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
     fn, axes = red.attrs["fn"], tuple(red.attrs["axes"])
     oshape, ishape = red.type.shape, body.type_of(red.inputs[0]).shape
     count = int(np.prod([ishape[a] for a in axes]))
+    dtype = red.type.dtype
+    element = dtypes.register(dtype)
     with loop_nest(b, oshape[:-1], split) as idx:
         for group in _groups(oshape[-1], vector_lanes()):
             accs = []
             for _, lanes in group:
                 with b.goto_entry_block():
-                    accs.append(b.alloca(ir.VectorType(F32, lanes) if lanes > 1 else F32))
-                b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(REDUCE_INIT[fn]),
+                    accs.append(b.alloca(ir.VectorType(element, lanes) if lanes > 1 else element))
+                b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(_init(fn, dtype), dtype),
                         accs[-1])
             with loop_nest(b, [ishape[a] for a in axes]) as r:
                 for (start, lanes), acc in zip(group, accs):
@@ -86,12 +102,12 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
                     for a, i in zip(axes, r):
                         coords[a] = i
                     x = BodyEmitter(b, body, ptrs, lanes=lanes).value(red.inputs[0], coords)
-                    b.store(emit_binary(b, REDUCE_OP[fn], b.load(acc), x), acc)
+                    b.store(_accumulate(b, fn, b.load(acc), x, dtype), acc)
             for (start, lanes), acc in zip(group, accs):
                 total = b.load(acc)
                 if fn is Reduce.MEAN:
                     total = b.fmul(total, BodyEmitter(b, body, ptrs, lanes=lanes).constant(
-                        1.0 / count))
+                        1.0 / count, dtype))
                 at = list(idx) + [const(start)]
                 result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes)
                 store(b, out, at, oshape, result.value(body.outputs[0], at))
@@ -110,27 +126,24 @@ def _groups(width: int, lanes: int) -> list[list[tuple[int, int]]]:
 def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
                   out: ir.Value, split: Split | None) -> None:
     fn, axes = red.attrs["fn"], set(red.attrs["axes"])
-    oshape = red.type.shape
+    oshape, dtype = red.type.shape, red.type.dtype
+    acc_out = b.bitcast(out, dtypes.storage(dtype).as_pointer())  # the sums, in their type
     with loop_nest(b, oshape, split) as idx:
-        store(b, out, idx, oshape, ir.Constant(F32, REDUCE_INIT[fn]))
+        store(b, out, idx, oshape, dtypes.constant(dtype, _init(fn, dtype)))
     emitter = BodyEmitter(b, body, ptrs)
     with loop_nest(b, body.type_of(red.inputs[0]).shape, split) as idx:
         at = [const(0) if i in axes else c for i, c in enumerate(idx)]
-        ptr = b.gep(out, [linear(b, at, oshape)])
+        ptr = b.gep(acc_out, [linear(b, at, oshape)])
         x = emitter.value(red.inputs[0], idx)
-        acc = b.load(ptr)
-        new = emit_binary(b, REDUCE_OP[fn], acc, x)
-        if fn is not Reduce.MAX:
-            new.flags.extend(FAST)  # let the vectorizer reassociate the sum
-        b.store(new, ptr)
+        b.store(_accumulate(b, fn, b.load(ptr), x, dtype), ptr)
     root = body.outputs[0]
     if root == red.name and fn is not Reduce.MEAN:
         return
     count = int(np.prod([body.type_of(red.inputs[0]).shape[a] for a in axes]))
 
     def reduced(coords: Coords) -> ir.Value:
-        v = b.load(b.gep(out, [linear(b, coords, oshape)]))
-        return b.fmul(v, ir.Constant(F32, 1.0 / count)) if fn is Reduce.MEAN else v
+        v = b.load(b.gep(acc_out, [linear(b, coords, oshape)]))
+        return b.fmul(v, dtypes.constant(dtype, 1.0 / count)) if fn is Reduce.MEAN else v
 
     emitter = BodyEmitter(b, body, ptrs, {red.name: reduced})
     with loop_nest(b, oshape, split) as idx:

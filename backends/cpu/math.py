@@ -9,7 +9,7 @@ from typing import Any
 from llvmlite import ir
 
 from ...ir import Binary, Unary
-from .llvm import F32, intrinsic
+from .llvm import F32, I32, intrinsic
 
 FAST = ("fast",)
 
@@ -26,8 +26,8 @@ def splat(b: ir.IRBuilder, like: ir.Value, value: float | ir.Value) -> ir.Value:
         return value
     value = float(value.constant) if isinstance(value, ir.Constant) else float(value)
     if isinstance(t, ir.VectorType):
-        return ir.Constant(t, [ir.Constant(F32, value)] * t.count)
-    return ir.Constant(F32, value)
+        return ir.Constant(t, [ir.Constant(t.element, value)] * t.count)
+    return ir.Constant(t, value)
 
 
 def _call(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
@@ -46,9 +46,17 @@ def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("<", x, y), x, y)
 
 
+def _is_double(x: ir.Value) -> bool:
+    return isinstance(x.type.element if isinstance(x.type, ir.VectorType) else x.type,
+                      ir.DoubleType)
+
+
 def _libm(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
-    """A libm float function applied lane by lane (tanhf has no LLVM intrinsic)."""
-    fn = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(F32, [F32]), name)
+    """The libm function ``name`` (the float one: tanhf; its double twin for doubles) applied
+    lane by lane (tanhf has no LLVM intrinsic)."""
+    t = ir.DoubleType() if _is_double(x) else F32
+    name = name.removesuffix("f") if _is_double(x) else name
+    fn = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(t, [t]), name)
     if not isinstance(x.type, ir.VectorType):
         return b.call(fn, [x])
     out = x
@@ -58,8 +66,65 @@ def _libm(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
     return out
 
 
+def _int_lanes(like: ir.Value, value: int | None = None) -> ir.Type | ir.Constant:
+    """The i32 type with ``like``'s lanes, or a constant of it."""
+    t = ir.VectorType(I32, like.type.count) if isinstance(like.type, ir.VectorType) else I32
+    if value is None:
+        return t
+    return ir.Constant(t, [ir.Constant(I32, value)] * t.count if t is not I32 else value)
+
+
+def _pow2(b: ir.IRBuilder, k: ir.Value, like: ir.Value) -> ir.Value:
+    """2.0**k as a float, for integer k in [-126, 127] (k + 127 is the exponent field)."""
+    bits = b.shl(b.add(k, _int_lanes(like, 127)), _int_lanes(like, 23))
+    return b.bitcast(bits, like.type)
+
+
+# exp(x) = 2**n * e**r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
+# parts, the first exact in n * LN2_HI), e**r = 1 + r + r*r * Q(r): a least-squares fit on
+# Chebyshev nodes to float64 expm1, 0.8 ulp on the reduced range in float32 (libm's expf is
+# one call per lane; this vectorizes). 2**n is applied in two halves, so results that are
+# denormal (x down to -103.97) round once, and x above 88.72 overflows to inf.
+_EXP_Q = (0.49999988, 0.16666518, 0.041669533, 0.008368916, 0.0013751407)
+LN2_HI, LN2_LO = 0.693145751953125, 1.428606765330187e-06
+EXP_MIN, EXP_MAX = -104.0, 88.75  # exp is 0 below, inf above in float32
+
+
+def _exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    if _is_double(x):
+        return _call(b, "llvm.exp", x)
+    xc = _call(b, "llvm.minnum", _call(b, "llvm.maxnum", x, splat(b, x, EXP_MIN)),
+               splat(b, x, EXP_MAX))  # minnum/maxnum drop a NaN: n below is always defined
+    nf = _call(b, "llvm.roundeven", b.fmul(xc, splat(b, x, 1.4426950408889634)))
+    r = b.fsub(b.fsub(xc, b.fmul(nf, splat(b, x, LN2_HI))), b.fmul(nf, splat(b, x, LN2_LO)))
+    er = b.fadd(splat(b, x, 1.0), b.fadd(r, b.fmul(b.fmul(r, r), _horner(b, r, _EXP_Q))))
+    n = b.fptosi(nf, _int_lanes(x))
+    half = b.ashr(n, _int_lanes(x, 1))
+    y = b.fmul(b.fmul(er, _pow2(b, half, x)), _pow2(b, b.sub(n, half), x))
+    return b.select(b.fcmp_unordered("!=", x, x), x, y)  # NaN in, NaN out
+
+
+# tanh(a) = a + a**3 * P(a*a) for a = |x| < TANH_SMALL (least squares to float64 tanh, 0.8 ulp),
+# else 1 - 2 / (exp(2a) + 1), which is at least 0.5 there, so nothing cancels; sign restored.
+_TANH_P = (-0.3333332, 0.13332617, -0.053855121, 0.021082059, -0.0062876628)
+TANH_SMALL = 0.55
+
+
+def _tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    if _is_double(x):
+        return _tanh(b, x)
+    a = _call(b, "llvm.fabs", x)
+    t = b.fmul(a, a)
+    small = b.fadd(a, b.fmul(b.fmul(a, t), _horner(b, t, _TANH_P)))
+    e = _exp(b, b.fadd(a, a))
+    one = splat(b, x, 1.0)
+    large = b.fsub(one, b.fdiv(splat(b, x, 2.0), b.fadd(e, one)))
+    y = b.select(b.fcmp_ordered("<", a, splat(b, x, TANH_SMALL)), small, large)
+    return _call(b, "llvm.copysign", y, x)
+
+
 def _sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    e = _call(b, "llvm.exp", b.fneg(x))
+    e = _exp(b, b.fneg(x))
     return b.fdiv(splat(b, x, 1.0), b.fadd(splat(b, x, 1.0), e))
 
 
@@ -90,6 +155,8 @@ ERF_ONE = 3.92  # from here on erfc(a) < 2**-25: float32 erf(a) rounds to 1
 
 
 def _erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    if _is_double(x):  # the polynomials are float32's
+        return _libm(b, "erff", x)
     a = _min(b, _call(b, "llvm.fabs", x), splat(b, x, ERF_ONE))  # inf -> ERF_ONE; NaN stays
     small = b.fadd(a, b.fmul(a, _horner(b, b.fmul(a, a), _ERF_SMALL)))
     t = b.fmul(b.fsub(a, splat(b, x, (1 + ERF_ONE) / 2)), splat(b, x, 2 / (ERF_ONE - 1)))
@@ -111,7 +178,7 @@ def _expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """exp(x) - 1, accurate near 0 (Kahan): with u = exp(x) rounded, (u - 1) * x / log(u);
     where u rounds to 1 it is x, where u underflows to 0 it is -1. For x <= 0 only (Elu)."""
     one = splat(b, x, 1.0)
-    u = _call(b, "llvm.exp", x)
+    u = _exp(b, x)
     um1 = b.fsub(u, one)
     y = b.fdiv(b.fmul(um1, x), _call(b, "llvm.log", u))
     y = b.select(b.fcmp_ordered("==", um1, splat(b, x, -1.0)), um1, y)
@@ -120,7 +187,7 @@ def _expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def _softplus(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """max(x, 0) + log1p(exp(-|x|)): exp never overflows, and tiny results do not round to 0."""
-    e = _call(b, "llvm.exp", b.fneg(_call(b, "llvm.fabs", x)))
+    e = _exp(b, b.fneg(_call(b, "llvm.fabs", x)))
     return b.fadd(_max(b, x, splat(b, x, 0.0)), _log1p(b, e))
 
 
@@ -143,6 +210,12 @@ def _special(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value) 
                     below)
 
 
+# float functions with no LLVM intrinsic that lowers without a libm call anyway: libm's own,
+# lane by lane (glibc's float versions are within an ulp of the exact result)
+LIBM = {Unary.SIN: "sinf", Unary.COS: "cosf", Unary.TAN: "tanf", Unary.ASIN: "asinf",
+        Unary.ACOS: "acosf", Unary.ATAN: "atanf", Unary.SINH: "sinhf", Unary.COSH: "coshf",
+        Unary.ASINH: "asinhf", Unary.ACOSH: "acoshf", Unary.ATANH: "atanhf"}
+
 SPECIAL = frozenset({Unary.ERF, Unary.ELU, Unary.SOFTPLUS, Unary.THRESHOLDED_RELU,
                      Unary.SHRINK})
 
@@ -162,13 +235,18 @@ def emit_unary(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value
     if fn is Unary.HARD_SWISH:
         return b.fmul(x, _hard_sigmoid(b, x, 1 / 6, 0.5))
     if fn is Unary.TANH:
-        return _libm(b, "tanhf", x)
+        return _tanh(b, x)
     if fn is Unary.NEG:
         return b.fneg(x)
     if fn in SPECIAL:
         return _special(b, fn, attrs, x)
-    intrinsic = {Unary.EXP: "llvm.exp", Unary.LOG: "llvm.log", Unary.SQRT: "llvm.sqrt",
-                 Unary.ABS: "llvm.fabs"}[fn]
+    if fn in LIBM:
+        return _libm(b, LIBM[fn], x)
+    if fn is Unary.EXP:
+        return _exp(b, x)
+    intrinsic = {Unary.LOG: "llvm.log", Unary.SQRT: "llvm.sqrt",
+                 Unary.ABS: "llvm.fabs", Unary.FLOOR: "llvm.floor", Unary.CEIL: "llvm.ceil",
+                 Unary.ROUND: "llvm.roundeven"}[fn]
     return _call(b, intrinsic, x)
 
 
@@ -179,6 +257,8 @@ def emit_binary(b: ir.IRBuilder, fn: Binary, x: ir.Value, y: ir.Value) -> ir.Val
         return b.fsub(x, y)
     if fn is Binary.MUL:
         return b.fmul(x, y)
+    if fn is Binary.MOD:  # C fmod, exact (LLVM lowers it to fmodf)
+        return b.frem(x, y)
     if fn is Binary.DIV:
         return b.fdiv(x, y)
     if fn is Binary.MAX:

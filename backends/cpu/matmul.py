@@ -4,6 +4,7 @@ into its stores."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from llvmlite import ir
 from ...ir import Graph, Node, Op
 from .expr import BodyEmitter, store, strides
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
+from .gemv import emit_gemv, gemv_fits
 from .llvm import F32P, I64, intrinsic
 from .loops import const, for_range, loop_nest
 from .math import emit_binary, emit_unary, splat
@@ -26,6 +28,12 @@ class Matmul:
     mm: Node
     window: Node | None  # im2col prologue, materialized into scratch
     chain: tuple[Node, ...]  # epilogue, in order
+    b_transpose: Node | None = None  # B is this transpose (of its last two axes) of a tensor
+
+    @property
+    def b_source(self) -> str:
+        """The body value the right-hand side is packed from."""
+        return self.mm.inputs[1] if self.b_transpose is None else self.b_transpose.inputs[0]
 
     @staticmethod
     def of(body: Graph) -> Matmul:
@@ -35,7 +43,8 @@ class Matmul:
         if window is not None and window.op is not Op.WINDOW:
             window = None
         chain = tuple(n for n in body.nodes[body.nodes.index(mm) + 1:])
-        return Matmul(mm, window, chain)
+        bt = body.producer.get(mm.inputs[1])
+        return Matmul(mm, window, chain, bt if bt is not None and bt.op is Op.TRANSPOSE else None)
 
     def dims(self, body: Graph) -> tuple[int, int, int, int]:
         """(batch, m, k, n): a rank-2 right-hand side folds every leading dim of A into m."""
@@ -53,7 +62,7 @@ def scratch_bytes(node: Node, is_const: Callable[[str], bool]) -> int:
     size = 0
     if mt.window is not None:
         size += body.type_of(mt.window.name).nbytes
-    if not is_const(node.inputs[body.inputs.index(body.values[mt.mm.inputs[1]])]):
+    if not is_const(node.inputs[body.inputs.index(body.values[mt.b_source])]):
         size += 4 * packed_b_floats(k, n) * int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
     return size
 
@@ -79,6 +88,13 @@ class ChainEpilogue:
                 row = 0 if all(d == 1 for d in shape[:-1]) else shape[-1]
                 self.layout[i] = (row, col)
                 self.operands.append(i)
+
+    def swapped(self) -> ChainEpilogue:
+        """This epilogue for the transposed C (a one-column C is a one-row C^T): each operand's
+        row and column strides exchanged."""
+        other = copy.copy(self)
+        other.layout = {k: (col, row) for k, (row, col) in self.layout.items()}
+        return other
 
     def _scalar(self, name: str) -> float | None:
         node = self.body.producer.get(name)
@@ -150,9 +166,11 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     if b_name in packed:
         b_ptr = ptrs[b_name]
     else:  # both operands are activations: pack the right-hand side now (never split)
-        pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n, ldb=n)
+        transposed = mt.b_transpose is not None  # read through the transpose
+        pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n,
+                           ldb=k if transposed else n, transposed=transposed)
         with for_range(b, b_batches) as g:
-            b.call(pack, [b.gep(ptrs[b_name], [b.mul(g, const(k * n))]),
+            b.call(pack, [b.gep(ptrs[mt.b_source], [b.mul(g, const(k * n))]),
                           b.gep(cursor, [b.mul(g, const(panel))])])
         b_ptr = cursor
     epilogue = ChainEpilogue(body, mt)
@@ -171,6 +189,9 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         lo, hi = m * t // team.size, m * (t + 1) // team.size
         if hi == lo:
             continue
+        if hi - lo not in variants and n == 1 and ldc == 1 and gemv_fits(k):
+            variants[hi - lo] = emit_gemv(b.module, f"{b.function.name}.gemv{hi - lo}",
+                                          m=hi - lo, k=k, lda=k, epilogue=epilogue.swapped())
         if hi - lo not in variants:
             variants[hi - lo] = emit_gemm(b.module, f"{b.function.name}.gemm{hi - lo}", m=hi - lo,
                                           k=k, n=n, lda=k, ldc=ldc, epilogue=epilogue)
