@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends.cpu.codegen import generate
 from .backends.cpu.llvm import jit
-from .errors import CompileError, Sw2cError
+from .errors import CompileError, ModelError, Sw2cError
 from .frontend.limits import check_bytes
 from .ir import Graph, Op
 from .passes.cost import count_flops, count_macs
@@ -105,6 +105,11 @@ def compile_asic(graph: Graph, name: str, *, spec: str | None, calibration: Any,
     from .backends.asic.target import load_target
     from .runtime.simulator import SimulatedModule, Simulator
 
+    for v in graph.inputs:  # the int8 pipeline quantizes float32 activations
+        if v.type.dtype != "float32":
+            raise ModelError(
+                f"input '{v.name}' is {v.type.dtype}: target 'asic' compiles float32 inputs "
+                "only (token ids, masks and other typed tensors run on target 'cpu')")
     b = build(graph, load_target(spec), calibration, dump_ir)
     report: dict[str, Any] = {"name": name, "threads": 1, "flops": count_flops(b.graph),
                               **totals(b), "layers": layers(b)}

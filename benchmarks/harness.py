@@ -239,8 +239,10 @@ def compare(
     Adds to the `measure` result: "threads", "max_abs_diff" (sw2c vs ort outputs on the feeds)
     and, when module.report has "flops", "gflops_per_s" and "percent_peak" of sw2c.
     """
+    from ..runtime.verify import random_feeds as valid_feeds
+
     session = ort_session(model, threads)
-    feeds = random_feeds(module.inputs, seed)
+    feeds = valid_feeds(module, seed)  # ids within their tables, 0/1 masks
     arrays = [feeds[name] for name, _, _ in module.inputs]
     result = measure(lambda: module(*arrays), lambda: session.run(None, feeds),
                      min_seconds=min_seconds, rounds=rounds, progress=progress)

@@ -496,16 +496,33 @@ ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
 # Too big for quick test runs (build time / memory / minutes of benchmarking).
 LARGE = frozenset({"resnet50", "vgg19"})
 
+# The sequence and generative model families exported from PyTorch (examples/families/, the
+# TorchScript exporter's files): transformers, recurrent nets, segmentation, recommendation.
+FAMILIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "examples", "families")
+FAMILIES = ("bert_encoder", "gpt_decoder", "vit", "lstm_kws", "gru_kws", "unet", "vae_decoder",
+            "dlrm", "hf_bert", "hf_gpt2", "hf_vit")
+
+
+def family(name: str, exporter: str = "ts") -> onnx.ModelProto:
+    """One of the committed PyTorch exports (``exporter``: "ts" or "dynamo")."""
+    return onnx.load(os.path.join(FAMILIES_DIR, f"{name}.{exporter}.onnx"))
+
 
 def available() -> list[str]:
-    """Names accepted by `get`: the ZOO, plus `light_<name>` for every light model."""
-    return [*ZOO, *(f"light_{n}" for n in LIGHT_NAMES)]
+    """Names accepted by `get`: the ZOO, the FAMILIES (and `<family>.dynamo`), plus
+    `light_<name>` for every light model."""
+    return [*ZOO, *FAMILIES, *(f"{f}.dynamo" for f in FAMILIES),
+            *(f"light_{n}" for n in LIGHT_NAMES)]
 
 
 def get(name: str) -> onnx.ModelProto:
     """Build a zoo model by name (see `available`)."""
     if name in ZOO:
         return ZOO[name]()
+    base, _, exporter = name.partition(".")
+    if base in FAMILIES and exporter in ("", "dynamo"):
+        return family(base, exporter or "ts")
     if name.startswith("light_") and name[len("light_"):] in LIGHT_NAMES:
         return light(name[len("light_"):])
     raise KeyError(f"unknown model {name!r}; available: {', '.join(available())}")

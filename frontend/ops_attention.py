@@ -21,10 +21,10 @@ from ..ir import Binary, Op, Reduce, Unary
 from .convert import Ctx, Val, converter
 from .ops_math import _softmax
 
-NEG_INF = np.array(-np.inf, np.float32)  # arrays, not numpy scalars: Ctx folds arrays
-# softmax precisions that float32 inputs can be computed in without changing the result beyond
-# float32 rounding (a float16 / bfloat16 softmax would round the probabilities coarser)
-SOFTMAX_PRECISIONS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+FLOAT_TYPES = ("float16", "float32", "float64")
+# softmax_precision -> the type the softmax is computed in (bfloat16 has no IR type)
+SOFTMAX_PRECISIONS = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.FLOAT: "float32",
+                      onnx.TensorProto.DOUBLE: "float64"}
 
 
 def _or_none(cx: Ctx, i: int) -> Val | None:
@@ -47,10 +47,13 @@ class _Shapes:
         if rank not in (3, 4) or len(ks) != rank or len(vs) != rank:
             raise cx.error(f"Q {list(qs)}, K {list(ks)} and V {list(vs)} must all be 3-D or "
                            "all 4-D")
-        for name, x in (("Q", q), ("K", k), ("V", v)):
-            if _dtype(cx, x) != "float32":
-                raise cx.unsupported(f"{name} is {_dtype(cx, x)}; sw2c computes Attention "
-                                     "on float32")
+        self.dtype = _dtype(cx, q)
+        if self.dtype not in FLOAT_TYPES:
+            raise cx.unsupported(f"Q is {self.dtype}; sw2c computes Attention on "
+                                 f"{', '.join(FLOAT_TYPES)}")
+        for name, x in (("K", k), ("V", v)):
+            if _dtype(cx, x) != self.dtype:
+                raise cx.error(f"{name} is {_dtype(cx, x)}, Q {self.dtype}")
         hq_attr, hkv_attr = cx.attr("q_num_heads"), cx.attr("kv_num_heads")
         self.rank = rank
         if rank == 3:
@@ -106,18 +109,16 @@ def _both(cx: Ctx, a: Val | None, b: Val) -> Val:
     return b if a is None else cx.binary(Binary.AND, a, b)
 
 
-def _mask(cx: Ctx, total: int) -> tuple[Val | None, Val | None]:
-    """attn_mask as (allowed: bool, additive: float), its last axis padded to ``total``."""
+def _mask(cx: Ctx, total: int, dtype: str) -> tuple[Val | None, Val | None]:
+    """attn_mask as (allowed: bool, additive: ``dtype``), its last axis padded to ``total``."""
     mask = _or_none(cx, 3)
     if mask is None:
         return None, None
-    if _dtype(cx, mask) not in ("bool", "float32"):
-        raise cx.unsupported(f"a {_dtype(cx, mask)} attn_mask (bool or float32 only)")
+    if _dtype(cx, mask) not in ("bool", dtype):
+        raise cx.error(f"a {_dtype(cx, mask)} attn_mask (bool or Q's {dtype})")
     t = cx.type(mask)
     if t.rank == 0 or t.shape[-1] > total:
         raise cx.error(f"attn_mask {list(t.shape)} does not fit {total} keys")
-    if t.dtype not in ("bool", "float32"):
-        raise cx.unsupported(f"a {t.dtype} attn_mask (bool or float32 only)")
     short = total - t.shape[-1]
     if short:
         # padded keys are masked: False, or -inf
@@ -169,24 +170,25 @@ def _frontiers(cx: Ctx, sh: _Shapes, past: int, total: int) -> Val | None:
 
 def _bias(cx: Ctx, sh: _Shapes, past: int, total: int) -> Val | None:
     """The additive bias (0 where attended, -inf where masked, plus a float attn_mask)."""
-    allowed, additive = _mask(cx, total)
+    allowed, additive = _mask(cx, total, sh.dtype)
     frontier = _frontiers(cx, sh, past, total)
     if frontier is not None:
         allowed = _both(cx, allowed, frontier)
     if allowed is None:
         return additive
-    return cx.add(Op.WHERE, [allowed, cx.scalar(0) if additive is None else additive,
-                             NEG_INF])
+    # constants in Q's type: both branches may be constants, which nothing then adapts
+    zero, neg_inf = np.array(0, sh.dtype), np.array(-np.inf, sh.dtype)
+    return cx.add(Op.WHERE, [allowed, zero if additive is None else additive, neg_inf])
 
 
-def _scale(cx: Ctx, head_size: int) -> np.ndarray:
-    """sqrt(scale) rounded to float32 and squared, as the reference's Q*s @ (K*s)^T."""
+def _scale(cx: Ctx, head_size: int, dtype: str) -> np.ndarray:
+    """sqrt(scale) rounded to ``dtype`` and squared, as the reference's Q*s @ (K*s)^T."""
     scale = cx.attr("scale")
     scale = 1 / math.sqrt(head_size) if scale is None else float(scale)
     if scale < 0:  # the reference's sqrt(scale) on Q and K is NaN; others negate the scores
         raise cx.unsupported(f"a negative scale ({scale})")
-    root = np.float32(np.sqrt(scale))
-    return np.array(root * root, np.float32)
+    root = np.float64(np.dtype(dtype).type(np.sqrt(scale)))
+    return np.array(root * root, dtype)
 
 
 def _heads(cx: Ctx, x: Val, sh: _Shapes, rows: int) -> Val:
@@ -208,8 +210,15 @@ def attention(cx: Ctx) -> list[Val | None]:
         raise cx.error(f"qk_matmul_output_mode {mode} is not 0, 1, 2 or 3")
     precision = cx.attr("softmax_precision")
     if precision is not None and precision not in SOFTMAX_PRECISIONS:
-        raise cx.unsupported(f"softmax_precision {precision}: float32 Attention computes its "
-                             "softmax in float32 (FLOAT or DOUBLE)")
+        raise cx.unsupported(f"softmax_precision {precision} (FLOAT16, FLOAT or DOUBLE only)")
+    # the softmax's own type; a float64 softmax of float32/float16 scores is computed in
+    # float32, which changes nothing after the cast back to the scores' type
+    soft = sh.dtype if precision is None else SOFTMAX_PRECISIONS[precision]
+    if soft == "float64" and sh.dtype != "float64":
+        soft = "float32"
+    if np.dtype(soft).itemsize < np.dtype(sh.dtype).itemsize:
+        raise cx.unsupported(f"softmax_precision {precision}: a {soft} softmax of {sh.dtype} "
+                             "scores (coarser than the inputs)")
     present_k, present_v, past = _with_past(cx, sh)
     total = past + sh.skv
     scores_shape = (sh.batch, sh.hq, sh.sq, total)
@@ -231,7 +240,7 @@ def attention(cx: Ctx) -> list[Val | None]:
     # epilogue
     kt = cx.transpose(present_k, (0, 1, 3, 2))
     qk = cx.matmul(_heads(cx, sh.q, sh, sh.sq), kt)
-    raw = qk = cx.binary(Binary.MUL, qk, _scale(cx, sh.d))
+    raw = qk = cx.binary(Binary.MUL, qk, _scale(cx, sh.d, sh.dtype))
     softcap = float(cx.attr("softcap", 0.0))
     if softcap > 0:  # before the mask, so masked scores stay -inf
         cap = cx.scalar(softcap)
@@ -239,7 +248,10 @@ def attention(cx: Ctx) -> list[Val | None]:
     if not grouped:
         qk = _heads(cx, qk, sh, sh.sq)  # [B, Hq, Sq, T]
     scores = qk if bias is None else cx.binary(Binary.ADD, qk, bias)
-    if mode == 2 and cx.used(3):  # the scores are an output: materialize them once
+    if soft != sh.dtype:  # the scores (with the bias) cast to the softmax's type, and back
+        wide = cx.add(Op.CAST, [scores], to=soft)
+        probs = cx.add(Op.CAST, [_softmax(cx, (3,), wide)], to=sh.dtype)
+    elif mode == 2 and cx.used(3):  # the scores are an output: materialize them once
         probs = _softmax(cx, (3,), scores)
     else:  # the mask add fused into the softmax's max and shift kernels
         probs = _softmax(cx, (3,), qk, bias)
@@ -262,7 +274,7 @@ def _guard_masked_rows(cx: Ctx, probs: Val, bias: Val | None) -> Val:
     if bias is None:
         return probs
     dead = cx.binary(Binary.EQ, cx.reduce(Reduce.MAX, bias, (len(cx.shape(bias)) - 1,)),
-                     NEG_INF)
+                     np.array(-np.inf, cx.type(bias).dtype))
     if isinstance(dead, np.ndarray) and not dead.any():
         return probs
     return cx.add(Op.WHERE, [dead, cx.scalar(0), probs])

@@ -63,6 +63,13 @@ def power(cx: Ctx) -> Val:
     truncated, exact wherever the result fits in 53 bits (ONNX leaves the rest undefined)."""
     x, y = cx.x(0), cx.x(1)
     base = cx.type(x).dtype
+    power = float(y.reshape(-1)[0]) if isinstance(y, np.ndarray) and y.size == 1 else None
+    if (base in FLOATS and power in (2.0, 3.0)
+            and np.broadcast_shapes(cx.shape(x), y.shape) == cx.shape(x)):
+        # x**2, x**3 (GELU's tanh form, variances) as products: a vector multiply instead
+        # of a libm pow per element, within an ulp of it
+        square = cx.binary(Binary.MUL, x, x)
+        return square if power == 2.0 else cx.binary(Binary.MUL, square, x)
     wide = base if base in FLOATS else "float64"
     z = cx.binary(Binary.POW, cast_to(cx, x, wide), cast_to(cx, y, wide))
     return cast_to(cx, z, base)
@@ -89,6 +96,8 @@ def clip_attrs(cx: Ctx) -> Val:
 def clip_inputs(cx: Ctx) -> Val:
     """Opset >= 11: optional min/max inputs; run-time bounds become elementwise max/min."""
     x = cx.x(0)
+    if cx.type(x).dtype not in FLOATS:
+        return _clip_int(cx, x)
     lo = cx.inputs[1] if cx.has(1) else np.array(-F32_MAX, np.float32)
     hi = cx.inputs[2] if cx.has(2) else np.array(F32_MAX, np.float32)
     if isinstance(lo, np.ndarray) and isinstance(hi, np.ndarray):
@@ -96,6 +105,23 @@ def clip_inputs(cx: Ctx) -> Val:
             raise cx.error("min and max must be scalars")
         return cx.unary(Unary.CLIP, x, lo=float(lo.reshape(())), hi=float(hi.reshape(())))
     return cx.binary(Binary.MIN, cx.binary(Binary.MAX, x, lo), hi)
+
+
+def _clip_int(cx: Ctx, x: Val) -> Val:
+    """Clip of an integer tensor: elementwise max/min, an absent bound being no bound (the
+    float CLIP unary would round 64-bit values). Constant bounds must fit the data type."""
+    dtype = np.dtype(cx.type(x).dtype)
+    y = x
+    for i, fn in ((1, Binary.MAX), (2, Binary.MIN)):
+        if not cx.has(i):
+            continue
+        b = cx.inputs[i]
+        if cx.type(b).dtype != dtype.name:
+            raise cx.error(f"bound {i} is {cx.type(b).dtype}, the input {dtype.name}")
+        if cx.shape(b) not in ((), (1,)):
+            raise cx.error("min and max must be scalars")
+        y = cx.binary(fn, y, cx.reshape(b, ()))
+    return y
 
 
 # --- softmax ----------------------------------------------------------------------------------

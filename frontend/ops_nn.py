@@ -190,12 +190,25 @@ def _reduce_window(cx: Ctx, fn: Reduce, win: Val, g: PoolGeometry) -> Val:
     return cx.reshape(cx.reduce(fn, win, range(1 + n, 1 + 2 * n)), [xs[0], *g.outs, xs[1]])
 
 
+SMALL_INTS = ("int8", "uint8", "int16", "uint16")  # every value exact in float32
+
+
 @converter("MaxPool")
-def max_pool(cx: Ctx) -> Val:
-    if cx.used(1):
-        raise cx.unsupported("the Indices output is not supported")
+def max_pool(cx: Ctx) -> list[Val | None]:
+    dtype = cx.type(cx.x(0)).dtype
+    if dtype in SMALL_INTS:  # exact in float32; a window all in the pads gives the type's min
+        cx.inputs[0] = cx.add(Op.CAST, [cx.x(0)], to="float32")
     win, g = _pool(cx, float("-inf"))
-    return cx.transpose(_reduce_window(cx, Reduce.MAX, win, g), to_first(len(g.kernel) + 2))
+    y = cx.transpose(_reduce_window(cx, Reduce.MAX, win, g), to_first(len(g.kernel) + 2))
+    if dtype in SMALL_INTS:
+        low = np.array(np.iinfo(dtype).min, np.float32)
+        y = cx.add(Op.CAST, [cx.binary(Binary.MAX, y, low)], to=dtype)
+    indices = None
+    if cx.used(1):
+        from .ops_pool_indices import max_pool_indices  # it imports this module
+
+        indices = max_pool_indices(cx, win, g)
+    return [y, indices]
 
 
 @converter("AveragePool")
@@ -289,8 +302,11 @@ def gemm(cx: Ctx) -> Val:
 
 @converter("MatMul")
 def matmul(cx: Ctx) -> Val:
+    return numpy_matmul(cx, cx.x(0), cx.x(1))
+
+
+def numpy_matmul(cx: Ctx, a: Val, b: Val) -> Val:
     """numpy matmul: a 1-D operand gets a unit axis that is dropped from the result."""
-    a, b = cx.x(0), cx.x(1)
     sa, sb = cx.shape(a), cx.shape(b)
     if not sa or not sb:
         raise cx.error("operands must have rank >= 1")

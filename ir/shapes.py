@@ -14,7 +14,7 @@ from .ops import COMPARISONS, LOGIC, SHIFTS, Binary, Op, Reduce, Unary
 from .types import FLOATS, INTS, TensorType, type_of
 
 INT_UNARY = frozenset({Unary.RELU, Unary.NEG, Unary.ABS})  # defined on ints too
-FLOAT_ONLY = frozenset({Op.WINDOW})  # patches padded with -inf or 0.0
+FLOAT_ONLY = frozenset({Op.WINDOW})  # patches padded with -inf or 0.0 (ints: 0 only)
 
 
 class ShapeError(ValueError):
@@ -103,7 +103,9 @@ def infer(op: Op, ins: Sequence[TensorType], at: Mapping[str, Any]) -> TensorTyp
         body = at["body"]
         return body.type_of(body.outputs[0])
     x = ins[0]
-    if op in FLOAT_ONLY and any(t.dtype not in FLOATS for t in ins):
+    if op is Op.WINDOW and x.dtype in INTS and at["pad"] == 0:
+        pass  # integer patches padded with 0 (QLinearConv, ConvInteger): exact
+    elif op in FLOAT_ONLY and any(t.dtype not in FLOATS for t in ins):
         raise ShapeError(f"{op.value} of {', '.join(t.dtype for t in ins)} tensors is not "
                          "supported (floating point only)")
     if op in (Op.MATMUL, Op.REDUCE) and any(t.dtype == "bool" for t in ins):

@@ -25,19 +25,28 @@ def _split(rw: Rewriter, node: Node) -> tuple[str, np.ndarray] | None:
 
 
 def canonicalize(rw: Rewriter, node: Node) -> str | None:
-    """x - c -> x + (-c) and, on floats, x / c -> x * (1/c), so only add and mul remain to
-    fold (integer division truncates: it stays; integer add and mul wrap, so they fold as
-    freely as floats)."""
+    """x - c -> x + (-c) and, on floats, x / c -> x * (1/c) where c is a power of two, so only
+    add and mul remain to fold. Other divisions stay: x * (1/c) can differ from x / c in the
+    last bit, and a rounding after it (quantization) would then move by a whole step.
+    (Integer division truncates: it stays; integer add and mul wrap, so they fold as freely
+    as floats.)"""
     if node.op is not Op.BINARY or rw.const(node.inputs[1]) is None:
         return None
     c = rw.const(node.inputs[1])
     if _binary(node, Binary.SUB) and rw.const(node.inputs[0]) is None:
         return rw.emit(Op.BINARY, (node.inputs[0], rw.constant(-c)), node.origin, fn=Binary.ADD)
-    if (_binary(node, Binary.DIV) and rw.const(node.inputs[0]) is None and np.all(c != 0)
-            and c.dtype.kind == "f"):
+    if (_binary(node, Binary.DIV) and rw.const(node.inputs[0]) is None
+            and c.dtype.kind == "f" and _exact_reciprocal(c)):
         inv = (np.float32(1) / c).astype(c.dtype)
         return rw.emit(Op.BINARY, (node.inputs[0], rw.constant(inv)), node.origin, fn=Binary.MUL)
     return None
+
+
+def _exact_reciprocal(c: np.ndarray) -> bool:
+    """Every element a power of two whose reciprocal is a normal number of c's type."""
+    mantissa, exponent = np.frexp(c)
+    info = np.finfo(c.dtype)
+    return bool(np.all((np.abs(mantissa) == 0.5) & (np.abs(1 - exponent) <= info.maxexp - 2)))
 
 
 def reassociate(rw: Rewriter, node: Node) -> str | None:

@@ -3,8 +3,10 @@
 - a MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape), a
   transpose of its right-hand side's last two axes (read by the run-time packing), and an
   epilogue chain of elementwise ops (bias, scale, activation, residual add);
-- a REDUCE anchors a kernel with an elementwise/window prologue tree and an elementwise epilogue
-  (pooling, depthwise conv, softmax pieces);
+- a REDUCE over the last axis anchors a row kernel with the elementwise ops on its rows
+  (softmax, LayerNorm; see fuse_rows.py);
+- another REDUCE anchors a kernel with an elementwise/window prologue tree and an elementwise
+  epilogue (pooling, depthwise conv);
 - remaining elementwise ops fuse into trees of equal shape, absorbing transposes, slices, pads
   and windows that only they read;
 - every other layout op becomes a kernel of its own; RESHAPEs stay outside as free aliases.
@@ -17,6 +19,7 @@ import numpy as np
 from ..ir import Builder, Graph, Node, Op, Value
 from ..ir.ops import ELEMENTWISE
 from .dead_code import eliminate_dead_code
+from .fuse_rows import is_row_reduce, row_group
 
 # ops that read their input at remapped coordinates (a gather: at run-time indices)
 MOVEMENT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.WINDOW, Op.GATHER})
@@ -28,6 +31,7 @@ class _Groups:
         self.outputs = set(graph.outputs)
         self.group_of: dict[str, int] = {}
         self.groups: list[list[Node]] = []
+        self.kinds: dict[int, str] = {}  # a kernel kind its ops alone do not tell
 
     def single(self, name: str) -> bool:
         return len(self.graph.users[name]) == 1 and name not in self.outputs
@@ -40,9 +44,11 @@ class _Groups:
             return None
         return node if self.single(name) else None
 
-    def add(self, members: list[Node]) -> None:
+    def add(self, members: list[Node], kind: str | None = None) -> None:
         for n in members:
             self.group_of[n.name] = len(self.groups)
+        if kind is not None:
+            self.kinds[len(self.groups)] = kind
         self.groups.append(members)
 
     def epilogue(self, start: Node, fits) -> list[Node]:
@@ -135,6 +141,11 @@ def _group(graph: Graph) -> _Groups:
             if bt is not None and _swaps_last_two(bt) and node.type.dtype == "float32":
                 members.append(bt)  # the run-time packing of B reads through it (x @ K^T)
             g.add(members + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)))
+    for node in graph.nodes:  # softmax, LayerNorm: one kernel per row (fuse_rows.py)
+        if is_row_reduce(node, graph) and node.name not in g.group_of:
+            members = row_group(graph, node, set(g.group_of))
+            if members is not None:
+                g.add(members, "rows")
     for node in graph.nodes:
         if node.op is Op.REDUCE and node.name not in g.group_of:
             pro = g.prologue(node, g.graph.type_of(node.inputs[0]).shape)
@@ -148,7 +159,7 @@ def _group(graph: Graph) -> _Groups:
     return g
 
 
-def _kernel(graph: Graph, members: list[Node]) -> Node:
+def _kernel(graph: Graph, members: list[Node], kind: str | None = None) -> Node:
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     members = sorted(members, key=lambda n: order[n.name])
     root = members[-1]  # every other member feeds it, so it comes last
@@ -164,7 +175,7 @@ def _kernel(graph: Graph, members: list[Node]) -> Node:
     for n in members:
         body.append(n)
     kinds = {n.op for n in members}
-    kind = ("matmul" if Op.MATMUL in kinds else "reduce" if Op.REDUCE in kinds
+    kind = kind or ("matmul" if Op.MATMUL in kinds else "reduce" if Op.REDUCE in kinds
             else "concat" if Op.CONCAT in kinds else "elementwise")
     return Node(Op.KERNEL, tuple(inputs), root.out, {"body": body.finish([root.name]),
                                                       "kind": kind}, root.origin)
@@ -174,11 +185,12 @@ def fuse(graph: Graph) -> Graph:
     """Group the graph into kernels (see the module docstring)."""
     g = _group(graph)
     order = {n.name: j for j, n in enumerate(graph.nodes)}
-    roots = {max(m, key=lambda n: order[n.name]).name: m for m in g.groups}
+    roots = {max(m, key=lambda n: order[n.name]).name: i for i, m in enumerate(g.groups)}
     nodes = []
     for node in graph.nodes:
         if node.name in roots:
-            nodes.append(_kernel(graph, roots[node.name]))
+            i = roots[node.name]
+            nodes.append(_kernel(graph, g.groups[i], g.kinds.get(i)))
         elif node.name not in g.group_of:
             nodes.append(node)
     return eliminate_dead_code(graph.replace(nodes))

@@ -239,7 +239,11 @@ def trivial_window(rw: Rewriter, node: Node) -> str | None:
     return rw.emit(Op.RESHAPE, node.inputs, node.origin, shape=node.type.shape)
 
 
-def choose_layout(graph: Graph) -> Graph:
-    """Cancel the conv/pool transposes across the graph (see the module docstring)."""
-    return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose,
-                          sink_transpose_matmul, sink_transpose_reshape, sink_reshape])
+def choose_layout(graph: Graph, through_matmuls: bool = True) -> Graph:
+    """Cancel the conv/pool transposes across the graph (see the module docstring). With
+    ``through_matmuls`` False transposes do not sink through matmuls or reshapes: the asic's
+    matcher knows convs and matmuls by the shapes the frontend gives them, with the constant
+    on the right."""
+    deep = [sink_transpose_matmul, sink_transpose_reshape] if through_matmuls else []
+    return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose, *deep,
+                          sink_reshape])

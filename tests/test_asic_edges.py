@@ -297,3 +297,15 @@ def test_calibration_of_inputs_with_different_batches():
     with pytest.raises(sw2c.InputError, match="different numbers of samples: 'a' 8, 'b' 3"):
         calibration_feeds({"a": np.ones((8, 3), np.float32), "b": np.ones((3, 3), np.float32)},
                           import_model(model))
+
+
+def test_typed_inputs_are_refused_on_asic_by_name():
+    """The int8 pipeline quantizes float activations; ids and masks are for target cpu."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)],
+                          "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(sw2c.ModelError, match="input 'ids' is int64: target 'asic'"):
+        sw2c.compile(model, target="asic")

@@ -1,6 +1,6 @@
 """Every ONNX backend node test of the suite, through the harness of conformance.py: none may
 give a wrong result, raise a non-sw2c exception or hang, in scope or not; and every in-scope test
-(an op in SUPPORTED, in the fp32 static scope) must pass."""
+(an op in SUPPORTED, in the static scope) must pass."""
 
 from __future__ import annotations
 

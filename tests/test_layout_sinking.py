@@ -153,25 +153,85 @@ def test_unet_decoder_block_runs_channels_last(up):
     assert _count(graph, Op.TRANSPOSE) <= 3 + (up == "convtranspose")
 
 
-# ---- the one-column GEMM --------------------------------------------------------------------
+# ---- the one-column and few-column GEMMs ---------------------------------------------------
 
 
-@pytest.mark.parametrize("cin,k", [(1, 1), (16, 1), (17, 1), (5, 3), (8, 3), (14, 3), (15, 3)])
+@pytest.mark.parametrize("cin,k", [(1, 1), (16, 1), (17, 1), (5, 3), (8, 3), (14, 3), (15, 3),
+                                   (24, 3)])
+@pytest.mark.parametrize("cout", [1, 2, 3, 8])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv_to_one_channel(cin, k, threads):
-    """K = cin * k * k from 1 to 135 (past the registers: the ordinary GEMM), rows not a
-    multiple of the vector width, a bias + sigmoid epilogue and a per-row residual."""
+def test_conv_to_few_channels(cin, k, cout, threads):
+    """K = cin * k * k from 1 to 216 (one column past 128: the ordinary GEMM), rows not a
+    multiple of the vector width, a bias + sigmoid epilogue and a residual."""
     inits: list = []
-    nodes = [_conv("c", "x", cin, 1, k, inits),
+    nodes = [_conv("c", "x", cin, cout, k, inits),
              helper.make_node("Sigmoid", ["c"], ["s"]),
              helper.make_node("Add", ["s", "r"], ["out"])]
     graph = helper.make_graph(
-        nodes, "one_channel",
+        nodes, "few_channels",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 7, 5]),
-         helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 1, 7, 5])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 7, 5])], inits)
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, cout, 7, 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, cout, 7, 5])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    feeds = {"x": _rand(1, cin, 7, 5), "r": _rand(1, 1, 7, 5)}
+    feeds = {"x": _rand(1, cin, 7, 5), "r": _rand(1, cout, 7, 5)}
     want = session(model).run(None, feeds)[0]
     got = sw2c.compile(model, threads=threads).run(feeds)["out"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_few_columns_equal_columns_give_equal_results(n):
+    """Every column of a row is summed in the same order: equal weight columns, bit-equal
+    outputs (softmax ties stay ties)."""
+    w = np.repeat(_rand(40, 1), n, axis=1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [37, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [37, n])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [40, n], w.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = _rand(37, 40)
+    y = sw2c.compile(model, threads=1)(x)
+    assert (y == y[:, :1]).all()
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w, rtol=1e-4, atol=1e-4)
+
+
+# ---- the im2col row copies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spatial,kernel,strides,dilations,pads", [
+    ((9, 7), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ((9, 7), (3, 2), (2, 1), (1, 2), (0, 1, 2, 0)),
+    ((9, 7), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
+    ((11,), (3,), (2,), (2,), (1, 2)),
+    ((4, 5, 6), (3, 3, 3), (1, 2, 1), (1, 1, 1), (1, 1, 0, 1, 0, 1)),
+])
+@pytest.mark.parametrize("cin", [1, 3, 16])
+def test_conv_patches_of_inputs_and_of_intermediate_tensors(spatial, kernel, strides,
+                                                            dilations, pads, cin):
+    """Two convs: the first reads the NCHW model input through a transpose (strided channel
+    loads), the second an NHWC intermediate (one copy per tap); zero pads on every side."""
+    inits: list = []
+    n = len(spatial)
+    w1 = _rand(4, cin, *kernel)
+    inits += [helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
+              helper.make_tensor("w2", TensorProto.FLOAT, [5, 4, *kernel],
+                                 _rand(5, 4, *kernel).ravel())]
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
+                 pads=list(pads))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], **attrs),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["out"], kernel_shape=list(kernel),
+                              pads=[k // 2 for k in kernel] * 2)]
+    graph = helper.make_graph(
+        nodes, "patches", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         [2, cin, *spatial])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx.shape_inference.infer_shapes(model)
+    feeds = {"x": _rand(2, cin, *spatial)}
+    want = session(model).run(None, feeds)[0]
+    got = sw2c.compile(model, threads=1).run(feeds)["out"]
+    # sums of hundreds of products of unit normals: float32 rounding scales with the output
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+    assert n == len(kernel)

@@ -95,3 +95,19 @@ def test_flatten_through_a_transpose_folds_into_the_weights():
     feeds = _feeds(graph)
     np.testing.assert_allclose(run(after, feeds)["logits"], run(before, feeds)["logits"],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c,folds", [(4.0, True), (0.125, True), (3.0, False), (0.1, False)])
+def test_division_by_a_constant_becomes_a_multiply_only_when_exact(c, folds):
+    """x * (1/c) equals x / c bit for bit only for powers of two; the pass keeps the rest."""
+    from sw2c.ir import Binary, Builder, TensorType, Value
+    from sw2c.passes.fold_affine import fold_affine
+
+    b = Builder("g", [Value("x", TensorType((1000,)))])
+    y = b.add(Op.BINARY, ["x", b.const(np.array(c, np.float32))], fn=Binary.DIV)
+    g = b.finish([y])
+    after = fold_affine(g)
+    fns = {n.attrs["fn"] for n in after.nodes if n.op is Op.BINARY}
+    assert fns == ({Binary.MUL} if folds else {Binary.DIV})
+    x = {"x": np.random.default_rng(0).standard_normal(1000).astype(np.float32)}
+    np.testing.assert_array_equal(run(after, x)[y], run(g, x)[y])

@@ -22,6 +22,13 @@ def test_zoo_model_is_valid_and_runs_in_onnxruntime(name: str) -> None:
     assert float(np.abs(outputs[0]).max()) < 1e3  # activations stay O(1)
 
 
+@pytest.mark.parametrize("name", zoo.FAMILIES)
+def test_family_models_are_in_the_zoo(name: str) -> None:
+    for exporter in ("", ".dynamo"):
+        model = zoo.get(name + exporter)
+        assert model.graph.node and f"{name}{exporter}" in zoo.available()
+
+
 def test_builders_are_seeded() -> None:
     a, b, c = zoo.mlp(seed=1), zoo.mlp(seed=1), zoo.mlp(seed=2)
     assert a.SerializeToString() == b.SerializeToString()

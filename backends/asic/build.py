@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ...errors import TargetError
 from ...ir import Graph
-from ...passes.pipeline import CPU_PIPELINE, run_pipeline
+from ...passes.layout import choose_layout
+from ...passes.pipeline import CPU_PIPELINE, Pass, run_pipeline
 from .calibrate import QParams, calibrate, calibration_feeds, run_float
 from .fixed_point import dequantize
 from .lower import quantize_graph
@@ -21,7 +23,10 @@ from .schedule import Cost, schedule
 from .target import Target
 
 # the float passes up to fusion: the asic matcher groups the primitive ops itself
-ASIC_PIPELINE = tuple(p for p in CPU_PIPELINE if p.name not in ("fuse", "materialize-outputs"))
+# the cpu passes up to fusion, with the layout rules the asic's matcher knows
+ASIC_PIPELINE = tuple(
+    Pass(p.name, partial(choose_layout, through_matmuls=False)) if p.name == "choose-layout" else p
+    for p in CPU_PIPELINE if p.name not in ("fuse", "materialize-outputs"))
 SQNR_SAMPLES = 16  # calibration feeds used for the per-layer accuracy report
 
 

@@ -22,6 +22,7 @@ from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import Matmul, emit_matmul, scratch_bytes
+from .rows import emit_rows
 from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team
 
 ALIGN = 64
@@ -179,4 +180,5 @@ def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,
     b.ret_void()
 
 
-EMITTERS = {"reduce": emit_reduce, "concat": emit_concat, "elementwise": emit_elementwise}
+EMITTERS = {"reduce": emit_reduce, "rows": emit_rows, "concat": emit_concat,
+            "elementwise": emit_elementwise}

@@ -32,9 +32,6 @@ REGS = 32 if LANES == 16 else 16  # vector registers of the host ISA
 V = 4 if REGS == 32 else 2
 NR = V * LANES  # columns per packed panel: 64 on AVX-512, 16 on AVX2
 MR = (REGS - V - 1) // V  # rows of the main micro-kernel (accumulators + B row + broadcast): 6
-# rows of the micro-kernel when C is one vector wide (a conv to 8 or 16 channels): MR rows
-# would leave MR < CHAINS FMA chains and most registers idle
-NARROW_MR = min(12, REGS - 2)
 KC = 256  # reduction block: the MR x KC strip of A (6 KiB) stays in L1
 NC = 512  # columns per block of B: KC x NC floats (512 KiB) stay in L2 (1 MiB on Zen 5)
 UNROLL = 4  # unroll of the reduction loop
@@ -111,6 +108,17 @@ def _no_alias(args: list[ir.Argument]) -> None:
     for arg in args:
         arg.add_attribute("noalias")
         arg.add_attribute("captures(none)")
+
+
+def gemm_function(module: ir.Module, name: str, epilogue: Epilogue | None
+                  ) -> tuple[ir.Function, ir.IRBuilder]:
+    """Declare ``void name(float* A, float* Bpacked, float* C, <epilogue args>)``, the three
+    operands not aliased, and open its entry block."""
+    extra = epilogue.arg_types() if epilogue else []
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, *extra]), name)
+    fn.attributes.add("nounwind")
+    _no_alias(fn.args[:3])
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
 
 
 def _carried_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
@@ -258,11 +266,7 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
     Pointers need only float alignment (misaligned B or C measured no slower)."""
     if min(m, k, n, batch) < 1:
         raise ValueError(f"empty GEMM m={m} k={k} n={n} batch={batch}")
-    extra = epilogue.arg_types() if epilogue else []
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, *extra]), name)
-    fn.attributes.add("nounwind")
-    _no_alias(fn.args[:3])
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
     tiles: dict[tuple[int, int, int], _Tile] = {}
 
@@ -327,12 +331,11 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
 
         for lo in range(0, panels, chunk):
             hi = min(panels, lo + chunk)
-            mr = NARROW_MR if n <= LANES else MR
-            if m >= mr:
-                with for_range(b, m // mr * mr, step=mr) as i:
-                    strip(mr, i, lo, hi)
-            if m % mr:
-                strip(m % mr, const(m // mr * mr), lo, hi)
+            if m >= MR:
+                with for_range(b, m // MR * MR, step=MR) as i:
+                    strip(MR, i, lo, hi)
+            if m % MR:
+                strip(m % MR, const(m // MR * MR), lo, hi)
 
     if blocks == 1:
         k_block(const(0))

@@ -8,22 +8,39 @@ the whole call; LANES rows' dot products are summed into one vector of LANES row
 shuffle tree (each level halves the partial sums of two vectors and interleaves them), which
 the epilogue sees as LANES consecutive columns of a one-row C: C[m, 1] has the memory of
 C[1, m], so the caller hands in an epilogue with rows and columns swapped.
+
+A few columns (n = 2, 4, 8 with LANES = 16: a conv to 8 channels) go the same way: LANES / n
+rows x n columns of dot products fold into one vector that is C's rows in row-major order;
+the column, copied once per call into a stack buffer column by column, is read from L1.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
-from .gemm import LANES, NR, VEC, Epilogue, _load, _mask, _no_alias, _store, _vector_at
-from .llvm import F32P, I32, intrinsic
+from .gemm import (
+    LANES,
+    NR,
+    VEC,
+    Epilogue,
+    _carried_loop,
+    _load,
+    _mask,
+    _store,
+    _vector_at,
+    gemm_function,
+)
+from .llvm import F32, F32P, I32, intrinsic
 from .loops import const, for_range
 
 MAX_CHUNKS = 8  # LANES-wide chunks of a row kept in registers (k <= 128 on AVX-512)
 
 
-def gemv_fits(k: int) -> bool:
-    """Whether emit_gemv takes a reduction of length ``k``."""
-    return k <= MAX_CHUNKS * LANES
+def gemv_fits(k: int, n: int = 1) -> bool:
+    """Whether emit_gemv (n == 1) or emit_narrow takes a [k, n] right-hand side."""
+    if n == 1:
+        return k <= MAX_CHUNKS * LANES
+    return 2 <= n <= LANES // 2 and LANES % n == 0 and k >= LANES
 
 
 def _fold(b: ir.IRBuilder, x: ir.Value, y: ir.Value, width: int) -> ir.Value:
@@ -46,11 +63,7 @@ def emit_gemv(module: ir.Module, name: str, *, m: int, k: int, lda: int,
     row 0 and column i for LANES consecutive rows i (see the module docstring)."""
     if not gemv_fits(k) or m < 1:
         raise ValueError(f"GEMV m={m} k={k} out of range")
-    extra = epilogue.arg_types() if epilogue else []
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, *extra]), name)
-    fn.attributes.add("nounwind")
-    _no_alias(fn.args[:3])
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
     chunks = -(-k // LANES)
     tails = [_mask(min(LANES, k - j * LANES)) for j in range(chunks)]
@@ -93,5 +106,72 @@ def emit_gemv(module: ir.Module, name: str, *, m: int, k: int, lda: int,
             block(i, LANES)
     if m % LANES:
         block(const(m // LANES * LANES), m % LANES)
+    b.ret_void()
+    return fn
+
+
+def emit_narrow(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int, ldc: int,
+                epilogue: Epilogue | None) -> ir.Function:
+    """Define ``void name(float* A, float* Bpacked, float* C, <epilogue args>)`` with the
+    signature of gemm.emit_gemm for 2 <= n <= LANES / 2, n dividing LANES: C[i, j] =
+    epilogue(sum_p A[i * lda + p] * B[p, j]), B packed as gemm.pack_b lays it out. Every
+    column of a row is summed in the same order (equal columns give equal results)."""
+    if not gemv_fits(k, n) or m < 1:
+        raise ValueError(f"narrow GEMM m={m} k={k} n={n} out of range")
+    fn, b = gemm_function(module, name, epilogue)
+    a, bp, c, *eargs = fn.args
+    chunks, full = -(-k // LANES), k // LANES
+    per = LANES // n  # rows per block
+    wbuf = b.alloca(ir.ArrayType(F32, n * chunks * LANES))
+    wbuf.align = 64
+    w = b.bitcast(wbuf, F32P)
+    for col in range(n):  # zero the padded last chunk, then copy the column in
+        b.store(ir.Constant(VEC, None), _vector_at(b, w, (col * chunks + chunks - 1) * LANES),
+                align=4)
+    with for_range(b, n) as col, for_range(b, k) as p:
+        x = b.load(b.gep(bp, [b.add(b.mul(p, const(NR)), col)]), align=4)
+        b.store(x, b.gep(w, [b.add(b.mul(col, const(chunks * LANES)), p)]), align=4)
+    fma = intrinsic(module, "llvm.fma", [VEC], VEC, [VEC] * 3)
+    tail = _mask(k - full * LANES) if k % LANES else None
+
+    def step(first: ir.Value, rows: int, p: ir.Value, acc: list[ir.Value],
+             mask: ir.Value | None) -> list[ir.Value]:
+        """acc[r * n + j] += A[first + r, p:p + LANES] * B[p:p + LANES, j]."""
+        ws = [b.load(_vector_at(b, w, b.add(p, const(j * chunks * LANES))), align=4)
+              for j in range(n)]
+        out = list(acc)
+        for r in range(rows):
+            at = b.add(b.mul(b.add(first, const(r)), const(lda)), p)
+            x = _load(b, _vector_at(b, a, at), mask)
+            for j in range(n):
+                out[r * n + j] = b.call(fma, [x, ws[j], acc[r * n + j]])
+        return out
+
+    def block(first: ir.Value, rows: int) -> None:
+        acc = [ir.Constant(VEC, None)] * LANES
+        if full:
+            acc = _carried_loop(b, const(0), const(full * LANES), LANES, acc,
+                                lambda p, cur: step(first, rows, p, cur, None))
+        if tail is not None:
+            acc = step(first, rows, const(full * LANES), acc, tail)
+        width = LANES
+        while len(acc) > 1:
+            acc = [_fold(b, acc[i], acc[i + 1], width) for i in range(0, len(acc), 2)]
+            width //= 2
+        vec_n = ir.VectorType(F32, n)
+        for r in range(rows):
+            row = b.add(first, const(r))
+            value = b.shuffle_vector(acc[0], acc[0], ir.Constant(
+                ir.VectorType(I32, n), [r * n + j for j in range(n)]))
+            if epilogue is not None:
+                value = epilogue.emit(b, eargs, value, row, const(0), n, None)
+            ptr = b.bitcast(b.gep(c, [b.mul(row, const(ldc))]), vec_n.as_pointer())
+            b.store(value, ptr, align=4)
+
+    if m >= per:
+        with for_range(b, m // per * per, step=per) as i:
+            block(i, per)
+    if m % per:
+        block(const(m // per * per), m % per)
     b.ret_void()
     return fn

@@ -46,12 +46,12 @@ REDUCE_OP = {Reduce.SUM: Binary.ADD, Reduce.MEAN: Binary.ADD, Reduce.MAX: Binary
              Reduce.PROD: Binary.MUL}
 
 
-def _init(fn: Reduce, dtype: str) -> float | int:
+def identity(fn: Reduce, dtype: str) -> float | int:
     """The identity ``fn`` starts from in ``dtype``."""
     return lowest(np.dtype(dtype)) if fn is Reduce.MAX else 1 if fn is Reduce.PROD else 0
 
 
-def _accumulate(b: ir.IRBuilder, fn: Reduce, acc: ir.Value, x: ir.Value,
+def accumulate(b: ir.IRBuilder, fn: Reduce, acc: ir.Value, x: ir.Value,
                 dtype: str) -> ir.Value:
     new = typed_binary(b, REDUCE_OP[fn], acc, x, dtype)
     if fn is not Reduce.MAX and dtype in dtypes.FLOATS:
@@ -94,15 +94,15 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
             for _, lanes in group:
                 with b.goto_entry_block():
                     accs.append(b.alloca(ir.VectorType(element, lanes) if lanes > 1 else element))
-                b.store(BodyEmitter(b, body, ptrs, lanes=lanes).constant(_init(fn, dtype), dtype),
-                        accs[-1])
+                start = BodyEmitter(b, body, ptrs, lanes=lanes).constant(identity(fn, dtype), dtype)
+                b.store(start, accs[-1])
             with loop_nest(b, [ishape[a] for a in axes]) as r:
                 for (start, lanes), acc in zip(group, accs):
                     coords = list(idx) + [const(start)]
                     for a, i in zip(axes, r):
                         coords[a] = i
                     x = BodyEmitter(b, body, ptrs, lanes=lanes).value(red.inputs[0], coords)
-                    b.store(_accumulate(b, fn, b.load(acc), x, dtype), acc)
+                    b.store(accumulate(b, fn, b.load(acc), x, dtype), acc)
             for (start, lanes), acc in zip(group, accs):
                 total = b.load(acc)
                 if fn is Reduce.MEAN:
@@ -129,13 +129,13 @@ def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Va
     oshape, dtype = red.type.shape, red.type.dtype
     acc_out = b.bitcast(out, dtypes.storage(dtype).as_pointer())  # the sums, in their type
     with loop_nest(b, oshape, split) as idx:
-        store(b, out, idx, oshape, dtypes.constant(dtype, _init(fn, dtype)))
+        store(b, out, idx, oshape, dtypes.constant(dtype, identity(fn, dtype)))
     emitter = BodyEmitter(b, body, ptrs)
     with loop_nest(b, body.type_of(red.inputs[0]).shape, split) as idx:
         at = [const(0) if i in axes else c for i, c in enumerate(idx)]
         ptr = b.gep(acc_out, [linear(b, at, oshape)])
         x = emitter.value(red.inputs[0], idx)
-        b.store(_accumulate(b, fn, b.load(ptr), x, dtype), ptr)
+        b.store(accumulate(b, fn, b.load(ptr), x, dtype), ptr)
     root = body.outputs[0]
     if root == red.name and fn is not Reduce.MEAN:
         return

@@ -111,8 +111,8 @@ TANH_SMALL = 0.55
 
 
 def _tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    if _is_double(x):
-        return _tanh(b, x)
+    if _is_double(x):  # the polynomial is float32's
+        return _libm(b, "tanhf", x)
     a = _call(b, "llvm.fabs", x)
     t = b.fmul(a, a)
     small = b.fadd(a, b.fmul(b.fmul(a, t), _horner(b, t, _TANH_P)))

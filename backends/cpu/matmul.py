@@ -14,7 +14,8 @@ from llvmlite import ir
 from ...ir import Graph, Node, Op
 from .expr import BodyEmitter, store, strides
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
-from .gemv import emit_gemv, gemv_fits
+from .gemv import emit_gemv, emit_narrow, gemv_fits
+from .im2col import emit_im2col, fast_im2col
 from .llvm import F32P, I64, intrinsic
 from .loops import const, for_range, loop_nest
 from .math import emit_binary, emit_unary, splat
@@ -154,9 +155,12 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         spatial = 1 + len(mt.window.attrs["kernel"])
         emitter = BodyEmitter(b, body, ptrs)
         lo, hi = team.bounds(b, m)
-        with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
-            idx = _unravel(b, row, wshape[:spatial]) + rest
-            store(b, cursor, idx, wshape, emitter.value(mt.window.name, idx))
+        if fast_im2col(body, mt.window):  # whole channel rows at a time
+            emit_im2col(b, body, mt.window, ptrs, cursor, lo, hi)
+        else:
+            with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
+                idx = _unravel(b, row, wshape[:spatial]) + rest
+                store(b, cursor, idx, wshape, emitter.value(mt.window.name, idx))
         a_ptr = cursor
         cursor = b.gep(cursor, [const(int(np.prod(wshape)))])
     else:
@@ -192,6 +196,10 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         if hi - lo not in variants and n == 1 and ldc == 1 and gemv_fits(k):
             variants[hi - lo] = emit_gemv(b.module, f"{b.function.name}.gemv{hi - lo}",
                                           m=hi - lo, k=k, lda=k, epilogue=epilogue.swapped())
+        elif hi - lo not in variants and n > 1 and gemv_fits(k, n):
+            variants[hi - lo] = emit_narrow(b.module, f"{b.function.name}.narrow{hi - lo}",
+                                            m=hi - lo, k=k, n=n, lda=k, ldc=ldc,
+                                            epilogue=epilogue)
         if hi - lo not in variants:
             variants[hi - lo] = emit_gemm(b.module, f"{b.function.name}.gemm{hi - lo}", m=hi - lo,
                                           k=k, n=n, lda=k, ldc=ldc, epilogue=epilogue)

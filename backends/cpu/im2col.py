@@ -1,0 +1,100 @@
+"""The im2col prologue of a conv's matmul kernel as row copies.
+
+The WINDOW of a channels-last tensor [N, *S, C] has the patch of output position o and kernel
+tap t as C contiguous floats of the input (or C pad values): one memcpy per (row, tap) instead
+of C scalar elements with a bounds check each. The general element-by-element emission
+(matmul.py) stays for windows read through other ops (a transposed model input) and non-zero
+pad values.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import Graph, Node, Op
+from .llvm import I8P
+from .loops import const, for_range
+
+I1 = ir.IntType(1)
+MAX_TAPS = 64  # taps unrolled per row (a 7x7 kernel is 49)
+
+
+def _source(body: Graph, window: Node) -> tuple[str, tuple[int, ...]] | None:
+    """The kernel input the window reads and the element strides of the window's input
+    [N, *S, C] in it: the input itself, or a transpose of it (an NCHW model input)."""
+    inputs = {v.name for v in body.inputs}
+    name = window.inputs[0]
+    shape = body.type_of(name).shape
+    perm = tuple(range(len(shape)))
+    node = body.producer.get(name)
+    if name not in inputs and node is not None and node.op is Op.TRANSPOSE \
+            and node.inputs[0] in inputs:
+        name, perm = node.inputs[0], tuple(node.attrs["perm"])
+    if name not in inputs or body.type_of(name).dtype != "float32":
+        return None
+    dense = [int(np.prod(body.type_of(name).shape[i + 1:])) for i in range(len(shape))]
+    return name, tuple(dense[p] for p in perm)
+
+
+def fast_im2col(body: Graph, window: Node) -> bool:
+    """Whether emit_im2col handles ``window``: read from a float kernel input (or a transpose
+    of one), with zero padding and a kernel of at most MAX_TAPS taps."""
+    return (_source(body, window) is not None and window.attrs["pad"] == 0
+            and int(np.prod(window.attrs["kernel"])) <= MAX_TAPS)
+
+
+def emit_im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value],
+                dst: ir.Value, lo: ir.Value, hi: ir.Value) -> None:
+    """Rows [lo, hi) of the patch matrix [N * prod(O), prod(K) * C] at ``dst`` (rows before
+    ``lo`` are left alone). A tap's C channels are one memcpy when contiguous, else C
+    strided loads (few channels: a model input's RGB)."""
+    name, strides_in = _source(body, window)
+    src = ptrs[name]
+    at = window.attrs
+    kernel, strides, dilations, pads = at["kernel"], at["strides"], at["dilations"], at["pads"]
+    n = len(kernel)
+    out = window.type.shape[1:1 + n]
+    in_shape = body.type_of(window.inputs[0]).shape
+    sizes, c = in_shape[1:1 + n], in_shape[-1]
+    width = int(np.prod(kernel)) * c
+    memcpy = b.module.declare_intrinsic("llvm.memcpy", [I8P, I8P, ir.IntType(64)])
+    memset = b.module.declare_intrinsic("llvm.memset", [I8P, ir.IntType(64)])
+    volatile = ir.Constant(I1, 0)
+    with for_range(b, hi, start=lo) as row:
+        coords, rest = [], row
+        for d in reversed(out):  # row -> (batch, o_1 .. o_n)
+            coords.append(b.urem(rest, const(d)))
+            rest = b.udiv(rest, const(d))
+        batch, coords = rest, coords[::-1]
+        # the first input position of each axis: o * stride - pad
+        first = [b.sub(b.mul(o, const(s)), const(p)) for o, s, p in zip(coords, strides, pads)]
+        row_dst = b.gep(dst, [b.mul(row, const(width))])
+        for t, taps in enumerate(itertools.product(*(range(k) for k in kernel))):
+            pos = [b.add(f, const(k * d)) for f, k, d in zip(first, taps, dilations)]
+            inside = ir.Constant(I1, 1)
+            for p, size in zip(pos, sizes):  # unsigned: a negative position is huge
+                inside = b.and_(inside, b.icmp_unsigned("<", p, const(size)))
+            offset = b.mul(batch, const(strides_in[0]))
+            for p, stride in zip(pos, strides_in[1:]):
+                offset = b.add(offset, b.mul(p, const(stride)))
+            to = b.gep(row_dst, [const(t * c)])
+            with b.if_else(inside) as (then, otherwise):
+                with then:
+                    frm = b.gep(src, [offset])
+                    if strides_in[-1] == 1:
+                        b.call(memcpy, [b.bitcast(to, I8P), b.bitcast(frm, I8P),
+                                        const(4 * c), volatile])
+                    elif c <= MAX_TAPS:
+                        for ch in range(c):
+                            x = b.load(b.gep(frm, [const(ch * strides_in[-1])]), align=4)
+                            b.store(x, b.gep(to, [const(ch)]), align=4)
+                    else:
+                        with for_range(b, c) as ch:
+                            x = b.load(b.gep(frm, [b.mul(ch, const(strides_in[-1]))]), align=4)
+                            b.store(x, b.gep(to, [ch]), align=4)
+                with otherwise:
+                    b.call(memset, [b.bitcast(to, I8P), ir.Constant(ir.IntType(8), 0),
+                                    const(4 * c), volatile])
