@@ -9,7 +9,8 @@
   epilogue (pooling, depthwise conv);
 - remaining elementwise ops fuse into trees of equal shape, absorbing transposes, slices, pads
   and windows that only they read;
-- every other layout op becomes a kernel of its own; RESHAPEs stay outside as free aliases.
+- every other layout op becomes a kernel with the chain of transposes, slices and pads that
+  only it reads (q = transpose(slice(qkv))); RESHAPEs stay outside as free aliases.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .fuse_rows import is_row_reduce, row_group
 
 # ops that read their input at remapped coordinates (a gather: at run-time indices)
 MOVEMENT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.WINDOW, Op.GATHER})
+REMAP = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD})  # one input, read at remapped coordinates
 
 
 class _Groups:
@@ -153,8 +155,14 @@ def _group(graph: Graph) -> _Groups:
     for node in reversed(graph.nodes):
         if node.op in ELEMENTWISE and node.name not in g.group_of:
             g.add(g.prologue(node, node.type.shape) + [node])
+    for node in reversed(graph.nodes):  # a chain of movement ops reads through in one kernel
+        if node.op in MOVEMENT and node.name not in g.group_of:
+            chain = [node]
+            while (p := g.free(chain[0].inputs[0], REMAP)) is not None:
+                chain.insert(0, p)
+            g.add(chain)
     for node in graph.nodes:
-        if node.op in MOVEMENT | {Op.CONCAT} and node.name not in g.group_of:
+        if node.op is Op.CONCAT and node.name not in g.group_of:
             g.add([node])
     return g
 

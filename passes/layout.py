@@ -195,6 +195,36 @@ def sink_transpose_reshape(rw: Rewriter, node: Node) -> str | None:
     return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=_inverse(tuple(order)))
 
 
+def sink_slice_reshape(rw: Rewriter, node: Node) -> str | None:
+    """reshape(slice(x)) -> slice(reshape(x)) when each sliced axis is split by the reshape
+    into whole rows of its inner axes: q, k, v sliced from one projection and split into
+    heads then become slices a transpose kernel reads through, with no copy of their own."""
+    if node.op is not Op.RESHAPE:
+        return None
+    sl = rw.source(node.inputs[0], Op.SLICE)
+    if sl is None or any(st != 1 for st in sl.attrs["steps"]):
+        return None
+    x = sl.inputs[0]
+    xs, src, dst = rw.type_of(x).shape, rw.type_of(node.inputs[0]).shape, node.type.shape
+    groups = _reshape_groups(src, dst)
+    sliced = [a for a, (d, n) in enumerate(zip(xs, src)) if d != n]
+    if not groups or not sliced:
+        return None
+    new_dst, starts = list(dst), [0] * len(dst)
+    for a in sliced:
+        group = next((gd for gs, gd in groups if gs == [a]), None)
+        if group is None:
+            return None
+        inner = int(np.prod([dst[j] for j in group[1:]], dtype=np.int64))
+        start = sl.attrs["starts"][a]
+        if start % inner or xs[a] % inner:
+            return None
+        new_dst[group[0]], starts[group[0]] = xs[a] // inner, start // inner
+    flat = rw.emit(Op.RESHAPE, (x,), node.origin, shape=tuple(new_dst))
+    return rw.emit(Op.SLICE, (flat,), node.origin, starts=tuple(starts),
+                   steps=(1,) * len(dst), counts=tuple(dst))
+
+
 def _keeps_last_axis(rw: Rewriter, reshape: Node) -> bool:
     src = rw.type_of(reshape.inputs[0]).shape
     dst = reshape.type.shape
@@ -244,6 +274,7 @@ def choose_layout(graph: Graph, through_matmuls: bool = True) -> Graph:
     ``through_matmuls`` False transposes do not sink through matmuls or reshapes: the asic's
     matcher knows convs and matmuls by the shapes the frontend gives them, with the constant
     on the right."""
-    deep = [sink_transpose_matmul, sink_transpose_reshape] if through_matmuls else []
+    deep = ([sink_transpose_matmul, sink_transpose_reshape, sink_slice_reshape]
+            if through_matmuls else [])
     return rewrite(graph, [fold_rule, trivial_window, merge_movement, sink_transpose, *deep,
                           sink_reshape])

@@ -111,3 +111,29 @@ def test_division_by_a_constant_becomes_a_multiply_only_when_exact(c, folds):
     assert fns == ({Binary.MUL} if folds else {Binary.DIV})
     x = {"x": np.random.default_rng(0).standard_normal(1000).astype(np.float32)}
     np.testing.assert_array_equal(run(after, x)[y], run(g, x)[y])
+
+
+def test_qkv_split_into_heads_is_one_kernel_per_head_tensor():
+    """q = transpose(reshape(slice(qkv))): the slice moves after the head split
+    (sink_slice_reshape) and the transpose kernel reads through it, so each of q, k, v costs
+    one copy, not two; the interpreter agrees before and after."""
+    from sw2c.ir import Builder, TensorType, Value
+    from sw2c.passes.layout import choose_layout
+
+    b = Builder("g", [Value("qkv", TensorType((16, 96)))])
+    outs = []
+    for i in range(3):
+        s = b.add(Op.SLICE, ["qkv"], starts=(0, 32 * i), steps=(1, 1), counts=(16, 32))
+        r = b.add(Op.RESHAPE, [s], shape=(1, 16, 2, 16))
+        outs.append(b.add(Op.TRANSPOSE, [r], perm=(0, 2, 1, 3)))
+    g = b.finish(outs)
+    laid = choose_layout(g)
+    assert all(laid.producer[laid.producer[o].inputs[0]].op is Op.SLICE
+               for o in laid.outputs if laid.producer[o].op is Op.TRANSPOSE)
+    x = {"qkv": np.random.default_rng(0).standard_normal((16, 96)).astype(np.float32)}
+    for name in g.outputs:
+        np.testing.assert_array_equal(run(laid, x)[name], run(g, x)[name])
+    fused = run_pipeline(g, CPU_PIPELINE)
+    assert sum(n.op is Op.KERNEL for n in fused.nodes) == 3
+    for name in g.outputs:
+        np.testing.assert_array_equal(run(fused, x)[name], run(g, x)[name])
