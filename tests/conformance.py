@@ -57,8 +57,6 @@ FOLDABLE = frozenset("Shape Size Cast Range Equal Where".split())
 KNOWN: dict[str, str] = {
     **{f"test_not_{r}d": "the test model declares opset 1; sw2c imports opset 7 and newer"
        for r in (2, 3, 4)},
-    **{f"test_pow_types_{t}_float32": "Pow of an integer base: sw2c computes Pow on floats only"
-       for t in ("int64", "int32")},
 }
 
 
