@@ -446,15 +446,17 @@ def lstm(cx: Ctx) -> list[Val | None]:
 
 @converter("GRU", since=7)
 def gru(cx: Ctx) -> list[Val | None]:
-    c = parse(cx, GRU)
-    c.c0 = [None] * c.dirs
-    ys, finals = run(c, lambda c, d, xg, s: gru_step(c, d, xg, s[:1]) + [None])
-    return outputs(c, ys, finals, 1)
+    return _hidden_state_only(cx, GRU, gru_step)
 
 
 @converter("RNN", since=7)
 def rnn(cx: Ctx) -> list[Val | None]:
-    c = parse(cx, RNN)
+    return _hidden_state_only(cx, RNN, rnn_step)
+
+
+def _hidden_state_only(cx: Ctx, spec, step) -> list[Val | None]:
+    """GRU and RNN: LSTM's loop with no cell state (Y and Y_h only)."""
+    c = parse(cx, spec)
     c.c0 = [None] * c.dirs
-    ys, finals = run(c, lambda c, d, xg, s: rnn_step(c, d, xg, s[:1]) + [None])
+    ys, finals = run(c, lambda c, d, xg, s: step(c, d, xg, s[:1]) + [None])
     return outputs(c, ys, finals, 1)

@@ -101,11 +101,7 @@ def emit_gemv(module: ir.Module, name: str, *, m: int, k: int, lda: int,
             value = epilogue.emit(b, eargs, value, const(0), first, LANES, mask)
         _store(b, value, _vector_at(b, c, first), mask)
 
-    if m >= LANES:
-        with for_range(b, m // LANES * LANES, step=LANES) as i:
-            block(i, LANES)
-    if m % LANES:
-        block(const(m // LANES * LANES), m % LANES)
+    _in_blocks(b, m, LANES, block)
     b.ret_void()
     return fn
 
@@ -168,10 +164,16 @@ def emit_narrow(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: in
             ptr = b.bitcast(b.gep(c, [b.mul(row, const(ldc))]), vec_n.as_pointer())
             b.store(value, ptr, align=4)
 
+    _in_blocks(b, m, per, block)
+    b.ret_void()
+    return fn
+
+
+def _in_blocks(b: ir.IRBuilder, m: int, per: int, block) -> None:
+    """``block(first, rows)`` over rows [0, m): a loop of whole blocks of ``per``, then the
+    remainder once."""
     if m >= per:
         with for_range(b, m // per * per, step=per) as i:
             block(i, per)
     if m % per:
         block(const(m // per * per), m % per)
-    b.ret_void()
-    return fn
