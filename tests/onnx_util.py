@@ -61,10 +61,12 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0,
 
 
 def with_output_shapes(model: onnx.ModelProto, results: Sequence[np.ndarray]) -> onnx.ModelProto:
+    """``model`` with its outputs declared as the reference computed them (type and shape)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi, r in zip(out.graph.output, results):
-        vi.CopyFrom(helper.make_tensor_value_info(vi.name, TensorProto.FLOAT, r.shape))
+        vi.CopyFrom(helper.make_tensor_value_info(
+            vi.name, helper.np_dtype_to_tensor_dtype(np.asarray(r).dtype), np.shape(r)))
     return out
 
 

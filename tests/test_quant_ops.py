@@ -13,6 +13,7 @@ import pytest
 import sw2c
 from onnx import TensorProto, helper, numpy_helper
 from sw2c.errors import ModelError, Sw2cError, UnsupportedOpError
+from sw2c.tests.onnx_util import with_output_shapes
 
 RNG = np.random.default_rng(2024)
 U8, I8 = np.uint8, np.int8
@@ -63,20 +64,11 @@ def ort_run(m: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                                 providers=["CPUExecutionProvider"]).run(None, dict(feeds))
 
 
-def with_outputs(m: onnx.ModelProto, results: Sequence[np.ndarray]) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(m)
-    for vi, r in zip(out.graph.output, results):
-        vi.CopyFrom(helper.make_tensor_value_info(
-            vi.name, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape))
-    return out
-
-
 def check(m: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: float = 1e-6,
           verify: bool = True) -> list[np.ndarray]:
     """Compile and run ``m``; integer outputs must equal onnxruntime's, float ones nearly."""
     want = ort_run(m, feeds)
-    module = sw2c.compile(with_outputs(m, want), verify=verify)
+    module = sw2c.compile(with_output_shapes(m, want), verify=verify)
     got = module.run(dict(feeds))
     for (name, _, _), w in zip(module.outputs, want):
         g = np.asarray(got[name])
@@ -189,7 +181,7 @@ def test_qdq_pairs_compile_and_match():
     ]
     m = graph_model(nodes, {"x": x}, inits, ["y0"], opset=13)
     want = ort_run(m, {"x": x})[0]
-    got = sw2c.compile(with_outputs(m, [want]), verify=True).run({"x": x})["y0"]
+    got = sw2c.compile(with_output_shapes(m, [want]), verify=True).run({"x": x})["y0"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

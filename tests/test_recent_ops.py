@@ -15,6 +15,7 @@ import sw2c
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from sw2c.errors import UnsupportedOpError
+from sw2c.tests.onnx_util import with_output_shapes
 
 RNG = np.random.default_rng(2727)
 
@@ -34,16 +35,6 @@ def one_node(op: str, feeds: Mapping[str, np.ndarray | None], n_out: int, opset:
     graph = helper.make_graph([helper.make_node(op, names, outs, **attrs)], "t", inputs,
                               [helper.make_tensor_value_info(o, first, ["n"]) for o in outs])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def with_output_shapes(model: onnx.ModelProto, results) -> onnx.ModelProto:
-    """``model`` with its outputs declared as the reference computed them (type and shape)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for vi, r in zip(out.graph.output, results):
-        vi.CopyFrom(helper.make_tensor_value_info(
-            vi.name, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape))
-    return out
 
 
 def check(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray | None],
