@@ -36,7 +36,7 @@ def compile(model: Any, *, target: str = "cpu",
             calibration: Any = None, verify: bool = True, name: str | None = None,
             dump_ir: str | os.PathLike | None = None,
             joins: Sequence[tuple[str, str]] | None = None,
-            verify_inputs: Mapping[str, Any] | None = None) -> Module:
+            verify_inputs: Mapping[str, Any] | None = None, profile: bool = False) -> Module:
     """Compile an ONNX model for ``target`` and return a runnable ``Module``.
 
     Parameters:
@@ -69,6 +69,8 @@ def compile(model: Any, *, target: str = "cpu",
         joins: with a list of models, ``[(output, input), ...]`` pairs saying which output of
             an earlier model feeds which input of the next (default: in order); needs two or
             more models.
+        profile: cpu only: count cycles per kernel in ``module.profile`` (a
+            ``KernelProfile``: ``reset()``, run, ``seconds()``); ``sw2c bench --per-kernel``.
 
     Raises ``ModelError`` / ``UnsupportedOpError`` for a model sw2c cannot compile,
     ``TargetError`` for one that does not fit the asic target, ``VerificationError`` for a
@@ -81,7 +83,7 @@ def compile(model: Any, *, target: str = "cpu",
         return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
                              calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
                              started=time.perf_counter(), joins=joins,
-                             verify_inputs=verify_inputs)
+                             verify_inputs=verify_inputs, profile=profile)
 
 
 __all__ = [

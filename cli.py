@@ -98,6 +98,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per engine")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--per-kernel", action="store_true",
+                   help="cpu: time every kernel (profile build): median, GFLOP/s, %% of peak")
+    p.add_argument("--top", type=int, metavar="N", help="--per-kernel: show the N slowest")
     return p
 
 
@@ -177,9 +180,19 @@ def _bench(args: argparse.Namespace) -> None:
     from .benchmarks.bench import bench_asic, bench_model, format_asic_result, format_result
 
     if args.target.startswith("asic"):
+        if args.per_kernel:
+            raise Sw2cError("--per-kernel times the kernels of target cpu; target asic "
+                            "reports its layers with plain `sw2c bench`")
         result = bench_asic(args.models, target=args.target, calibration=args.calibration,
                             input_shapes=dict(args.input_shape))
         print(json.dumps(result, indent=1) if args.json else format_asic_result(result))
+        return
+    if args.per_kernel:
+        from .benchmarks.per_kernel import bench_per_kernel, format_per_kernel
+
+        result = bench_per_kernel(args.models, threads=args.threads or 1,
+                                  input_shapes=dict(args.input_shape), seconds=args.seconds)
+        print(json.dumps(result, indent=1) if args.json else format_per_kernel(result, args.top))
         return
     result = bench_model(args.models, target=args.target, threads=args.threads or 1,
                          input_shapes=dict(args.input_shape), seconds=args.seconds,

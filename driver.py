@@ -52,12 +52,13 @@ def _export(native: Native, module: weakref.ref, sig_in: list, sig_out: list,
 
 def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int | None = None,
                   dump_ir: str | os.PathLike | None = None,
-                  started: float | None = None) -> Module:
-    """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report."""
+                  started: float | None = None, profile: bool = False) -> Module:
+    """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report; with
+    ``profile``, per-kernel cycle counters in ``module.profile`` (backends/cpu/profile.py)."""
     started = time.perf_counter() if started is None else started
     threads = requested = _threads(threads)
     optimized = run_pipeline(graph, dump_dir=dump_ir)
-    program = generate(optimized, name, threads)
+    program = generate(optimized, name, threads, profile=profile)
     threads = program.threads  # small models run on one thread whatever was asked
     check_bytes(program.plan.arena_bytes, f"the arena of {name}")
     objects: list[bytes] = []  # the object code the JIT loads: export links it as it is
@@ -87,12 +88,17 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
     symbol = engine.get_function_address
     module = Module(name, symbol(f"{name}_entry"), weights, plan.arena_bytes, sig_in, sig_out,
                     report, keepalive=[engine],
-                    team=team_code(symbol, name, threads, program.sync_words))
+                    team=team_code(symbol, name, threads, program.sync_words),
+                    argv=symbol(f"{name}_argv"))
     native = Native(name, objects[0], weights, plan.arena_bytes, threads, program.sync_words)
     # a weak reference: the module owns its exporter, which must not keep it (and its
     # worker threads) alive
     module._exporter = partial(_export, native, weakref.ref(module), sig_in, sig_out, report)
     module.graph, module.plan = optimized, plan  # for `sw2c inspect`
+    if profile:
+        from .backends.cpu.profile import KernelProfile
+
+        module.profile = KernelProfile(engine, name, report["kernels"])
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module
 
@@ -139,7 +145,8 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
                   threads: int | None, calibration: Any, verify: bool, name: str | None,
                   dump_ir: str | os.PathLike | None, started: float,
                   joins: Sequence[tuple[str, str]] | None = None,
-                  verify_inputs: Mapping[str, Any] | None = None) -> Module:
+                  verify_inputs: Mapping[str, Any] | None = None,
+                  profile: bool = False) -> Module:
     """The body of ``sw2c.compile``."""
     kind, _, spec = str(target).partition(":")
     if kind not in ("cpu", "asic") or (kind == "cpu" and spec):
@@ -168,7 +175,8 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
             verify_asic(module, models[0] if len(models) == 1 else proto)
         return module
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
-                           threads=threads, dump_ir=dump_ir, started=started)
+                           threads=threads, dump_ir=dump_ir, started=started,
+                           profile=profile)
     module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
     module.input_ranges = index_ranges(graph)  # valid ids, for random verification inputs
     if verify:

@@ -5,10 +5,13 @@ sensible scales (He-normal convolutions and linear layers, near-identity batch n
 gammas on the last batch norm of each residual branch) so activations stay O(1) through the
 whole network, like in a trained model, rather than vanishing or exploding.
 
-The hand-built models (`mlp`, `lenet`, `mobilenet_v2`, `resnet`, `resnet50`) are opset 17 and
-mimic what `torch.onnx.export` emits for the torchvision definitions (Conv without bias before
-BatchNormalization, relu6 as Clip with constant min/max inputs, GlobalAveragePool + Flatten +
-Gemm head). `light(name)` loads one of the "light" model-zoo graphs shipped in the onnx wheel
+The hand-built models (`mlp`, `lenet`, `mobilenet_v2`, `mobilenet_v3`, `efficientnet`, `resnet`,
+`resnet50`) are opset 17 and mimic what `torch.onnx.export` emits for the torchvision definitions
+(Conv without bias before BatchNormalization, relu6 as Clip with constant min/max inputs, SiLU
+as x * Sigmoid(x), HardSwish/HardSigmoid ops, squeeze-and-excite as GlobalAveragePool + two 1x1
+Conv + gate + Mul, GlobalAveragePool + Flatten + Gemm head). Networks whose activations shrink
+more than ReLU's get a little more gain (SILU_GAIN) and squeeze-excite gates start mostly open
+(SE_GATE_BIAS). `light(name)` loads one of the "light" model-zoo graphs shipped in the onnx wheel
 (real topologies, opset 9, whose weights are ConstantOfShape(0.02) stubs) and gives it random
 weights with `randomize_weights`.
 """
@@ -333,6 +336,157 @@ def resnet50(seed: int = 0, *, resolution: int = 224, classes: int = 1000) -> on
                    seed, resolution, classes)
 
 
+# --------------------------------------------------------------------------- squeeze-and-excite
+
+SILU_GAIN = 1.2  # sqrt(E[relu(z)^2] / E[silu(z)^2]) for z ~ N(0, 1): He scale for SiLU nets
+SE_GATE_BIAS = 2.0  # gates start mostly open (sigmoid(2) = 0.88), as in trained SE networks
+
+# torchvision EfficientNet-B0 stages: (expansion, kernel, stride, channels in, out, repeats)
+EFFICIENTNET_B0_SETTING: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1),
+)
+
+# torchvision MobileNetV3-Large bneck: (in, kernel, expanded, out, squeeze-excite, hardswish,
+# stride)
+MOBILENET_V3_LARGE_SETTING: tuple[tuple[int, int, int, int, bool, bool, int], ...] = (
+    (16, 3, 16, 16, False, False, 1), (16, 3, 64, 24, False, False, 2),
+    (24, 3, 72, 24, False, False, 1), (24, 5, 72, 40, True, False, 2),
+    (40, 5, 120, 40, True, False, 1), (40, 5, 120, 40, True, False, 1),
+    (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, 1),
+    (80, 3, 184, 80, False, True, 1), (80, 3, 184, 80, False, True, 1),
+    (80, 3, 480, 112, True, True, 1), (112, 3, 672, 112, True, True, 1),
+    (112, 5, 672, 160, True, True, 2), (160, 5, 960, 160, True, True, 1),
+    (160, 5, 960, 160, True, True, 1),
+)
+
+
+def scaled_conv(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, k: int, *,
+                stride: int = 1, group: int = 1, bias: bool = False, gain: float = 1.0,
+                bias_mean: float = 0.0) -> str:
+    """`GraphBuilder.conv` with the He-normal std times ``gain`` and biases around
+    ``bias_mean``."""
+    fan_in = cin // group * k * k
+    w = he_normal(g.rng, (cout, cin // group, k, k), fan_in) * np.float32(gain)
+    inputs = [g.weight(f"{scope}.weight", w)]
+    if bias:
+        inputs.append(g.weight(f"{scope}.bias",
+                               small_normal(g.rng, (cout,)) + np.float32(bias_mean)))
+    return g.node("Conv", [x, *inputs], f"/{scope}", kernel_shape=[k, k],
+                  strides=[stride, stride], pads=[k // 2] * 4, group=group, dilations=[1, 1])
+
+
+def silu(g: GraphBuilder, x: str, scope: str) -> str:
+    """SiLU as torch.onnx exports it: x * Sigmoid(x)."""
+    return g.node("Mul", [x, g.node("Sigmoid", [x], f"/{scope}")], f"/{scope}")
+
+
+def hardswish(g: GraphBuilder, x: str, scope: str) -> str:
+    """nn.Hardswish: the HardSwish op (opset 14+)."""
+    return g.node("HardSwish", [x], f"/{scope}")
+
+
+def hardsigmoid(g: GraphBuilder, x: str, scope: str) -> str:
+    """nn.Hardsigmoid as torch.onnx exports it: HardSigmoid(alpha=1/6, beta=0.5)."""
+    return g.node("HardSigmoid", [x], f"/{scope}", alpha=1.0 / 6.0, beta=0.5)
+
+
+def squeeze_excite(g: GraphBuilder, x: str, scope: str, c: int, squeeze: int,
+                   act: Callable[[GraphBuilder, str, str], str],
+                   gate: Callable[[GraphBuilder, str, str], str]) -> str:
+    """torchvision SqueezeExcitation: GlobalAveragePool -> 1x1 conv -> act -> 1x1 conv ->
+    gate -> Mul with the input."""
+    s = g.node("GlobalAveragePool", [x], f"/{scope}/avgpool")
+    s = act(g, scaled_conv(g, s, f"{scope}.fc1", c, squeeze, 1, bias=True), f"{scope}.act")
+    s = scaled_conv(g, s, f"{scope}.fc2", squeeze, c, 1, bias=True, bias_mean=SE_GATE_BIAS)
+    return g.node("Mul", [x, gate(g, s, f"{scope}.gate")], f"/{scope}")
+
+
+def _conv_bn_silu(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, k: int,
+                  stride: int = 1, group: int = 1) -> str:
+    """Conv2dNormActivation with SiLU."""
+    x = scaled_conv(g, x, f"{scope}.0", cin, cout, k, stride=stride, group=group,
+                    gain=SILU_GAIN)
+    return silu(g, g.batchnorm(x, f"{scope}.1", cout), f"{scope}.2")
+
+
+def mbconv(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, k: int, stride: int,
+           expand: int) -> str:
+    """EfficientNet MBConv: [1x1 expand + BN + SiLU], kxk depthwise + BN + SiLU, squeeze-excite
+    (squeeze to cin / 4, SiLU, Sigmoid gate), 1x1 project + BN, residual when shapes match."""
+    hidden = cin * expand
+    y = x
+    if expand != 1:
+        y = _conv_bn_silu(g, y, f"{scope}.expand", cin, hidden, 1)
+    y = _conv_bn_silu(g, y, f"{scope}.dw", hidden, hidden, k, stride, group=hidden)
+    y = squeeze_excite(g, y, f"{scope}.se", hidden, max(1, cin // 4), silu,
+                       lambda g, s, sc: g.node("Sigmoid", [s], f"/{sc}"))
+    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
+    residual = stride == 1 and cin == cout
+    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
+    return g.add(x, y, scope) if residual else y
+
+
+def efficientnet(seed: int = 0, *, resolution: int = 224, classes: int = 1000
+                 ) -> onnx.ModelProto:
+    """EfficientNet-B0's topology (torchvision) on [1, 3, resolution, resolution]: MBConv blocks
+    with SiLU (x * Sigmoid(x)) and squeeze-and-excite; about 0.8 GFLOP at 224x224, 5.3 M
+    parameters."""
+    g = GraphBuilder("efficientnet_b0", seed)
+    x = _conv_bn_silu(g, "x", "features.0", 3, 32, 3, stride=2)
+    block = 0
+    for expand, k, stride, cin, cout, n in EFFICIENTNET_B0_SETTING:
+        for i in range(n):
+            x = mbconv(g, x, f"features.b{block}", cin if i == 0 else cout, cout, k,
+                       stride if i == 0 else 1, expand)
+            block += 1
+    x = _conv_bn_silu(g, x, "features.8", 320, 1280, 1)
+    x = g.head(x, 1280, classes, "classifier.1")
+    return g.model([1, 3, resolution, resolution], "x", x, [1, classes])
+
+
+def _conv_bn_act(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, k: int,
+                 stride: int = 1, group: int = 1, hs: bool = True) -> str:
+    """Conv2dNormActivation with Hardswish (``hs``) or ReLU."""
+    x = g.batchnorm(g.conv(x, f"{scope}.0", cin, cout, k, stride=stride, group=group),
+                    f"{scope}.1", cout)
+    return hardswish(g, x, f"{scope}.2") if hs else g.relu(x, f"{scope}.2")
+
+
+def mobilenet_v3_block(g: GraphBuilder, x: str, scope: str, cin: int, k: int, hidden: int,
+                       cout: int, se: bool, hs: bool, stride: int) -> str:
+    """MobileNetV3 InvertedResidual: [1x1 expand], kxk depthwise, [squeeze-excite: ReLU,
+    HardSigmoid gate, squeeze to hidden / 4 rounded to 8], 1x1 project + BN, residual."""
+    y = x
+    if hidden != cin:
+        y = _conv_bn_act(g, y, f"{scope}.expand", cin, hidden, 1, hs=hs)
+    y = _conv_bn_act(g, y, f"{scope}.dw", hidden, hidden, k, stride, group=hidden, hs=hs)
+    if se:
+        y = squeeze_excite(g, y, f"{scope}.se", hidden, make_divisible(hidden // 4),
+                           lambda g, s, sc: g.relu(s, sc), hardsigmoid)
+    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
+    residual = stride == 1 and cin == cout
+    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
+    return g.add(x, y, scope) if residual else y
+
+
+def mobilenet_v3(seed: int = 0, *, resolution: int = 224, classes: int = 1000
+                 ) -> onnx.ModelProto:
+    """MobileNetV3-Large's topology (torchvision) on [1, 3, resolution, resolution]: HardSwish
+    and HardSigmoid ops as torch.onnx emits them at opset 17, squeeze-and-excite blocks;
+    about 0.45 GFLOP at 224x224, 5.5 M parameters."""
+    g = GraphBuilder("mobilenet_v3_large", seed)
+    x = _conv_bn_act(g, "x", "features.0", 3, 16, 3, stride=2)
+    for i, (cin, k, hidden, cout, se, hs, stride) in enumerate(MOBILENET_V3_LARGE_SETTING):
+        x = mobilenet_v3_block(g, x, f"features.{i + 1}", cin, k, hidden, cout, se, hs, stride)
+    x = _conv_bn_act(g, x, "features.16", 160, 960, 1)
+    x = g.node("GlobalAveragePool", [x], "/avgpool")
+    x = g.node("Flatten", [x], "", axis=1)
+    x = hardswish(g, g.gemm(x, "classifier.0", 960, 1280), "classifier.1")
+    x = g.gemm(x, "classifier.3", 1280, classes)
+    return g.model([1, 3, resolution, resolution], "x", x, [1, classes])
+
+
 # --------------------------------------------------------------------------- light models
 
 SHAPE_OPS = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Identity", "Flatten", "Transpose"})
@@ -487,14 +641,19 @@ ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
     "mlp": mlp,
     "lenet": lenet,
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3": mobilenet_v3,
+    "efficientnet": efficientnet,
     "squeezenet": partial(light, "squeezenet"),
+    "light_shufflenet": partial(light, "shufflenet"),
+    "light_inception_v1": partial(light, "inception_v1"),
+    "light_densenet121": partial(light, "densenet121"),
     "resnet18": resnet,
     "resnet50": resnet50,
     "vgg19": partial(light, "vgg19"),
 }
 
 # Too big for quick test runs (build time / memory / minutes of benchmarking).
-LARGE = frozenset({"resnet50", "vgg19"})
+LARGE = frozenset({"resnet50", "vgg19", "light_inception_v1", "light_densenet121"})
 
 # The sequence and generative model families exported from PyTorch (examples/families/, the
 # TorchScript exporter's files): transformers, recurrent nets, segmentation, recommendation.

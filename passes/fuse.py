@@ -127,6 +127,15 @@ def _swaps_last_two(t: Node) -> bool:
     return r >= 2 and tuple(t.attrs["perm"]) == (*range(r - 2), r - 1, r - 2)
 
 
+def _columns_of(s: Node, mm: Node, graph: Graph) -> bool:
+    """A slice of a matmul's left operand that the GEMM reads in place: a run of the last
+    axis of a float32 matrix (every other axis whole), against a 2-D right-hand side."""
+    src = graph.type_of(s.inputs[0]).shape
+    return (graph.type_of(mm.inputs[1]).rank == 2 and s.type.dtype == "float32"
+            and all(st == 1 for st in s.attrs["steps"])
+            and s.type.shape[:-1] == src[:-1] and len(src) >= 2)
+
+
 def _group(graph: Graph) -> _Groups:
     g = _Groups(graph)
     for node in graph.nodes:
@@ -139,6 +148,9 @@ def _group(graph: Graph) -> _Groups:
                 t = g.free(w.inputs[0], Op.TRANSPOSE)  # im2col reads through a layout change
                 if t is not None:
                     members.insert(0, t)
+            sliced = g.free(node.inputs[0], Op.SLICE) if w is None else None
+            if sliced is not None and _columns_of(sliced, node, graph):
+                members = [sliced]  # the GEMM reads A in place, with the wider row stride
             bt = g.free(node.inputs[1], Op.TRANSPOSE)
             if bt is not None and _swaps_last_two(bt) and node.type.dtype == "float32":
                 members.append(bt)  # the run-time packing of B reads through it (x @ K^T)

@@ -174,10 +174,13 @@ def sink_transpose_reshape(rw: Rewriter, node: Node) -> str | None:
     groups = _reshape_groups(src, dst)
     if not groups:
         return None
-    for gs, _ in groups:
-        axes = [perm[i] for i in gs]
-        if axes != list(range(axes[0], axes[0] + len(axes))):
-            return None
+    x = t.inputs[0]
+    inner = _inner_order(perm, groups, rw.type_of(x).shape)
+    if inner is None or inner == perm:  # nothing would be left to sink
+        return None
+    if inner != tuple(range(len(perm))):  # a channel shuffle: the one real move, innermost
+        x = rw.emit(Op.TRANSPOSE, (x,), node.origin, perm=inner)
+        perm = tuple(_inverse(inner)[p] for p in perm)
     follows: dict[int, list[int]] = {-1: []}  # non-unit dst axis -> the unit axes after it
     last = -1
     for j, d in enumerate(dst):
@@ -190,9 +193,28 @@ def sink_transpose_reshape(rw: Rewriter, node: Node) -> str | None:
     for _, gd in sorted(groups, key=lambda g: perm[g[0][0]]):
         for j in gd:
             order += [j, *follows[j]]
-    inner = rw.emit(Op.RESHAPE, (t.inputs[0],), node.origin,
-                    shape=tuple(dst[j] for j in order))
-    return rw.emit(Op.TRANSPOSE, (inner,), node.origin, perm=_inverse(tuple(order)))
+    shaped = rw.emit(Op.RESHAPE, (x,), node.origin, shape=tuple(dst[j] for j in order))
+    return rw.emit(Op.TRANSPOSE, (shaped,), node.origin, perm=_inverse(tuple(order)))
+
+
+def _inner_order(perm: tuple[int, ...], groups: list[tuple[list[int], list[int]]],
+                 shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The transpose of x that makes each run of axes the reshape merges or splits a run of
+    consecutive axes of x in order (identity when they already are); None when a run is not
+    made of consecutive axes, or the reorder would move more than x's innermost axes (the
+    channels of a channel shuffle; anything else stays one transpose where it is)."""
+    order = list(range(len(perm)))
+    for gs, _ in groups:
+        axes = [perm[i] for i in gs]
+        run = sorted(axes)
+        if run != list(range(run[0], run[0] + len(run))):
+            return None
+        for position, axis in zip(run, axes):
+            order[position] = axis
+    moved = [i for i, a in enumerate(order) if a != i]
+    if moved and any(shape[i] != 1 for i in range(moved[0], len(shape)) if i not in moved):
+        return None
+    return tuple(order)
 
 
 def sink_slice_reshape(rw: Rewriter, node: Node) -> str | None:

@@ -17,6 +17,9 @@ from .fuse import fuse
 from .layout import choose_layout
 from .legalize_types import legalize_types
 from .outputs import materialize_outputs
+from .row_reciprocal import row_reciprocal
+from .split_groups import split_groups
+from .winograd import winograd
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,12 @@ CPU_PIPELINE: tuple[Pass, ...] = (
     Pass("legalize-types", legalize_types),
     Pass("fold-constants", fold_constants),
     Pass("choose-layout", choose_layout),
+    Pass("split-groups", split_groups),
     Pass("flatten-order", fold_flatten_order),
     Pass("fold-affine", fold_affine),
     Pass("dead-code", eliminate_dead_code),
+    Pass("row-reciprocal", row_reciprocal),
+    Pass("winograd", winograd),  # off unless SW2C_WINOGRAD=auto|2|4 (passes/winograd.py)
     Pass("fuse", fuse),
     Pass("materialize-outputs", materialize_outputs),
 )

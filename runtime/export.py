@@ -253,8 +253,10 @@ def load(directory: str | os.PathLike, name: str | None = None) -> Module:
         weights = ctypes.addressof(ctypes.c_char.in_dll(lib, f"{name}_weights"))
         # the library's own team entry points, driven by runtime/pool.py as in the JIT module
         team = team_code(symbol, name, meta["report"].get("threads", 1), meta.get("sync_words", 0))
+        # `<name>_argv`, the one-pointer call, is missing from libraries exported before it
+        argv = symbol(f"{name}_argv") if hasattr(lib, f"{name}_argv") else None
         return Module(name, symbol(f"{name}_entry"), weights, meta["report"]["arena_bytes"],
                       _signature(meta["inputs"]), _signature(meta["outputs"]), meta["report"],
-                      keepalive=[lib], team=team)
+                      keepalive=[lib], team=team, argv=argv)
     except (OSError, KeyError, ValueError, AttributeError) as e:
         raise ModelError(f"{path}: cannot load the exported module: {e}") from e

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import onnx
 import pytest
+import sw2c
 from sw2c.benchmarks import harness, zoo
 
 SMALL = [name for name in zoo.ZOO if name not in zoo.LARGE]
@@ -20,6 +21,26 @@ def test_zoo_model_is_valid_and_runs_in_onnxruntime(name: str) -> None:
     outputs = session.run(None, harness.random_feeds(session, seed=0))
     assert outputs and all(np.isfinite(o).all() for o in outputs)
     assert float(np.abs(outputs[0]).max()) < 1e3  # activations stay O(1)
+
+
+# models of the CPU speed table (issue 11) compiled nowhere else; the LARGE ones (20-30 s to
+# compile: light_inception_v1, light_densenet121) are left to benchmarks/run.py
+COMPILED = ["mobilenet_v3", "efficientnet", "light_shufflenet"]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_zoo_model_compiles_and_matches_onnxruntime(name: str) -> None:
+    module = sw2c.compile(zoo.get(name), verify=True)  # raises VerificationError on mismatch
+    assert module.report["verification_error"] < 1e-3
+    assert module.report["kernels"] > 10
+
+
+def test_se_models_have_their_activations_and_gates() -> None:
+    ops = {n: {x.op_type for x in zoo.get(n).graph.node} for n in ("efficientnet", "mobilenet_v3")}
+    se = {"GlobalAveragePool", "Conv", "Mul"}
+    assert se | {"Sigmoid"} <= ops["efficientnet"]  # SiLU = x * Sigmoid(x), SE gate Sigmoid
+    assert se | {"HardSwish", "HardSigmoid", "Relu"} <= ops["mobilenet_v3"]
+    assert "HardSwish" not in ops["efficientnet"]
 
 
 @pytest.mark.parametrize("name", zoo.FAMILIES)

@@ -22,11 +22,12 @@ from .reference import quantize_inputs, run_reference
 from .schedule import Cost, schedule
 from .target import Target
 
-# the float passes up to fusion: the asic matcher groups the primitive ops itself
-# the cpu passes up to fusion, with the layout rules the asic's matcher knows
+# the cpu passes up to fusion, with the layout rules the asic's matcher knows, and without the
+# cpu's own rewrites of what the matcher recognizes (grouped convs, softmax, 3x3 convs)
+CPU_ONLY = ("split-groups", "row-reciprocal", "winograd", "fuse", "materialize-outputs")
 ASIC_PIPELINE = tuple(
     Pass(p.name, partial(choose_layout, through_matmuls=False)) if p.name == "choose-layout" else p
-    for p in CPU_PIPELINE if p.name not in ("fuse", "materialize-outputs"))
+    for p in CPU_PIPELINE if p.name not in CPU_ONLY)
 SQNR_SAMPLES = 16  # calibration feeds used for the per-layer accuracy report
 
 

@@ -17,13 +17,15 @@ from ...passes.cost import count_macs
 from ...passes.memory_plan import MemoryPlan, plan_memory
 from ...passes.outputs import storage_root
 from . import gemm
+from .argv import emit_argv
 from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
-from .matmul import Matmul, emit_matmul, scratch_bytes
+from .matmul import Matmul, can_split, emit_matmul, scratch_bytes
+from .profile import Profiler
 from .rows import emit_rows
-from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team
+from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team, sync_words
 
 ALIGN = 64
 
@@ -79,26 +81,32 @@ def _packed_consts(node: Node, graph: Graph) -> set[str]:
             if inner.name in wanted and _is_const(graph, outer)}
 
 
-MIN_PARALLEL_WORK = 1 << 20  # MACs + output elements below which one thread runs a kernel
+MIN_PARALLEL_WORK = 1 << 14  # MACs + output elements below which one thread runs a kernel
 CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance its load
 
 
 def _parallel(node: Node, graph: Graph) -> bool:
-    """Worth splitting: enough work to pay for handing out chunks, and no step (packing a
-    run-time right-hand side) that every chunk would need first."""
-    if _packed_inputs(node) - _packed_consts(node, graph):
+    """Worth splitting: enough work to pay for handing out chunks, and no step that every
+    chunk would need first (a run-time right-hand side is split only where each chunk can
+    pack its own columns: matmul.can_split)."""
+    if node.attrs["kind"] == "matmul" and not can_split(node, lambda i: _is_const(graph, i)):
         return False
     return count_macs(node.attrs["body"]) + node.type.size >= MIN_PARALLEL_WORK
 
 
-def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
+def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
+             profile: bool = False) -> Program:
     """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
     ``threads`` threads that each call the entry with their index and the run's generation.
-    Big kernels are split into chunks the team takes (team.py); small ones run on thread 0."""
-    plan = plan_memory(graph, lambda k: scratch_bytes(k, lambda i: _is_const(graph, i))
-                       if k.attrs["kind"] == "matmul" else 0)
+    Big kernels are split into chunks the team takes (team.py); small ones run on thread 0.
+    ``profile`` adds per-kernel cycle counters (profile.py)."""
+    split = {k.name: threads > 1 and _parallel(k, graph)
+             for k in graph.nodes if k.op is Op.KERNEL}
+    plan = plan_memory(graph, lambda k: scratch_bytes(
+        k, lambda i: _is_const(graph, i), CHUNKS_PER_THREAD * threads if split[k.name] else 1)
+        if k.attrs["kind"] == "matmul" else 0)
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
-    parallel = [threads > 1 and _parallel(k, graph) for k in kernels]
+    parallel = [split[k.name] for k in kernels]
     if not any(parallel):
         threads, parallel = 1, [False] * len(kernels)
     module = new_module(name)
@@ -113,6 +121,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
     sync, tid, gen = entry.args[-3:]  # team words, this thread, the run's generation
     tag = b.shl(b.and_(gen, const(LOW)), const(32))
     weights = Weights()
+    profiler = Profiler(module, name, len(kernels)) if profile else None
 
     def pointer(value: str, packed: bool) -> ir.Value:
         region, where = plan.regions[value]
@@ -154,15 +163,21 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1) -> Program:
         scratch = plan.scratch.get(node.name)
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
+        started = profiler.start(b) if profiler else None
         if parallel[index]:
+            if profiler:  # time each chunk too
+                fn, args = profiler.wrap(fn, args, tid, index)
             emit_split_call(b, fn, args, sync, tid, tag, index, chunks)
         else:
             emit_solo_call(b, fn, args, sync, tid, tag, index, team=threads > 1)
+        if profiler:
+            profiler.stop(b, started, tid, index)
     b.ret_void()
-    sync_words = 1 + 2 * len(kernels)
+    words = sync_words(len(kernels))
     if threads > 1:
-        emit_team(module, entry, 2 + n_in + n_out, sync_words)
-    return Program(module, weights.blob(), plan, graph, threads, sync_words)
+        emit_team(module, entry, 2 + n_in + n_out, words)
+    emit_argv(module, entry)  # the one-pointer call of runtime/module.py
+    return Program(module, weights.blob(), plan, graph, threads, words)
 
 
 def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,

@@ -56,6 +56,8 @@ def shift_slices(node: Node) -> tuple[Node, list[int]]:
     pointers the kernel gets are float pointers)."""
     body: Graph = node.attrs["body"]
     offsets = [0] * len(body.inputs)
+    if node.attrs["kind"] == "matmul":
+        return _shift_columns(node, offsets)
     if node.attrs["kind"] != "elementwise":
         return node, offsets
     changed: dict[str, Node] = {}
@@ -75,5 +77,20 @@ def shift_slices(node: Node) -> tuple[Node, list[int]]:
     if not changed:
         return node, offsets
     shifted = body.replace(changed.get(n.name, n) for n in body.nodes)
+    return Node(node.op, node.inputs, node.out, {**node.attrs, "body": shifted},
+                node.origin), offsets
+
+
+def _shift_columns(node: Node, offsets: list[int]) -> tuple[Node, list[int]]:
+    """A matmul kernel whose A is a column slice (one group of a grouped conv) with the
+    slice's first column moved into the pointer: every group's GEMM is the same function."""
+    body: Graph = node.attrs["body"]
+    sl = next((n for n in body.nodes if n.op is Op.SLICE), None)
+    if sl is None or int(sl.attrs["starts"][-1]) == 0:
+        return node, offsets
+    offsets[[v.name for v in body.inputs].index(sl.inputs[0])] = int(sl.attrs["starts"][-1])
+    moved = Node(sl.op, sl.inputs, sl.out, {**sl.attrs, "starts": (0,) * len(sl.attrs["starts"])},
+                 sl.origin)
+    shifted = body.replace(moved if n.name == sl.name else n for n in body.nodes)
     return Node(node.op, node.inputs, node.out, {**node.attrs, "body": shifted},
                 node.origin), offsets

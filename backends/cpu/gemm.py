@@ -15,13 +15,14 @@ that a GEMV (m == 1) still keeps both FMA pipes busy. Remainder columns use mask
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from llvmlite import ir
 
-from .llvm import F32, F32P, I32, I64, intrinsic, vector_lanes
+from .llvm import F32, F32P, I32, I64, intrinsic, new_module, vector_lanes
 from .loops import const, for_range
 from .math import splat
 
@@ -68,10 +69,16 @@ def pack_b(b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float32)
     k, n = b.shape[-2:]
     g = int(np.prod(b.shape[:-2]))
-    panels = _ceil_div(n, NR)
-    padded = np.zeros((g, k, panels * NR), np.float32)
-    padded[:, :, :n] = b.reshape(g, k, n)
-    return np.ascontiguousarray(padded.reshape(g, k, panels, NR).transpose(0, 2, 1, 3)).ravel()
+    b = b.reshape(g, k, n)
+    full, rest = divmod(n, NR)
+    # one pass over the weights (hundreds of MB in VGG): full panels copied straight into
+    # place, only the last one padded
+    out = np.empty((g, full + (rest > 0), k, NR), np.float32)
+    out[:, :full] = b[:, :, :full * NR].reshape(g, k, full, NR).transpose(0, 2, 1, 3)
+    if rest:
+        out[:, full, :, :rest] = b[:, :, full * NR:]
+        out[:, full, :, rest:] = 0
+    return out.ravel()
 
 
 def _mask(valid: int) -> ir.Constant | None:
@@ -147,13 +154,18 @@ def _carried_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
 
 class _Tile:
     """One micro-kernel: ``rows`` x ``panels`` panels (the last with ``tail`` valid columns) as
-    ``void tile(A, Bpanel, C, kc, row, col, first, last, <epilogue args>)``."""
+    ``void tile(A, Bpanel, C, kc, row, col, first, last, lda, ldc, bstride, <epilogue args>)``
+    (row strides of A and C, and the floats from one packed panel to the next). The strides
+    are arguments, not constants, so that every GEMM of a module with the same tile shape and
+    epilogue calls one function: LLVM optimizes and emits each tile once (most of the compile
+    time of a CNN), and the strides cost nothing in the loop (one base pointer per row)."""
 
     def __init__(self, module: ir.Module, name: str, *, rows: int, panels: int, tail: int,
-                 k: int, lda: int, ldc: int, epilogue: Epilogue | None) -> None:
-        self.rows, self.lda, self.ldc, self.epilogue = rows, lda, ldc, epilogue
-        # (offset in a packed B row, offset in a C row, valid lanes) of each accumulator column
-        self.cols = [(q * k * NR + v * LANES, q * NR + v * LANES, valid)
+                 epilogue: Epilogue | None) -> None:
+        self.rows, self.epilogue = rows, epilogue
+        # (panel, offset in a packed B row, offset in a C row, valid lanes) of each
+        # accumulator column
+        self.cols = [(q, v * LANES, q * NR + v * LANES, valid)
                      for q in range(panels) for v in range(V)
                      if (valid := min(LANES, (tail if q == panels - 1 else NR) - v * LANES)) > 0]
         # the split of the reduction depends on the rows only, never on how many columns a
@@ -162,23 +174,30 @@ class _Tile:
         tiles = rows * _panels_per_tile(rows) * V
         self.sets = min(UNROLL, 1 << (_ceil_div(CHAINS, tiles) - 1).bit_length())
         extra = epilogue.arg_types() if epilogue else []
-        fnty = ir.FunctionType(ir.VoidType(), [F32P, F32P, F32P, I64, I64, I64, I1, I1, *extra])
+        fnty = ir.FunctionType(ir.VoidType(),
+                               [F32P, F32P, F32P, I64, I64, I64, I1, I1, I64, I64, I64, *extra])
         self.fn = ir.Function(module, fnty, name)
         self.fn.linkage = "internal"
+        # called from many GEMMs: inlining would optimize the same code once per caller
+        self.fn.attributes.add("noinline")
         self.fn.attributes.add("nounwind")
         _no_alias(self.fn.args[:3])
         self._define()
 
     def _define(self) -> None:
         b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        a, bp, c, kc, row, col, first, last, *eargs = self.fn.args
+        a, bp, c, kc, row, col, first, last, lda, ldc, bstride, *eargs = self.fn.args
+        self.a_rows = [b.gep(a, [b.mul(lda, const(r))]) for r in range(self.rows)]
+        self.c_rows = [b.gep(c, [b.mul(ldc, const(r))]) for r in range(self.rows)]
+        panels = self.cols[-1][0] + 1
+        self.b_panels = [b.gep(bp, [b.mul(bstride, const(q))]) for q in range(panels)]
         zero = ir.Constant(VEC, None)
         # first K block: start from zero; later ones: from the partial sums stored in C
         entry = b.block
         reload, start = b.append_basic_block("reload"), b.append_basic_block("start")
         b.cbranch(first, start, reload)
         b.position_at_end(reload)
-        loaded = [_load(b, self._c_at(b, c, r, j), _mask(self.cols[j][2]))
+        loaded = [_load(b, self._c_at(b, r, j), _mask(self.cols[j][3]))
                   for r in range(self.rows) for j in range(len(self.cols))]
         b.branch(start)
         b.position_at_end(start)
@@ -196,8 +215,7 @@ class _Tile:
             carried = list(carried)
             for u in range(UNROLL):
                 s = (u % self.sets) * n_acc
-                carried[s:s + n_acc] = self._step(b, a, bp, b.add(p, const(u)),
-                                                  carried[s:s + n_acc])
+                carried[s:s + n_acc] = self._step(b, b.add(p, const(u)), carried[s:s + n_acc])
             return carried
 
         body_end = b.and_(kc, const(-UNROLL))
@@ -205,44 +223,65 @@ class _Tile:
         acc = sums[:n_acc]
         for s in range(1, self.sets):
             acc = [b.fadd(x, y) for x, y in zip(acc, sums[s * n_acc:(s + 1) * n_acc])]
-        acc = _carried_loop(b, body_end, kc, 1, acc, lambda p, cur: self._step(b, a, bp, p, cur))
+        acc = _carried_loop(b, body_end, kc, 1, acc, lambda p, cur: self._step(b, p, cur))
         if self.epilogue is None:
-            self._store_all(b, c, acc, None)
+            self._store_all(b, acc, None)
             return
         finish, plain = b.append_basic_block("finish"), b.append_basic_block("plain")
         b.cbranch(last, finish, plain)
         b.position_at_end(plain)
-        self._store_all(b, c, acc, None)
+        self._store_all(b, acc, None)
         b.position_at_end(finish)
-        self._store_all(b, c, acc, (eargs, row, col))
+        self._store_all(b, acc, (eargs, row, col))
 
-    def _c_at(self, b: ir.IRBuilder, c: ir.Value, r: int, j: int) -> ir.Value:
-        return _vector_at(b, c, r * self.ldc + self.cols[j][1])
+    def _c_at(self, b: ir.IRBuilder, r: int, j: int) -> ir.Value:
+        return _vector_at(b, self.c_rows[r], self.cols[j][2])
 
-    def _step(self, b: ir.IRBuilder, a: ir.Value, bp: ir.Value, p: ir.Value,
-              acc: list[ir.Value]) -> list[ir.Value]:
+    def _step(self, b: ir.IRBuilder, p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
         """One reduction step: acc[r, j] += A[r, p] * B[p, j] for the whole register tile."""
         fma = intrinsic(b.module, "llvm.fma", [VEC], VEC, [VEC] * 3)
         row = b.mul(p, const(NR))
-        bv = [b.load(_vector_at(b, bp, b.add(row, const(off))), align=4)
-              for off, _, _ in self.cols]
+        bv = [b.load(_vector_at(b, self.b_panels[q], b.add(row, const(off))), align=4)
+              for q, off, _, _ in self.cols]
         out = []
         for r in range(self.rows):
-            x = splat(b, acc[0], b.load(b.gep(a, [b.add(p, const(r * self.lda))])))
+            x = splat(b, acc[0], b.load(b.gep(self.a_rows[r], [p])))
             out += [b.call(fma, [x, v, acc[r * len(bv) + j]]) for j, v in enumerate(bv)]
         return out
 
-    def _store_all(self, b: ir.IRBuilder, c: ir.Value, acc: list[ir.Value],
+    def _store_all(self, b: ir.IRBuilder, acc: list[ir.Value],
                    epi: tuple[list[ir.Value], ir.Value, ir.Value] | None) -> None:
         for r in range(self.rows):
-            for j, (_, off, valid) in enumerate(self.cols):
+            for j, (_, _, off, valid) in enumerate(self.cols):
                 value, mask = acc[r * len(self.cols) + j], _mask(valid)
                 if epi is not None:
                     eargs, row, col = epi
                     value = self.epilogue.emit(b, eargs, value, b.add(row, const(r)),
                                                b.add(col, const(off)), LANES, mask)
-                _store(b, value, self._c_at(b, c, r, j), mask)
+                _store(b, value, self._c_at(b, r, j), mask)
         b.ret_void()
+
+
+# the tiles of each module, by (rows, panels, tail, epilogue code): shared by its GEMMs
+_TILES: WeakKeyDictionary[ir.Module, dict[Hashable, ir.Function]] = WeakKeyDictionary()
+
+
+def _epilogue_key(epilogue: Epilogue | None) -> str | None:
+    """The code ``epilogue`` emits, as text: equal texts make equal tiles. Emitted once with a
+    full vector and once with a mask (an argument, standing for any constant mask)."""
+    if epilogue is None:
+        return None
+    module = new_module("epilogue")
+    extra = epilogue.arg_types()
+    mask_t = ir.VectorType(I1, LANES)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [*extra, VEC, I64, I64, mask_t]),
+                     "e")
+    b = ir.IRBuilder(fn.append_basic_block())
+    *eargs, acc, row, col, mask = fn.args
+    for m in (None, mask):
+        epilogue.emit(b, eargs, acc, row, col, LANES, m)
+    b.ret_void()
+    return str(module)
 
 
 def _panels_per_tile(rows: int) -> int:
@@ -268,14 +307,15 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
         raise ValueError(f"empty GEMM m={m} k={k} n={n} batch={batch}")
     fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
-    tiles: dict[tuple[int, int, int], _Tile] = {}
+    tiles = _TILES.setdefault(module, {})
+    epilogue_key = _epilogue_key(epilogue)
 
     def tile(rows: int, panels: int, tail: int) -> ir.Function:
-        if (rows, panels, tail) not in tiles:
-            tiles[rows, panels, tail] = _Tile(
-                module, f"{name}.tile{rows}x{panels}x{tail}", rows=rows, panels=panels,
-                tail=tail, k=k, lda=lda, ldc=ldc, epilogue=epilogue)
-        return tiles[rows, panels, tail].fn
+        key = (rows, panels, tail, epilogue_key)
+        if key not in tiles:
+            tiles[key] = _Tile(module, f"gemm.tile{rows}x{panels}x{tail}.{len(tiles)}",
+                               rows=rows, panels=panels, tail=tail, epilogue=epilogue).fn
+        return tiles[key]
 
     def one_batch(g: ir.Value) -> None:
         a_g = b.gep(a, [b.mul(g, const(a_batch_stride))])
@@ -312,30 +352,41 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
             col = b.mul(panel, const(NR))
             args = [b.gep(a, [b.add(b.mul(i, const(lda)), pc)]),
                     b.gep(bp, [b.add(b.mul(panel, const(k * NR)), b.mul(pc, const(NR)))]),
-                    b.gep(c, [b.add(b.mul(i, const(ldc)), col)]), kc, i, col, first, last]
+                    b.gep(c, [b.add(b.mul(i, const(ldc)), col)]), kc, i, col, first, last,
+                    const(lda), const(ldc), const(k * NR)]
             b.call(tile(rows, count, tail), [*args, *eargs])
 
-        def strip(rows: int, i: ir.Value, lo: int, hi: int) -> None:
-            """Panels [lo, hi) of rows [i, i + rows): groups of full panels, then the rest."""
+        def strip(rows: int, i: ir.Value, lo: ir.Value, count: int, at_end: bool) -> None:
+            """``count`` panels from panel ``lo`` of rows [i, i + rows): groups of full
+            panels, then the rest (``at_end``: the chunk ends at the tail panel)."""
             per = _panels_per_tile(rows)
-            full = hi - lo - (hi == panels and tail < NR)
+            full = count - (at_end and tail < NR)
             groups = full // per
             if groups == 1:
                 call(rows, i, lo, per, NR)
             elif groups > 1:
                 with for_range(b, groups) as t:
-                    call(rows, i, b.add(const(lo), b.mul(t, const(per))), per, NR)
-            if lo + groups * per < hi:
-                call(rows, i, lo + groups * per, hi - lo - groups * per,
-                     tail if hi == panels else NR)
+                    call(rows, i, b.add(lo, b.mul(t, const(per))), per, NR)
+            if groups * per < count:
+                call(rows, i, b.add(lo, const(groups * per)), count - groups * per,
+                     tail if at_end else NR)
 
-        for lo in range(0, panels, chunk):
-            hi = min(panels, lo + chunk)
+        def column_chunk(lo: ir.Value, count: int, at_end: bool) -> None:
             if m >= MR:
                 with for_range(b, m // MR * MR, step=MR) as i:
-                    strip(MR, i, lo, hi)
+                    strip(MR, i, lo, count, at_end)
             if m % MR:
-                strip(m % MR, const(m // MR * MR), lo, hi)
+                strip(m % MR, const(m // MR * MR), lo, count, at_end)
+
+        # every chunk but the last is the same code: a run-time loop, so a GEMM of very many
+        # columns (a Winograd transform's) stays small
+        before = _ceil_div(panels, chunk) - 1
+        if before == 1:
+            column_chunk(const(0), chunk, False)
+        elif before > 1:
+            with for_range(b, before) as j:
+                column_chunk(b.mul(j, const(chunk)), chunk, False)
+        column_chunk(const(before * chunk), panels - before * chunk, True)
 
     if blocks == 1:
         k_block(const(0))

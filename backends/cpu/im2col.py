@@ -10,12 +10,14 @@ pad values.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Node, Op
-from .llvm import I8P
+from .llvm import F32P, I8P, I64
 from .loops import const, for_range
 
 I1 = ir.IntType(1)
@@ -46,13 +48,42 @@ def fast_im2col(body: Graph, window: Node) -> bool:
             and int(np.prod(window.attrs["kernel"])) <= MAX_TAPS)
 
 
+# the im2col functions of each module, by what their code depends on
+_FUNCTIONS: WeakKeyDictionary[ir.Module, dict[Hashable, ir.Function]] = WeakKeyDictionary()
+
+
 def emit_im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value],
                 dst: ir.Value, lo: ir.Value, hi: ir.Value) -> None:
     """Rows [lo, hi) of the patch matrix [N * prod(O), prod(K) * C] at ``dst`` (rows before
     ``lo`` are left alone). A tap's C channels are one memcpy when contiguous, else C
-    strided loads (few channels: a model input's RGB)."""
+    strided loads (few channels: a model input's RGB). The rows are copied by a function of
+    their own, one per module and window geometry: a split kernel calls it for every chunk
+    (the taps are unrolled, thousands of instructions that LLVM would otherwise optimize
+    once per chunk)."""
     name, strides_in = _source(body, window)
-    src = ptrs[name]
+    at = window.attrs
+    key = (strides_in, body.type_of(window.inputs[0]).shape, window.type.shape,
+           *(tuple(int(v) for v in at[a]) for a in ("kernel", "strides", "dilations", "pads")))
+    functions = _FUNCTIONS.setdefault(b.module, {})
+    fn = functions.get(key)
+    if fn is None:
+        fn = ir.Function(b.module, ir.FunctionType(ir.VoidType(), [F32P, F32P, I64, I64]),
+                         f"im2col.{len(functions)}")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        for arg in fn.args[:2]:  # the input and the kernel's own scratch never overlap
+            arg.add_attribute("noalias")
+        fb = ir.IRBuilder(fn.append_basic_block("entry"))
+        _emit_rows(fb, body, window, strides_in, *fn.args)
+        fb.ret_void()
+        functions[key] = fn
+    b.call(fn, [ptrs[name], dst, lo, hi])
+
+
+def _emit_rows(b: ir.IRBuilder, body: Graph, window: Node, strides_in: tuple[int, ...],
+               src: ir.Value, dst: ir.Value, lo: ir.Value, hi: ir.Value) -> None:
+    """The loop of emit_im2col over rows [lo, hi)."""
     at = window.attrs
     kernel, strides, dilations, pads = at["kernel"], at["strides"], at["dilations"], at["pads"]
     n = len(kernel)

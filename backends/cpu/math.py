@@ -3,15 +3,18 @@ loop kernels and the GEMM epilogue)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from llvmlite import ir
 
 from ...ir import Binary, Unary
-from .llvm import F32, I32, intrinsic
+from .llvm import F32, I32, host_cpu, intrinsic
 
-FAST = ("fast",)
+# reassociation only: "fast" would also assume no infinities or NaNs, and LLVM then drops a
+# -inf (a window's padding) or a NaN from a sum
+REASSOC = ("reassoc", "nsz", "contract")
 
 
 def splat(b: ir.IRBuilder, like: ir.Value, value: float | ir.Value) -> ir.Value:
@@ -83,49 +86,108 @@ def _pow2(b: ir.IRBuilder, k: ir.Value, like: ir.Value) -> ir.Value:
 # exp(x) = 2**n * e**r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
 # parts, the first exact in n * LN2_HI), e**r = 1 + r + r*r * Q(r): a least-squares fit on
 # Chebyshev nodes to float64 expm1, 0.8 ulp on the reduced range in float32 (libm's expf is
-# one call per lane; this vectorizes). 2**n is applied in two halves, so results that are
-# denormal (x down to -103.97) round once, and x above 88.72 overflows to inf.
+# one call per lane; this vectorizes). 2**n is applied so that results that are denormal
+# (x down to -103.97) round once, and x above 88.72 overflows to inf.
 _EXP_Q = (0.49999988, 0.16666518, 0.041669533, 0.008368916, 0.0013751407)
 LN2_HI, LN2_LO = 0.693145751953125, 1.428606765330187e-06
 EXP_MIN, EXP_MAX = -104.0, 88.75  # exp is 0 below, inf above in float32
 
 
+def _exp_reduced(b: ir.IRBuilder, xc: ir.Value,
+                 xr: ir.Value | None = None) -> tuple[ir.Value, ir.Value]:
+    """(n, e**r - 1) with n = round(xc / ln 2) a float integer (xc finite) and r = xr - n ln 2
+    (xr defaults to xc; a NaN or a large xr gives a NaN or an overflowing e**r - 1)."""
+    nf = _call(b, "llvm.roundeven", b.fmul(xc, splat(b, xc, 1.4426950408889634)))
+    # nf * LN2_HI is exact, so fused or not the first step is exact
+    r = _fma(b, nf, splat(b, xc, -LN2_HI), xc if xr is None else xr)
+    r = _fma(b, nf, splat(b, xc, -LN2_LO), r)
+    return nf, _fma(b, b.fmul(r, r), _horner(b, r, _EXP_Q), r)
+
+
+def _has_scalef() -> bool:
+    """AVX-512 has vscalefps, to which llvm.ldexp lowers; elsewhere LLVM calls ldexpf."""
+    return "+avx512f" in host_cpu()[1]
+
+
+def _float_scalef(y: ir.Value) -> bool:
+    """y is <16 x float> and vscalefps is there: _scale takes a float exponent as it is (a
+    NaN one too: no float->int conversion, whose NaN would be poison)."""
+    t = y.type
+    return (_has_scalef() and isinstance(t, ir.VectorType) and t.count == 16
+            and isinstance(t.element, ir.FloatType))
+
+
+def _scale(b: ir.IRBuilder, y: ir.Value, nf: ir.Value) -> ir.Value:
+    """y * 2**n, n = nf an integer in [-150, 128] as a float, rounded once (denormal results
+    too): llvm.ldexp (one vscalefps), or without AVX-512 two exponent-field factors (2**n
+    alone may not be a float)."""
+    if _float_scalef(y):
+        # vscalefps takes the exponent as a float: llvm.ldexp's integer costs two conversions
+        t = y.type
+        fn = intrinsic(b.module, "llvm.x86.avx512.mask.scalef.ps.512", [], t,
+                       [t, t, t, ir.IntType(16), I32])
+        return b.call(fn, [y, nf, y, ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])
+    n = b.fptosi(nf, _int_lanes(y))
+    if _has_scalef():
+        ldexp = intrinsic(b.module, "llvm.ldexp", [y.type, n.type], y.type, [y.type, n.type])
+        return b.call(ldexp, [y, n])
+    half = b.ashr(n, _int_lanes(y, 1))
+    return b.fmul(b.fmul(y, _pow2(b, half, y)), _pow2(b, b.sub(n, half), y))
+
+
 def _exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     if _is_double(x):
         return _call(b, "llvm.exp", x)
-    xc = _call(b, "llvm.minnum", _call(b, "llvm.maxnum", x, splat(b, x, EXP_MIN)),
-               splat(b, x, EXP_MAX))  # minnum/maxnum drop a NaN: n below is always defined
-    nf = _call(b, "llvm.roundeven", b.fmul(xc, splat(b, x, 1.4426950408889634)))
-    r = b.fsub(b.fsub(xc, b.fmul(nf, splat(b, x, LN2_HI))), b.fmul(nf, splat(b, x, LN2_LO)))
-    er = b.fadd(splat(b, x, 1.0), b.fadd(r, b.fmul(b.fmul(r, r), _horner(b, r, _EXP_Q))))
-    n = b.fptosi(nf, _int_lanes(x))
-    half = b.ashr(n, _int_lanes(x, 1))
-    y = b.fmul(b.fmul(er, _pow2(b, half, x)), _pow2(b, b.sub(n, half), x))
-    return b.select(b.fcmp_unordered("!=", x, x), x, y)  # NaN in, NaN out
+    # n from x clamped (NaN dropped: the integer conversion is defined); r from x clamped below
+    # only, NaN kept (one vmaxps): NaN in gives NaN out, x above EXP_MAX an infinite e**r
+    xl = _max(b, x, splat(b, x, EXP_MIN))
+    nf, p = _exp_reduced(b, _call(b, "llvm.minnum", xl, splat(b, x, EXP_MAX)), xl)
+    return _scale(b, b.fadd(splat(b, x, 1.0), p), nf)
 
 
-# tanh(a) = a + a**3 * P(a*a) for a = |x| < TANH_SMALL (least squares to float64 tanh, 0.8 ulp),
-# else 1 - 2 / (exp(2a) + 1), which is at least 0.5 there, so nothing cancels; sign restored.
-_TANH_P = (-0.3333332, 0.13332617, -0.053855121, 0.021082059, -0.0062876628)
-TANH_SMALL = 0.55
+# tanh(a) = u / (u + 2), u = expm1(2a), a = |x| clamped to TANH_ONE, the sign restored last;
+# one formula for all a (no small-|x| polynomial, no select): 2a = n ln 2 + 2h, |h| <= ln2/4,
+# expm1(2a) = (2**n - 1) + 2**n (e**(2h) - 1), e**(2h) - 1 = 2 (h + h*h * Q(h)) with exp's
+# polynomial rescaled by powers of two (exact: the same roundings as exp's). n comes from the
+# "magic number" rounding (adding 1.5 * 2**23 leaves n in the low bits): no float->int
+# conversion, and 2**(n+1) is those bits shifted into the exponent field. For tiny a, u = 2a
+# and u / (u + 2) = a exactly (denormals too); u + 2 and the division cost up to 1.5 ulp
+# over u's: 2.4 ulp max (tests/test_vector_math.py), 19 vector instructions per 16 lanes.
+# (An odd rational a P(a*a) / Q(a*a) is ~16 but cannot be within 3 ulp in float32: rounding
+# the numerator, denominator and quotient alone gives 2.9 ulp where tanh is in [0.5, 1),
+# 4.5-5 ulp with their Horner errors; see benchmarks/fit_tanh.py.)
+_TANH_Q = tuple(c * 2.0 ** (k + 1) for k, c in enumerate(_EXP_Q))
+TANH_ONE = 9.1  # tanh rounds to 1 in float32 from 9.01 on
+MAGIC = 12582912.0  # 1.5 * 2**23: v + MAGIC rounds v to an integer kept in the low bits
 
 
 def _tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     if _is_double(x):  # the polynomial is float32's
         return _libm(b, "tanhf", x)
-    a = _call(b, "llvm.fabs", x)
-    t = b.fmul(a, a)
-    small = b.fadd(a, b.fmul(b.fmul(a, t), _horner(b, t, _TANH_P)))
-    e = _exp(b, b.fadd(a, a))
-    one = splat(b, x, 1.0)
-    large = b.fsub(one, b.fdiv(splat(b, x, 2.0), b.fadd(e, one)))
-    y = b.select(b.fcmp_ordered("<", a, splat(b, x, TANH_SMALL)), small, large)
+    a = _min(b, _call(b, "llvm.fabs", x), splat(b, x, TANH_ONE))  # inf -> TANH_ONE; NaN stays
+    m = _fma(b, a, splat(b, x, 2 / math.log(2)), splat(b, x, MAGIC))
+    nf = b.fsub(m, splat(b, x, MAGIC))  # n = round(2a / ln 2) in [0, 26]
+    h = _fma(b, nf, splat(b, x, -LN2_HI / 2), a)  # exact: nf * LN2_HI / 2 is
+    h = _fma(b, nf, splat(b, x, -LN2_LO / 2), h)
+    half = _fma(b, b.fmul(h, h), _horner(b, h, _TANH_Q), h)  # (e**(2h) - 1) / 2
+    bits = b.shl(b.bitcast(m, _int_lanes(x)), _int_lanes(x, 23))  # n << 23 (MAGIC shifts out)
+    s2 = b.bitcast(b.add(bits, _int_lanes(x, 128 << 23)), x.type)  # 2**(n+1)
+    u = _fma(b, s2, half, _fma(b, s2, splat(b, x, 0.5), splat(b, x, -1.0)))
+    y = b.fdiv(u, b.fadd(u, splat(b, x, 2.0)))
     return _call(b, "llvm.copysign", y, x)
 
 
 def _sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    e = _exp(b, b.fneg(x))
-    return b.fdiv(splat(b, x, 1.0), b.fadd(splat(b, x, 1.0), e))
+    """1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) <= 1: exp never overflows and
+    tiny (denormal) results keep their digits; one division either way."""
+    v = b.fneg(_call(b, "llvm.fabs", x))
+    if _float_scalef(x):  # v <= 0: no upper clamp, and n may be NaN (NaN in, NaN out)
+        nf, p = _exp_reduced(b, _max(b, v, splat(b, x, EXP_MIN)))
+        e = _scale(b, b.fadd(splat(b, x, 1.0), p), nf)
+    else:
+        e = _exp(b, v)
+    num = b.select(b.fcmp_ordered(">=", x, splat(b, x, 0.0)), splat(b, x, 1.0), e)
+    return b.fdiv(num, b.fadd(splat(b, x, 1.0), e))
 
 
 def _hard_sigmoid(b: ir.IRBuilder, x: ir.Value, alpha: float, beta: float) -> ir.Value:
@@ -133,11 +195,17 @@ def _hard_sigmoid(b: ir.IRBuilder, x: ir.Value, alpha: float, beta: float) -> ir
     return _min(b, _max(b, y, splat(b, x, 0.0)), splat(b, x, 1.0))
 
 
+def _fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """x * y + z, fused where the target has FMA (one instruction, one rounding), else a
+    multiply and an add: the polynomials' error bounds hold either way."""
+    return _call(b, "llvm.fmuladd", x, y, z)
+
+
 def _horner(b: ir.IRBuilder, t: ir.Value, coeffs: tuple[float, ...]) -> ir.Value:
-    """sum(coeffs[i] * t**i), lowest degree first (separate mul and add: no contraction)."""
+    """sum(coeffs[i] * t**i), lowest degree first."""
     y = splat(b, t, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        y = b.fadd(b.fmul(y, t), splat(b, t, c))
+        y = _fma(b, y, t, splat(b, t, c))
     return y
 
 
@@ -165,24 +233,89 @@ def _erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return _call(b, "llvm.copysign", y, x)  # erf is odd; keeps -0
 
 
+# log(x) = k ln 2 + log1p(f): x = 2**k * m with m in [sqrt(1/2), sqrt(2)) (k and m from the
+# exponent bits: subtracting sqrt(1/2)'s bits carries into the exponent exactly when m would be
+# below sqrt(1/2)), f = m - 1 exact (Sterbenz); log1p(f) = f - f*f/2 + f**3 * P(f), P a
+# least-squares fit on Chebyshev nodes to float64 (log1p(f) - f + f*f/2) / f**3, weighted by
+# f**3 / log1p(f) (relative error); 0.86 ulp on the reduced range, simulated in float32.
+# k ln 2 is added last in two parts (LN2_HI * k is exact for |k| < 256).
+_LOG_P = (0.33333355, -0.25000852, 0.19999826, -0.16621371, 0.14227115, -0.13202104,
+          0.12620327, -0.073628679)
+SQRT_HALF_BITS = 0x3F3504F3
+TINY = 2.0 ** -126  # smallest normal float32: below, scale by 2**23 first
+
+
+def _log_tail(b: ir.IRBuilder, f: ir.Value, kf: ir.Value) -> ir.Value:
+    """kf ln 2 + log1p(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1] and kf a float integer."""
+    z = b.fmul(f, f)
+    y = b.fmul(b.fmul(f, z), _horner(b, f, _LOG_P))
+    y = b.fadd(y, b.fmul(kf, splat(b, f, LN2_LO)))
+    y = b.fsub(y, b.fmul(z, splat(b, f, 0.5)))
+    return b.fadd(b.fadd(f, y), b.fmul(kf, splat(b, f, LN2_HI)))
+
+
+def _split(b: ir.IRBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(k, m) with x = 2**k * m, m in [sqrt(1/2), sqrt(2)), k an integer, for normal x > 0."""
+    bits = b.bitcast(x, _int_lanes(x))
+    k = b.ashr(b.sub(bits, _int_lanes(x, SQRT_HALF_BITS)), _int_lanes(x, 23))
+    return k, b.bitcast(b.sub(bits, b.shl(k, _int_lanes(x, 23))), x.type)
+
+
+def _log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """Natural log, branch-free: log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN stays."""
+    if _is_double(x):
+        return _call(b, "llvm.log", x)
+    tiny = b.fcmp_ordered("<", x, splat(b, x, TINY))  # denormals (and <= 0, selected away)
+    k, m = _split(b, b.select(tiny, b.fmul(x, splat(b, x, 2.0 ** 23)), x))
+    k = b.sub(k, b.select(tiny, _int_lanes(x, 23), _int_lanes(x, 0)))
+    y = _log_tail(b, b.fsub(m, splat(b, x, 1.0)), b.sitofp(k, x.type))
+    y = b.select(b.fcmp_ordered("<", x, splat(b, x, math.inf)), y, x)  # inf and NaN: x
+    y = b.select(b.fcmp_ordered("==", x, splat(b, x, 0.0)), splat(b, x, -math.inf), y)
+    return b.select(b.fcmp_ordered("<", x, splat(b, x, 0.0)), splat(b, x, math.nan), y)
+
+
 def _log1p(b: ir.IRBuilder, u: ir.Value) -> ir.Value:
-    """log(1 + u), accurate for tiny u (Goldberg): with w = 1 + u rounded, log(w) * u / (w - 1)
-    cancels w's rounding error; where w rounds to 1, log1p(u) = u. Not for u = inf."""
+    """log(1 + u) for 0 <= u <= 1 (Softplus; NaN propagates), accurate for tiny u: w = 1 + u
+    rounded is split as 2**k * m, and w's rounding error c = u - (w - 1) (exact) is added back
+    to f = m - 1 scaled by 2**-k, so log1p(f) is that of 1 + u itself, with no division."""
     one = splat(b, u, 1.0)
     w = b.fadd(one, u)
-    y = b.fdiv(b.fmul(_call(b, "llvm.log", w), u), b.fsub(w, one))
-    return b.select(b.fcmp_ordered("==", w, one), u, y)
+    if _is_double(u):  # Goldberg: log(w) * u / (w - 1) cancels w's rounding error
+        y = b.fdiv(b.fmul(_call(b, "llvm.log", w), u), b.fsub(w, one))
+        return b.select(b.fcmp_ordered("==", w, one), u, y)
+    c = b.fsub(u, b.fsub(w, one))
+    k, m = _split(b, w)
+    f = b.fadd(b.fsub(m, one), b.fmul(c, _pow2(b, b.neg(k), u)))
+    return _log_tail(b, f, b.sitofp(k, u.type))
+
+
+EXPM1_MIN = -24.0  # expm1 rounds to -1 in float32 below -17.33
+
+
+def _expm1_in(b: ir.IRBuilder, v: ir.Value, lo: float | None, hi: float) -> ir.Value:
+    """exp(v) - 1 for v clamped into [lo, hi] (hi <= 88; lo >= -24, or None when v >= -24),
+    accurate near 0, no division: with v = n ln 2 + r and p = e**r - 1 (exp's polynomial),
+    expm1(v) = (2**n - 1) + 2**n * p; 2**n - 1 is exact for n in [-24, 24], and below -24 the
+    result rounds to -1 anyway. A NaN propagates (through r: the clamps keep it, one vmaxps
+    each)."""
+    vk = _min(b, v, splat(b, v, hi))
+    vk = vk if lo is None else _max(b, vk, splat(b, v, lo))
+    nf, p = _exp_reduced(b, _call(b, "llvm.minnum", vk, splat(b, v, hi)), vk)  # nf: no NaN
+    t = _pow2(b, b.fptosi(nf, _int_lanes(v)), v)  # n in [-35, 127]: a normal float
+    return _fma(b, t, p, b.fsub(t, splat(b, v, 1.0)))
 
 
 def _expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """exp(x) - 1, accurate near 0 (Kahan): with u = exp(x) rounded, (u - 1) * x / log(u);
-    where u rounds to 1 it is x, where u underflows to 0 it is -1. For x <= 0 only (Elu)."""
-    one = splat(b, x, 1.0)
-    u = _exp(b, x)
-    um1 = b.fsub(u, one)
-    y = b.fdiv(b.fmul(um1, x), _call(b, "llvm.log", u))
-    y = b.select(b.fcmp_ordered("==", um1, splat(b, x, -1.0)), um1, y)
-    return b.select(b.fcmp_ordered("==", u, one), x, y)
+    """exp(x) - 1 for x <= 0 (Elu); NaN and -0 stay."""
+    if _is_double(x):  # Kahan: with u = exp(x) rounded, (u - 1) * x / log(u)
+        one = splat(b, x, 1.0)
+        u = _exp(b, x)
+        um1 = b.fsub(u, one)
+        y = b.fdiv(b.fmul(um1, x), _call(b, "llvm.log", u))
+        y = b.select(b.fcmp_ordered("==", um1, splat(b, x, -1.0)), um1, y)
+        return b.select(b.fcmp_ordered("==", u, one), x, y)
+    y = _expm1_in(b, x, EXPM1_MIN, 0.0)
+    return b.select(b.fcmp_ordered("==", x, splat(b, x, 0.0)), x, y)
 
 
 def _softplus(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -244,7 +377,9 @@ def emit_unary(b: ir.IRBuilder, fn: Unary, attrs: Mapping[str, Any], x: ir.Value
         return _libm(b, LIBM[fn], x)
     if fn is Unary.EXP:
         return _exp(b, x)
-    intrinsic = {Unary.LOG: "llvm.log", Unary.SQRT: "llvm.sqrt",
+    if fn is Unary.LOG:
+        return _log(b, x)
+    intrinsic = {Unary.SQRT: "llvm.sqrt",
                  Unary.ABS: "llvm.fabs", Unary.FLOOR: "llvm.floor", Unary.CEIL: "llvm.ceil",
                  Unary.ROUND: "llvm.roundeven"}[fn]
     return _call(b, intrinsic, x)

@@ -13,7 +13,7 @@ from llvmlite import ir
 
 from ...ir import Graph, Node, Op
 from .expr import BodyEmitter, store, strides
-from .gemm import emit_gemm, emit_pack_b, packed_b_floats
+from .gemm import MR, NR, emit_gemm, emit_pack_b, packed_b_floats
 from .gemv import emit_gemv, emit_narrow, gemv_fits
 from .im2col import emit_im2col, fast_im2col
 from .llvm import F32P, I64, intrinsic
@@ -30,6 +30,7 @@ class Matmul:
     window: Node | None  # im2col prologue, materialized into scratch
     chain: tuple[Node, ...]  # epilogue, in order
     b_transpose: Node | None = None  # B is this transpose (of its last two axes) of a tensor
+    a_slice: Node | None = None  # A is these columns of a wider matrix (a group's channels)
 
     @property
     def b_source(self) -> str:
@@ -45,7 +46,18 @@ class Matmul:
             window = None
         chain = tuple(n for n in body.nodes[body.nodes.index(mm) + 1:])
         bt = body.producer.get(mm.inputs[1])
-        return Matmul(mm, window, chain, bt if bt is not None and bt.op is Op.TRANSPOSE else None)
+        sl = body.producer.get(mm.inputs[0])
+        return Matmul(mm, window, chain, bt if bt is not None and bt.op is Op.TRANSPOSE else None,
+                      sl if sl is not None and sl.op is Op.SLICE else None)
+
+    def a_columns(self, body: Graph) -> tuple[str, int, int]:
+        """(the value A is read from, its first element, its row stride): A itself, or the
+        wider matrix that A is a column slice of."""
+        k = body.type_of(self.mm.inputs[0]).shape[-1]
+        if self.a_slice is None:
+            return self.mm.inputs[0], 0, k
+        return (self.a_slice.inputs[0], int(self.a_slice.attrs["starts"][-1]),
+                body.type_of(self.a_slice.inputs[0]).shape[-1])
 
     def dims(self, body: Graph) -> tuple[int, int, int, int]:
         """(batch, m, k, n): a rank-2 right-hand side folds every leading dim of A into m."""
@@ -56,16 +68,85 @@ class Matmul:
         return int(np.prod(self.mm.type.shape[:-2])), a[-2], k, n
 
 
-def scratch_bytes(node: Node, is_const: Callable[[str], bool]) -> int:
+# rows per chunk below which splitting the rows further costs more than it buys: every row
+# part streams all of B from memory, so small-M GEMMs (late layers, dense heads) split the
+# columns instead, each chunk reading its own share of B's panels
+MIN_ROWS = 8 * MR
+
+
+def split_grid(m: int, n: int, chunks: int) -> tuple[int, int]:
+    """(row parts, column parts) of a GEMM [m, n] cut into ``chunks`` pieces: rows while each
+    part keeps MIN_ROWS of them, then halves moved to the columns while NR-column panels are
+    left to share."""
+    rows, cols = chunks, 1
+    panels = -(-n // NR)
+    while rows % 2 == 0 and m // rows < MIN_ROWS and cols * 2 <= panels:
+        rows, cols = rows // 2, cols * 2
+    return rows, cols
+
+
+def _parts(m: int, n: int, grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(first row, rows, first column, columns) of each chunk of the grid, chunk order; the
+    column cuts fall on panel boundaries."""
+    rows, cols = grid
+    panels = -(-n // NR)
+    out = []
+    for t in range(rows * cols):
+        i, j = divmod(t, cols)
+        lo, hi = m * i // rows, m * (i + 1) // rows
+        c0, c1 = NR * (panels * j // cols), min(n, NR * (panels * (j + 1) // cols))
+        out.append((lo, hi - lo, c0, c1 - c0))
+    return out
+
+
+# im2col runs in blocks of rows whose patches stay in cache while the GEMM reads them (about
+# L2's quarter); a block keeps at least MIN_BLOCK rows so re-reading B per block stays cheap
+PATCH_BYTES = 256 << 10
+MIN_BLOCK = 16 * MR
+
+
+def _block_rows(rows: int, k: int) -> int:
+    """Rows of a chunk's patch matrix materialized at once."""
+    if rows * k * 4 <= PATCH_BYTES:
+        return rows
+    return min(rows, max(MIN_BLOCK, PATCH_BYTES // (4 * k) // MR * MR))
+
+
+def _patch_slots(parts: list[tuple[int, int, int, int]], k: int) -> list[tuple[int, int]]:
+    """(offset in floats, rows per block) of each chunk's own patch buffer in scratch: chunks
+    run at once on different threads, so none shares a buffer."""
+    slots, offset = [], 0
+    for _, rows, _, _ in parts:
+        block = _block_rows(rows, k) if rows else 0
+        slots.append((offset, block))
+        offset += block * k
+    return slots
+
+
+def scratch_bytes(node: Node, is_const: Callable[[str], bool], chunks: int = 1) -> int:
+    """Scratch of a matmul kernel split into ``chunks``: a block of patch rows per chunk and
+    the run-time packed right-hand side."""
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
+    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
+    runtime_b = not _b_is_const(node, is_const)
     size = 0
-    if mt.window is not None:
+    if mt.window is not None and batch > 1:
         size += body.type_of(mt.window.name).nbytes
-    if not is_const(node.inputs[body.inputs.index(body.values[mt.b_source])]):
-        size += 4 * packed_b_floats(k, n) * int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
+    elif mt.window is not None:
+        own_columns = runtime_b and b_batches == 1
+        parts = _parts(m, n, _grid(m, n, chunks, batch, own_columns))
+        size += 4 * sum(block * k for _, block in _patch_slots(parts, k))
+    if runtime_b:
+        size += 4 * packed_b_floats(k, n) * b_batches
     return size
+
+
+def _b_is_const(node: Node, is_const: Callable[[str], bool]) -> bool:
+    """Whether the kernel's B (the value it is packed from) is a constant of the graph."""
+    body: Graph = node.attrs["body"]
+    return is_const(node.inputs[body.inputs.index(body.values[Matmul.of(body).b_source])])
 
 
 class ChainEpilogue:
@@ -148,31 +229,33 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
     ldc = ldc or n
+    lda = k  # the patch matrix's, or A's own (a_columns)
     cursor = b.bitcast(scratch, F32P)
-    a_name, b_name = mt.mm.inputs
-    if mt.window is not None:  # im2col: the patches of this chunk's rows, materialized once
-        wshape = mt.window.type.shape  # [N, *O, *K, C]: rows are [N, *O], m of them
-        spatial = 1 + len(mt.window.attrs["kernel"])
-        emitter = BodyEmitter(b, body, ptrs)
-        lo, hi = team.bounds(b, m)
-        if fast_im2col(body, mt.window):  # whole channel rows at a time
-            emit_im2col(b, body, mt.window, ptrs, cursor, lo, hi)
-        else:
-            with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
-                idx = _unravel(b, row, wshape[:spatial]) + rest
-                store(b, cursor, idx, wshape, emitter.value(mt.window.name, idx))
-        a_ptr = cursor
-        cursor = b.gep(cursor, [const(int(np.prod(wshape)))])
-    else:
-        a_ptr = ptrs[a_name]
+    b_name = mt.mm.inputs[1]
     b_batches = int(np.prod(body.type_of(b_name).shape[:-2]))
+    own_columns = b_name not in packed and batch == 1 and b_batches == 1
+    grid = _grid(m, n, team.size, batch, own_columns)
+    parts = _parts(m, n, grid)
+    patches = cursor  # the chunks' patch blocks (im2col), before the packed B
+    if mt.window is not None and batch > 1:  # every batch's patches, each filled by its chunk
+        a_ptr = patches
+        cursor = b.gep(cursor, [const(batch * m * k)])
+    elif mt.window is not None:
+        slots = _patch_slots(parts, k)
+        cursor = b.gep(cursor, [const(sum(block * k for _, block in slots))])
+    else:
+        a_source, a_first, lda = mt.a_columns(body)
+        a_ptr = b.gep(ptrs[a_source], [const(a_first)]) if a_first else ptrs[a_source]
     panel = packed_b_floats(k, n)
+    transposed = mt.b_transpose is not None  # a run-time B is packed through the transpose
+    ldb = k if transposed else n
     if b_name in packed:
         b_ptr = ptrs[b_name]
-    else:  # both operands are activations: pack the right-hand side now (never split)
-        transposed = mt.b_transpose is not None  # read through the transpose
-        pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n,
-                           ldb=k if transposed else n, transposed=transposed)
+    elif own_columns:  # each chunk packs the panels of its own columns (pack_columns below)
+        b_ptr = cursor
+    else:  # both operands are activations: pack every batch of the right-hand side now
+        pack = emit_pack_b(b.module, f"{b.function.name}.pack", k=k, n=n, ldb=ldb,
+                           transposed=transposed)
         with for_range(b, b_batches) as g:
             b.call(pack, [b.gep(ptrs[mt.b_source], [b.mul(g, const(k * n))]),
                           b.gep(cursor, [b.mul(g, const(panel))])])
@@ -180,37 +263,117 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     epilogue = ChainEpilogue(body, mt)
     extra = [ptrs[i] for i in epilogue.operands]
     if batch > 1:
-        gemm = emit_gemm(b.module, f"{b.function.name}.gemm", m=m, k=k, n=n, lda=k, ldc=n,
+        gemm = emit_gemm(b.module, f"{b.function.name}.gemm", m=m, k=k, n=n, lda=lda, ldc=n,
                          epilogue=epilogue)
         a_off, b_off = _batch_offsets(body, mt)
         with team.share(b, (batch,)) as split, loop_nest(b, (batch,), split) as (g,):
-            a_at = b.gep(a_ptr, [b.mul(a_off(b, g), const(m * k))])
+            if mt.window is not None:
+                r0 = b.mul(g, const(m))
+                _im2col(b, body, mt.window, ptrs, patches, r0, b.add(r0, const(m)))
+            a_at = b.gep(a_ptr, [b.mul(a_off(b, g), const(m * lda))])
             b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
             b.call(gemm, [a_at, b_at, b.gep(out, [b.mul(g, const(m * n))]), *extra])
         return
-    variants: dict[int, ir.Function] = {}
-    for t in range(team.size):  # chunk t takes rows [lo, hi); one GEMM per distinct height
-        lo, hi = m * t // team.size, m * (t + 1) // team.size
-        if hi == lo:
+    variants: dict[tuple[int, int], ir.Function] = {}  # one GEMM per distinct block shape
+
+    def gemm(a: ir.Value, r0: ir.Value, rows: int, c0: int, cols: int) -> None:
+        """C[r0:r0 + rows, c0:c0 + cols] from A's rows at ``a`` (row stride lda)."""
+        if (rows, cols) not in variants:
+            variants[rows, cols] = _chunk_gemm(b, epilogue, f"{b.function.name}.c{rows}x{cols}",
+                                               m=rows, k=k, n=cols, lda=lda, ldc=ldc)
+        at = [b.gep(p, [b.add(b.mul(r0, const(epilogue.layout[i][0])),
+                              const(c0 * epilogue.layout[i][1]))])
+              for i, p in zip(epilogue.operands, extra)]
+        c_at = b.gep(out, [b.add(b.mul(r0, const(ldc)), const(c0))])
+        b.call(variants[rows, cols], [a, b.gep(b_ptr, [const(c0 * k)]), c_at, *at])
+
+    packers: dict[int, ir.Function] = {}  # one packing function per distinct width
+
+    def pack_columns(c0: int, cols: int) -> None:
+        """Pack B's columns [c0, c0 + cols) into their panels (c0 is a panel boundary)."""
+        if cols not in packers:
+            packers[cols] = emit_pack_b(b.module, f"{b.function.name}.pack{cols}", k=k, n=cols,
+                                        ldb=ldb, transposed=transposed)
+        pack = packers[cols]
+        first = c0 * ldb if transposed else c0  # B^T is stored [n, k]
+        b.call(pack, [b.gep(ptrs[mt.b_source], [const(first)]), b.gep(b_ptr, [const(c0 * k)])])
+
+    def chunk(t: int, lo: int, rows: int, c0: int, cols: int) -> None:
+        if own_columns:
+            pack_columns(c0, cols)
+        if mt.window is None:
+            gemm(b.gep(a_ptr, [const(lo * lda)]), const(lo), rows, c0, cols)
+            return
+        offset, block = slots[t]
+        slot = b.gep(patches, [const(offset)])
+
+        def one(r0: ir.Value, h: int) -> None:  # im2col of rows [r0, r0 + h), then their GEMM
+            _im2col(b, body, mt.window, ptrs, b.gep(slot, [b.neg(b.mul(r0, const(k)))]), r0,
+                    b.add(r0, const(h)))
+            gemm(slot, r0, h, c0, cols)
+
+        full, rest = divmod(rows, block)
+        if full == 1:
+            one(const(lo), block)
+        elif full > 1:
+            with for_range(b, full) as i:
+                one(b.add(const(lo), b.mul(i, const(block))), block)
+        if rest:
+            one(const(lo + full * block), rest)
+
+    for t, (lo, rows, c0, cols) in enumerate(parts):
+        if rows == 0 or cols <= 0:
             continue
-        if hi - lo not in variants and n == 1 and ldc == 1 and gemv_fits(k):
-            variants[hi - lo] = emit_gemv(b.module, f"{b.function.name}.gemv{hi - lo}",
-                                          m=hi - lo, k=k, lda=k, epilogue=epilogue.swapped())
-        elif hi - lo not in variants and n > 1 and gemv_fits(k, n):
-            variants[hi - lo] = emit_narrow(b.module, f"{b.function.name}.narrow{hi - lo}",
-                                            m=hi - lo, k=k, n=n, lda=k, ldc=ldc,
-                                            epilogue=epilogue)
-        if hi - lo not in variants:
-            variants[hi - lo] = emit_gemm(b.module, f"{b.function.name}.gemm{hi - lo}", m=hi - lo,
-                                          k=k, n=n, lda=k, ldc=ldc, epilogue=epilogue)
-        rows = [b.gep(p, [const(lo * epilogue.layout[i][0])]) for i, p in
-                zip(epilogue.operands, extra)]
-        call = [b.gep(a_ptr, [const(lo * k)]), b_ptr, b.gep(out, [const(lo * ldc)]), *rows]
         if team.size == 1:
-            b.call(variants[hi - lo], call)
+            chunk(t, lo, rows, c0, cols)
         else:
             with b.if_then(b.icmp_unsigned("==", team.tid, const(t))):
-                b.call(variants[hi - lo], call)
+                chunk(t, lo, rows, c0, cols)
+
+
+def _im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value],
+            dst: ir.Value, lo: ir.Value, hi: ir.Value) -> None:
+    """Rows [lo, hi) of the patch matrix, row r written at dst + r * width."""
+    if fast_im2col(body, window):  # whole channel rows at a time
+        emit_im2col(b, body, window, ptrs, dst, lo, hi)
+        return
+    wshape = window.type.shape  # [N, *O, *K, C]: rows are [N, *O]
+    spatial = 1 + len(window.attrs["kernel"])
+    emitter = BodyEmitter(b, body, ptrs)
+    with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
+        idx = _unravel(b, row, wshape[:spatial]) + rest
+        store(b, dst, idx, wshape, emitter.value(window.name, idx))
+
+
+def _grid(m: int, n: int, chunks: int, batch: int, own_columns: bool) -> tuple[int, int]:
+    """How the chunks cut the GEMM: by batch when batched; by columns only when each chunk
+    packs its own share of a run-time B (two row parts would pack the same panels)."""
+    if batch > 1:
+        return chunks, 1
+    return (1, chunks) if own_columns else split_grid(m, n, chunks)
+
+
+def can_split(node: Node, is_const: Callable[[str], bool]) -> bool:
+    """Whether a team may share this matmul kernel: B is packed at compile time, or B is one
+    matrix of at least two panels, whose columns the chunks pack for themselves."""
+    body: Graph = node.attrs["body"]
+    mt = Matmul.of(body)
+    if _b_is_const(node, is_const):
+        return True
+    batch, _, _, n = mt.dims(body)
+    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
+    return batch == 1 and b_batches == 1 and -(-n // NR) >= 2
+
+
+def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, k: int, n: int,
+                lda: int, ldc: int) -> ir.Function:
+    """The GEMM of one chunk: a GEMV for one column, the narrow kernel for a few, else the
+    register-blocked GEMM."""
+    if n == 1 and ldc == 1 and gemv_fits(k):
+        return emit_gemv(b.module, name, m=m, k=k, lda=lda, epilogue=epilogue.swapped())
+    if n > 1 and gemv_fits(k, n):
+        return emit_narrow(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
+    return emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
 
 
 def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
@@ -245,4 +408,4 @@ def _batch_offsets(body: Graph, mt: Matmul):
     return index_fn(mt.mm.inputs[0]), index_fn(mt.mm.inputs[1])
 
 
-__all__ = ["ChainEpilogue", "I64", "Matmul", "emit_matmul", "scratch_bytes"]
+__all__ = ["ChainEpilogue", "I64", "Matmul", "can_split", "emit_matmul", "scratch_bytes"]

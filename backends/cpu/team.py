@@ -11,9 +11,10 @@ with an old run never takes a chunk of the new one. A run starts with ``<name>_p
 tags the words, then stores the generation into the mailbox with release order, which the
 workers read with acquire loads, so they see the new run's words and pointers on every ISA.
 Its callers are runtime/pool.py (in Python) and runtime/team.c (in an exported library).
-Layout of the i64 ``sync`` words: [0] progress (kernels complete), then per kernel i:
-[1 + 2i] next chunk, [2 + 2i] chunks done. Layout of the mailbox: [0] generation, [1] exit
-flag, [2..] the entry's pointer arguments.
+Layout of the i64 ``sync`` words, one slot of SLOT words (a cache line) each, so a word one
+thread polls never shares a line with a word the other writes: slot 0 progress (kernels
+complete), then per kernel i: slot 1 + 2i next chunk, slot 2 + 2i chunks done. Layout of the
+mailbox: [0] generation, [1] exit flag, [2..] the entry's pointer arguments.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from .loops import Split, const, for_range
 
 I64P = I64.as_pointer()
 LOW = (1 << 32) - 1
+SLOT = 8  # i64 words per sync slot: 64 bytes
+
+
+def sync_words(kernels: int) -> int:
+    """The i64 words of a team's sync array for a program of ``kernels`` kernels."""
+    return SLOT * (1 + 2 * kernels)
 
 
 @dataclass(frozen=True)
@@ -188,8 +195,8 @@ def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
     """Entry code for split kernel number ``index``: take chunks until none is left; thread
     0 then waits for every chunk and publishes progress ``index + 1``."""
     fn = b.function
-    word = b.gep(sync, [const(1 + 2 * index)])
-    done = b.gep(sync, [const(2 + 2 * index)])
+    word = b.gep(sync, [const(SLOT * (1 + 2 * index))])
+    done = b.gep(sync, [const(SLOT * (2 + 2 * index))])
     with b.if_then(b.icmp_unsigned("!=", tid, const(0))):  # workers: wait for the inputs
         ready = b.call(wait_function(b.module), [sync, tag, const(index)])
         with b.if_then(b.not_(ready)):
@@ -244,8 +251,8 @@ def emit_publish(module: ir.Module, name: str, sync_words: int) -> ir.Function:
     mailbox, sync, gen = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
     tag = b.shl(b.and_(gen, const(LOW)), const(32))
-    with for_range(b, sync_words) as i:  # atomic: a late worker of the last run may read them
-        b.store_atomic(tag, b.gep(sync, [i]), "monotonic", 8)
+    with for_range(b, sync_words // SLOT) as i:  # atomic: a late worker may read them
+        b.store_atomic(tag, b.gep(sync, [b.mul(i, const(SLOT))]), "monotonic", 8)
     b.store_atomic(gen, mailbox, "release", 8)
     b.ret_void()
     return fn

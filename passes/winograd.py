@@ -1,0 +1,170 @@
+"""Winograd convolution: a 3x3 stride-1 conv (im2col WINDOW -> RESHAPE -> MATMUL by a constant
+weight matrix) becomes F(m x m, 3 x 3) with existing IR ops, so the interpreter defines it:
+
+- tiles: a WINDOW of (m+2) x (m+2) taps at stride m over the padded input, channels moved to
+  the front so each tile is one row of t*t = (m+2)^2 values;
+- input transform: that row times the constant kron(B^T, B^T)^T (one narrow GEMM);
+- per transform position, a batched MATMUL by the constant U = G g G^T (computed in float64);
+- output transform: the t*t values of each (tile, channel) times kron(A^T, A^T)^T, then the
+  m x m blocks are put back in place and cropped to the conv's output.
+
+The multiplies drop from 9 per output to (m+2)^2 / m^2 (4 for F(2,3), 2.25 for F(4,3)); the
+transforms are memory traffic. F(4,3) loses a few bits in float32 (its transforms have
+entries up to 8 and 1/24): max error ~1e-5 of max |y| on 512-channel layers, verify allows 1e-3.
+
+Off by default (SW2C_WINOGRAD=auto turns it on): it runs faster (1 thread: ResNet-50 and
+VGG-19 ~10% and ~45% faster) but each conv becomes three GEMM kernels, two of them with
+N*TH*TW*C columns, and the GEMM generator's code grows with the column count, so compiling
+VGG-19 took 13x longer (10 s -> 130 s).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir import Graph, Node, Op
+from .rewrite import Rewriter, rewrite
+
+# Lavin & Gray's matrices: Y = A^T [(G g G^T) * (B^T d B)] A
+_F2 = (
+    [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]],
+    [[1, 1, 1, 0], [0, 1, -1, -1]],
+)
+_F4 = (
+    [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+     [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+     [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+)
+MATRICES = {2: _F2, 4: _F4}
+
+# Measured at 1 thread (benchmarks/winograd_bench.py): below 32 input or output channels the
+# transforms cost more than the multiplies saved (16 -> 16 at 56x56: 0.18 ms vs 0.15 direct).
+MIN_CHANNELS = 32
+# F(4,3) from this output size on (14x14 at 256 ch: 0.88 ms vs 1.08 for F(2,3)); smaller maps
+# take F(2,3), whose U (16 C M floats) is less weight traffic than F(4,3)'s (36 C M) when the
+# GEMM has few rows (7x7 at 512 ch: F(2,3) 1.7 ms, F(4,3) 1.6-2.8, direct 2.2-2.9)
+F4_MIN_SIZE = 12
+
+
+def transforms(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B^T, G, A^T) of F(m x m, 3 x 3) in float64."""
+    bt, g, at = MATRICES[m]
+    return np.array(bt, np.float64), np.array(g, np.float64), np.array(at, np.float64)
+
+
+def weight_transform(w: np.ndarray, c: int, m: int) -> np.ndarray:
+    """The im2col weight [9C, M] (rows ordered ky, kx, c) -> U [t*t, C, M] = G g G^T per
+    (c, m) pair, computed in float64 and rounded once to float32."""
+    _, g, _ = transforms(m)
+    k = np.asarray(w, np.float64).reshape(3, 3, c, -1)
+    u = np.einsum("ai,ijcm,bj->abcm", g, k, g)
+    return u.reshape(-1, c, k.shape[-1]).astype(np.float32)
+
+
+def _conv(rw: Rewriter, node: Node) -> tuple[Node, np.ndarray] | None:
+    """(window, weight) when ``node`` is the MATMUL of a 3x3 stride-1 dilation-1 group-1
+    float32 conv with a constant weight and enough channels, else None."""
+    if node.op is not Op.MATMUL or node.type.dtype != "float32":
+        return None
+    w = rw.const(node.inputs[1])
+    r = rw.source(node.inputs[0], Op.RESHAPE)
+    win = rw.source(r.inputs[0], Op.WINDOW) if r is not None else None
+    if w is None or win is None or not rw.single_use(r.name) or not rw.single_use(win.name):
+        return None
+    at = win.attrs
+    wshape = win.type.shape  # [N, OH, OW, 3, 3, C]
+    if (tuple(at["kernel"]), tuple(at["strides"]), tuple(at["dilations"])) != (
+            (3, 3), (1, 1), (1, 1)) or at["pad"] != 0.0 or len(wshape) != 6:
+        return None
+    c = wshape[-1]
+    if w.ndim != 2 or w.shape[0] != 9 * c or r.type.shape != (*wshape[:3], 9 * c):
+        return None
+    if min(c, w.shape[1]) < MIN_CHANNELS:
+        return None
+    return win, w
+
+
+def _input_tiles(rw: Rewriter, win: Node, m: int, tiles: tuple[int, int]) -> str:
+    """The transformed input V [t*t, N*TH*TW, C]: every copy keeps the channels innermost
+    (contiguous runs), and the transform is one GEMM kron(B^T, B^T) @ D [t*t, N*TH*TW*C]."""
+    t = m + 2
+    x = win.inputs[0]
+    n, h, w_, c = rw.type_of(x).shape
+    top, left, _, _ = win.attrs["pads"]
+    bottom = (tiles[0] - 1) * m + t - h - top  # the last tile may reach past the conv's pads
+    right = (tiles[1] - 1) * m + t - w_ - left
+    o = win.origin
+    d = rw.emit(Op.WINDOW, (x,), o, kernel=(t, t), strides=(m, m), dilations=(1, 1),
+                pads=(top, left, bottom, right), pad=0.0)  # [N, TH, TW, t, t, C]
+    d = rw.emit(Op.TRANSPOSE, (d,), o, perm=(3, 4, 0, 1, 2, 5))  # [t, t, N, TH, TW, C]
+    p = n * tiles[0] * tiles[1]
+    d = rw.emit(Op.RESHAPE, (d,), o, shape=(t * t, p * c))
+    bt, _, _ = transforms(m)
+    kb = np.kron(bt, bt).astype(np.float32)  # exact: small integers
+    v = rw.emit(Op.MATMUL, (rw.constant(kb, o), d), o)
+    return rw.emit(Op.RESHAPE, (v,), o, shape=(t * t, p, c))
+
+
+def _output(rw: Rewriter, y: str, m: int, n: int, tiles: tuple[int, int],
+            out: tuple[int, ...], origin: str) -> str:
+    """Y [t*t, N*TH*TW, M] -> kron(A^T, A^T) @ Y -> the conv's [N, OH, OW, M]."""
+    t = m + 2
+    mo = out[-1]
+    _, _, at = transforms(m)
+    ka = np.kron(at, at).astype(np.float32)  # [m*m, t*t]; exact
+    y = rw.emit(Op.RESHAPE, (y,), origin, shape=(t * t, n * tiles[0] * tiles[1] * mo))
+    y = rw.emit(Op.MATMUL, (rw.constant(ka, origin), y), origin)
+    y = rw.emit(Op.RESHAPE, (y,), origin, shape=(m, m, n, tiles[0], tiles[1], mo))
+    y = rw.emit(Op.TRANSPOSE, (y,), origin, perm=(2, 3, 0, 4, 1, 5))  # [N, TH, m, TW, m, M]
+    full = (n, tiles[0] * m, tiles[1] * m, mo)
+    y = rw.emit(Op.RESHAPE, (y,), origin, shape=full)
+    if full == tuple(out):
+        return y
+    return rw.emit(Op.SLICE, (y,), origin, starts=(0, 0, 0, 0), steps=(1, 1, 1, 1),
+                   counts=tuple(out))
+
+
+def choose(oh: int, ow: int) -> int:
+    """The tile size m of F(m x m, 3 x 3) for an output of oh x ow (measured, see above)."""
+    return 4 if min(oh, ow) >= F4_MIN_SIZE else 2
+
+
+def winograd_rule(tile: int):
+    """The rewrite rule for F(tile x tile, 3 x 3); tile 0 chooses per conv (``choose``)."""
+
+    def rule(rw: Rewriter, node: Node) -> str | None:
+        found = _conv(rw, node)
+        if found is None:
+            return None
+        win, w = found
+        n, oh, ow, _, _, c = win.type.shape
+        m = tile or choose(oh, ow)
+        tiles = (-(-oh // m), -(-ow // m))
+        v = _input_tiles(rw, win, m, tiles)
+        u = rw.constant(weight_transform(w, c, m), node.origin)
+        y = rw.emit(Op.MATMUL, (v, u), node.origin)  # [t*t, P, M]
+        return _output(rw, y, m, n, tiles, node.type.shape, node.origin)
+
+    rule.__name__ = f"winograd_f{tile}"
+    return rule
+
+
+MODES = {"off": None, "0": None, "auto": 0, "2": 2, "4": 4}
+DEFAULT_MODE = "off"
+
+
+def winograd(graph: Graph, mode: str | None = None) -> Graph:
+    """Rewrite the eligible 3x3 convs of ``graph`` to Winograd F(m x m, 3 x 3). ``mode``
+    (default: the SW2C_WINOGRAD environment variable, else DEFAULT_MODE): "off", "auto" (m per
+    conv by output size), "2" or "4"."""
+    mode = str(mode if mode is not None else os.environ.get("SW2C_WINOGRAD") or DEFAULT_MODE)
+    if mode not in MODES:
+        raise CompileError(f"SW2C_WINOGRAD={mode!r}: expected one of {', '.join(MODES)}")
+    tile = MODES[mode]
+    return graph if tile is None else rewrite(graph, [winograd_rule(tile)])
