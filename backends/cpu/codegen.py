@@ -81,7 +81,11 @@ def _packed_consts(node: Node, graph: Graph) -> set[str]:
             if inner.name in wanted and _is_const(graph, outer)}
 
 
-MIN_PARALLEL_WORK = 1 << 14  # MACs + output elements below which one thread runs a kernel
+# work below which one thread runs a kernel: output elements plus MACs / MACS_PER_ELEMENT (two
+# vector FMAs do 32 MACs in the time an elementwise kernel moves an element or so), so an
+# elementwise kernel of 16k elements is split, a GEMM from about 512k MACs (LeNet: none)
+MIN_PARALLEL_WORK = 1 << 14
+MACS_PER_ELEMENT = 32
 CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance its load
 
 
@@ -91,7 +95,8 @@ def _parallel(node: Node, graph: Graph) -> bool:
     pack its own columns: matmul.can_split)."""
     if node.attrs["kind"] == "matmul" and not can_split(node, lambda i: _is_const(graph, i)):
         return False
-    return count_macs(node.attrs["body"]) + node.type.size >= MIN_PARALLEL_WORK
+    work = count_macs(node.attrs["body"]) // MACS_PER_ELEMENT + node.type.size
+    return work >= MIN_PARALLEL_WORK
 
 
 def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
