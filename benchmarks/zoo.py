@@ -227,6 +227,16 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
+def _project(g: GraphBuilder, x: str, y: str, scope: str, hidden: int, cin: int, cout: int,
+             stride: int) -> str:
+    """An inverted residual's end: 1x1 project + BN, plus the block's input when the shape is
+    kept (that BN then starts small, like a trained residual branch's)."""
+    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
+    residual = stride == 1 and cin == cout
+    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
+    return g.add(x, y, scope) if residual else y
+
+
 def inverted_residual(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, stride: int,
                       expand: int) -> str:
     """MobileNetV2 block: 1x1 expand + BN + relu6, 3x3 depthwise + BN + relu6, 1x1 project + BN,
@@ -238,10 +248,7 @@ def inverted_residual(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, 
         y = g.relu6(g.batchnorm(y, f"{scope}.expand_bn", hidden), f"{scope}.expand_relu")
     y = g.conv(y, f"{scope}.dw", hidden, hidden, 3, stride=stride, group=hidden)
     y = g.relu6(g.batchnorm(y, f"{scope}.dw_bn", hidden), f"{scope}.dw_relu")
-    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
-    residual = stride == 1 and cin == cout
-    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
-    return g.add(x, y, scope) if residual else y
+    return _project(g, x, y, scope, hidden, cin, cout, stride)
 
 
 def mobilenet_v2(
@@ -421,10 +428,7 @@ def mbconv(g: GraphBuilder, x: str, scope: str, cin: int, cout: int, k: int, str
     y = _conv_bn_silu(g, y, f"{scope}.dw", hidden, hidden, k, stride, group=hidden)
     y = squeeze_excite(g, y, f"{scope}.se", hidden, max(1, cin // 4), silu,
                        lambda g, s, sc: g.node("Sigmoid", [s], f"/{sc}"))
-    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
-    residual = stride == 1 and cin == cout
-    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
-    return g.add(x, y, scope) if residual else y
+    return _project(g, x, y, scope, hidden, cin, cout, stride)
 
 
 def efficientnet(seed: int = 0, *, resolution: int = 224, classes: int = 1000
@@ -464,10 +468,7 @@ def mobilenet_v3_block(g: GraphBuilder, x: str, scope: str, cin: int, k: int, hi
     if se:
         y = squeeze_excite(g, y, f"{scope}.se", hidden, make_divisible(hidden // 4),
                            lambda g, s, sc: g.relu(s, sc), hardsigmoid)
-    y = g.conv(y, f"{scope}.project", hidden, cout, 1)
-    residual = stride == 1 and cin == cout
-    y = g.batchnorm(y, f"{scope}.project_bn", cout, RESIDUAL_GAMMA if residual else GAMMA)
-    return g.add(x, y, scope) if residual else y
+    return _project(g, x, y, scope, hidden, cin, cout, stride)
 
 
 def mobilenet_v3(seed: int = 0, *, resolution: int = 224, classes: int = 1000
