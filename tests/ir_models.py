@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from sw2c import Module
+from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Graph, Op, Reduce, TensorType, Unary, Value
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -59,3 +62,13 @@ def residual_cnn(seed: int = 0, c: int = 8, hw: int = 10) -> Graph:
     out = b.add(Op.MATMUL, [g, fc])
     out = b.add(Op.BINARY, [out, b.const(bias(5), "fc_bias")], fn=Binary.ADD, name="logits")
     return b.finish([out])
+
+
+def split_residual_cnn(name: str) -> Module:
+    """``residual_cnn`` compiled for a team of two, with a split threshold low enough that its
+    convs are cut into chunks the team shares (the module of the threaded runtime tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 20000)
+        module = compile_graph(residual_cnn(c=16, hw=24), name, threads=2)
+    assert module.report["threads"] == 2
+    return module

@@ -11,7 +11,7 @@ import sw2c
 from sw2c.benchmarks.zoo import mlp
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Op, TensorType, Unary, Value
-from sw2c.tests.ir_models import residual_cnn
+from sw2c.tests.ir_models import split_residual_cnn
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,7 @@ def two_outputs():
 
 @pytest.fixture(scope="module")
 def team_module():
-    with pytest.MonkeyPatch.context() as mp:  # a small model whose convs split into chunks
-        mp.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 20000)
-        module = compile_graph(residual_cnn(c=16, hw=24), "callteam", threads=2)
-    assert module.report["threads"] == 2
-    return module
+    return split_residual_cnn("callteam")
 
 
 def x_of(module: sw2c.Module, seed: int = 0) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sw2c
 from sw2c.driver import compile_graph
-from sw2c.tests.ir_models import residual_cnn
+from sw2c.tests.ir_models import residual_cnn, split_residual_cnn
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +71,7 @@ def test_load_rejects_a_directory_without_an_export(tmp_path):
 
 @pytest.fixture(scope="module")
 def team_module():
-    with pytest.MonkeyPatch.context() as mp:  # a small model whose convs split into chunks
-        mp.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 20000)
-        module = compile_graph(residual_cnn(c=16, hw=24), "teamnet", threads=2)
-    assert module.report["threads"] == 2
-    return module
+    return split_residual_cnn("teamnet")
 
 
 @pytest.fixture(scope="module")
