@@ -14,10 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import (
+    AccuracyError,
     CompileError,
     InputError,
     ModelError,
+    SaturationWarning,
     Sw2cError,
+    Sw2cWarning,
     TargetError,
     UnsupportedOpError,
     VerificationError,
@@ -36,7 +39,9 @@ def compile(model: Any, *, target: str = "cpu",
             calibration: Any = None, verify: bool = True, name: str | None = None,
             dump_ir: str | os.PathLike | None = None,
             joins: Sequence[tuple[str, str]] | None = None,
-            verify_inputs: Mapping[str, Any] | None = None, profile: bool = False) -> Module:
+            verify_inputs: Mapping[str, Any] | None = None, profile: bool = False,
+            min_sqnr_db: float | None = 10.0, winograd: str = "auto",
+            precision: str = "fp32") -> Module:
     """Compile an ONNX model for ``target`` and return a runnable ``Module``.
 
     Parameters:
@@ -57,7 +62,9 @@ def compile(model: Any, *, target: str = "cpu",
         verify: run the result once on random inputs against onnxruntime and raise
             ``VerificationError`` if they disagree (rtol 1e-3); on asic the simulator must also
             equal the integer reference bit for bit, and the int8-vs-fp32 SQNR per output is
-            reported.
+            reported; under ``min_sqnr_db`` it raises ``AccuracyError``.
+        min_sqnr_db: asic with ``verify``: the lowest int8-vs-fp32 output SQNR (dB) accepted
+            (default 10; None: no floor); the error shows the per-layer SQNR table.
         verify_inputs: input name -> array, the inputs ``verify`` runs on (cpu) instead of
             random ones: for integer inputs whose valid values sw2c cannot infer (it draws
             ids below the size of the table they index, and 0/1 for other integer and bool
@@ -69,6 +76,14 @@ def compile(model: Any, *, target: str = "cpu",
         joins: with a list of models, ``[(output, input), ...]`` pairs saying which output of
             an earlier model feeds which input of the next (default: in order); needs two or
             more models.
+        winograd: cpu only: 3x3 stride-1 convs of 32+ channels through Winograd F(4x4, 3x3)
+            or F(2x2, 3x3): ``"auto"`` (default: m by output size), ``"off"``, ``"2"``,
+            ``"4"``. Faster, at up to 4x the weights of those convs and float32 results that
+            differ from a direct conv by ~1e-5 of the output's range.
+        precision: ``"fp32"`` (default) or ``"int8"``: with ``target="cpu:NAME"`` (a cross
+            target: cortex-m4, rv32imac, aarch64, wasm32 ...) the asic target's int8 program
+            as C built for that chip and run in its emulator (``pip install 'sw2c[cross]'``);
+            ``report`` gives instructions per inference (not cycles) and section sizes.
         profile: cpu only: count cycles per kernel in ``module.profile`` (a
             ``KernelProfile``: ``reset()``, run, ``seconds()``); ``sw2c bench --per-kernel``.
 
@@ -83,10 +98,13 @@ def compile(model: Any, *, target: str = "cpu",
         return compile_model(model, target=target, input_shapes=input_shapes, threads=threads,
                              calibration=calibration, verify=verify, name=name, dump_ir=dump_ir,
                              started=time.perf_counter(), joins=joins,
-                             verify_inputs=verify_inputs, profile=profile)
+                             verify_inputs=verify_inputs, profile=profile,
+                             min_sqnr_db=min_sqnr_db, winograd=winograd,
+                             precision=precision)
 
 
 __all__ = [
-    "CompileError", "InputError", "ModelError", "Module", "Sw2cError", "TargetError",
-    "UnsupportedOpError", "VerificationError", "__version__", "compile", "load",
+    "AccuracyError", "CompileError", "InputError", "ModelError", "Module", "SaturationWarning",
+    "Sw2cError", "Sw2cWarning", "TargetError", "UnsupportedOpError", "VerificationError",
+    "__version__", "compile", "load",
 ]

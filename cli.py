@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import CompileError, Sw2cError
+from .errors import AccuracyError, CompileError, Sw2cError
 
 # Messages are written in the Python API's words; these rules say them in the CLI's options.
 _CLI_WORDS = (
@@ -71,6 +71,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
     p.add_argument("--join", action="append", type=_join, default=[], metavar="OUT=IN",
                    help="with several models: feed output OUT into input IN")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="int8 with --target cpu:NAME (cortex-m4, rv32imac, aarch64, wasm32 ...): "
+                   "the int8 program built for that chip and run in an emulator")
+    p.add_argument("--winograd", default="auto", choices=("auto", "off", "2", "4"),
+                   help="cpu: 3x3 convs through Winograd F(4x4,3x3) / F(2x2,3x3) (default: auto)")
     p.add_argument("--version", action="version", version=f"sw2c {__version__}")
 
 
@@ -87,6 +92,9 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="symbol prefix of the exported library (default: file stem)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass to DIR")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime cross-check")
+    p.add_argument("--min-sqnr-db", type=float, default=10.0, metavar="DB",
+                   help="asic: fail verification when an int8 output's SQNR against float is "
+                   "under DB (default 10)")
     p.add_argument("--emit-qdq", metavar="FILE.onnx",
                    help="asic: also write the quantized model as QDQ ONNX (for onnxruntime)")
     return p
@@ -158,7 +166,16 @@ def _compile(args: argparse.Namespace) -> None:
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
                           threads=args.threads, verify=not args.no_verify, name=args.name,
-                          dump_ir=args.dump_ir, joins=args.join, calibration=args.calibration)
+                          dump_ir=args.dump_ir, joins=args.join, calibration=args.calibration,
+                          min_sqnr_db=args.min_sqnr_db, winograd=args.winograd,
+                          precision=args.precision)
+    if args.target.startswith("cpu:"):  # a cross target (runtime/cross)
+        from .benchmarks.cross_bench import format_cross
+
+        lib = module.export(args.output)  # lib<name>.a, <name>.h, <name>.c, <name>.json
+        files = [lib, *(os.path.join(args.output, f"{module.name}{e}") for e in (".h", ".json"))]
+        print(format_cross(module.report, files=files))
+        return
     if args.target.startswith("asic"):
         files = [module.export(args.output), os.path.join(args.output, f"{module.name}.h")]
         if args.emit_qdq:
@@ -179,6 +196,13 @@ def _compile(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from .benchmarks.bench import bench_asic, bench_model, format_asic_result, format_result
 
+    if args.target.startswith("cpu:"):  # a cross target: instructions in the emulator
+        from .benchmarks.cross_bench import bench_cross, format_cross
+
+        result = bench_cross(args.models, target=args.target, precision=args.precision,
+                             calibration=args.calibration, input_shapes=dict(args.input_shape))
+        print(json.dumps(result, indent=1) if args.json else format_cross(result))
+        return
     if args.target.startswith("asic"):
         if args.per_kernel:
             raise Sw2cError("--per-kernel times the kernels of target cpu; target asic "
@@ -191,12 +215,13 @@ def _bench(args: argparse.Namespace) -> None:
         from .benchmarks.per_kernel import bench_per_kernel, format_per_kernel
 
         result = bench_per_kernel(args.models, threads=args.threads or 1,
-                                  input_shapes=dict(args.input_shape), seconds=args.seconds)
+                                  input_shapes=dict(args.input_shape), seconds=args.seconds,
+                                  winograd=args.winograd)
         print(json.dumps(result, indent=1) if args.json else format_per_kernel(result, args.top))
         return
     result = bench_model(args.models, target=args.target, threads=args.threads or 1,
                          input_shapes=dict(args.input_shape), seconds=args.seconds,
-                         progress=not args.json and sys.stderr.isatty())
+                         progress=not args.json and sys.stderr.isatty(), winograd=args.winograd)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -209,7 +234,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
     module = sw2c_compile(args.models, target=args.target, input_shapes=dict(args.input_shape),
                           threads=args.threads, verify=False, joins=args.join,
-                          calibration=args.calibration)
+                          calibration=args.calibration, winograd=args.winograd)
     if args.plot:
         plot_plan(module.plan, args.plot, module.name)
     if args.target.startswith("asic"):
@@ -305,6 +330,8 @@ def _error_line(e: BaseException) -> str:
     else:
         text = (f"internal error: {type(e).__name__}: {e} -- a bug in sw2c, please report this "
                 f"(set {TRACEBACK_ENV}=1 to see the traceback)")
+    if isinstance(e, AccuracyError):  # its per-layer SQNR table says which layer lost it
+        return f"sw2c: error: {text}"
     return f"sw2c: error: {text}".splitlines()[0]
 
 

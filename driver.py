@@ -6,11 +6,10 @@ import os
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .backends.cpu.codegen import generate
 from .backends.cpu.llvm import jit
@@ -18,7 +17,8 @@ from .errors import CompileError, ModelError, Sw2cError
 from .frontend.limits import check_bytes
 from .ir import Graph, Op
 from .passes.cost import count_flops, count_macs
-from .passes.pipeline import run_pipeline
+from .passes.pipeline import cpu_pipeline, run_pipeline
+from .passes.winograd import DEFAULT_MODE, MODES
 from .runtime.export import Native, c_name, check_library, export_program
 from .runtime.module import Module, _aligned_buffer
 from .runtime.pool import team_code
@@ -52,22 +52,28 @@ def _export(native: Native, module: weakref.ref, sig_in: list, sig_out: list,
 
 def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int | None = None,
                   dump_ir: str | os.PathLike | None = None,
-                  started: float | None = None, profile: bool = False) -> Module:
+                  started: float | None = None, profile: bool = False,
+                  winograd: str = DEFAULT_MODE) -> Module:
     """IR graph -> passes -> LLVM -> a JIT-compiled Module with its report; with
     ``profile``, per-kernel cycle counters in ``module.profile`` (backends/cpu/profile.py)."""
     started = time.perf_counter() if started is None else started
     threads = requested = _threads(threads)
-    optimized = run_pipeline(graph, dump_dir=dump_ir)
+    optimized = run_pipeline(graph, cpu_pipeline(winograd), dump_dir=dump_ir)
     program = generate(optimized, name, threads, profile=profile)
     threads = program.threads  # small models run on one thread whatever was asked
     check_bytes(program.plan.arena_bytes, f"the arena of {name}")
     objects: list[bytes] = []  # the object code the JIT loads: export links it as it is
-    try:
-        engine = jit(program.module, objects)
-    except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
-        raise CompileError(f"LLVM failed on the code generated for {name}: {e}") from e
-    weights = _aligned_buffer(len(program.weights))
-    weights[:] = np.frombuffer(program.weights, np.uint8)
+    weights = _aligned_buffer(program.weights.size)
+    # the weights are packed on a second core while LLVM compiles (both release the GIL):
+    # VGG-19's 548 MB take about as long as its code
+    with ThreadPoolExecutor(1) as pool:
+        packing = pool.submit(program.weights.write, weights)
+        try:
+            engine = jit(program.module, objects)
+        except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
+            raise CompileError(f"LLVM failed on the code generated for {name}: {e}") from e
+        finally:
+            packing.result()
     plan = program.plan
     report: dict[str, Any] = {
         "name": name,
@@ -79,7 +85,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
         "arena_bytes": plan.arena_bytes,
         "arena_lower_bound_bytes": plan.lower_bound_bytes,
         "arena_naive_bytes": plan.naive_bytes,
-        "weights_bytes": len(program.weights),
+        "weights_bytes": program.weights.size,
         "kernels": sum(n.op is Op.KERNEL and n.name not in plan.elided for n in optimized.nodes),
     }
     sig_in = [(v.name, v.type.shape, v.type.dtype) for v in optimized.inputs]
@@ -146,12 +152,23 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
                   dump_ir: str | os.PathLike | None, started: float,
                   joins: Sequence[tuple[str, str]] | None = None,
                   verify_inputs: Mapping[str, Any] | None = None,
-                  profile: bool = False) -> Module:
+                  profile: bool = False, min_sqnr_db: float | None = 10.0,
+                  winograd: str = DEFAULT_MODE, precision: str = "fp32") -> Module:
     """The body of ``sw2c.compile``."""
+    from .runtime.cross.compile import check_precision
+
     kind, _, spec = str(target).partition(":")
-    if kind not in ("cpu", "asic") or (kind == "cpu" and spec):
-        raise Sw2cError(f"unknown target '{target}'; available targets: cpu, asic, "
-                        "asic:NAME (a shipped target), asic:PATH.toml")
+    if kind not in ("cpu", "asic"):
+        raise Sw2cError(f"unknown target '{target}'; available targets: cpu, cpu:NAME (a "
+                        "cross target), asic, asic:NAME (a shipped target), asic:PATH.toml")
+    check_precision(kind, spec, precision)
+    if kind == "cpu" and spec:  # a cross target: a known name (the error lists them) first
+        from .runtime.cross import lookup
+
+        lookup(spec)
+    if str(winograd) not in MODES:
+        raise Sw2cError(f"winograd={winograd!r}: expected one of "
+                        f"{', '.join(repr(m) for m in MODES)}")
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise Sw2cError("no model given")
@@ -165,18 +182,29 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     protos = [load_model(m) for m in models]
     proto = protos[0] if len(protos) == 1 else join_models(protos, joins)
     graph = import_model(proto, input_shapes)
+    if kind == "cpu" and spec:  # runtime/cross: int8 C for a microcontroller, in an emulator
+        from .runtime.cross.compile import compile_cross
+
+        module = compile_cross(graph, _model_name(models[0], protos[0], name), target=spec,
+                               precision=precision, calibration=calibration, verify=verify,
+                               dump_ir=dump_ir, started=started)
+        module.report["dynamic_dims"] = dynamic_dims(proto)
+        return module
     if kind == "asic":
+        from .backends.asic.accuracy import check_min_sqnr
+
+        floor = check_min_sqnr(min_sqnr_db)
         module = compile_asic(graph, _model_name(models[0], protos[0], name), spec=spec or None,
                               calibration=calibration, dump_ir=dump_ir, started=started)
         module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
         if verify:
             from .runtime.verify import verify_asic
 
-            verify_asic(module, models[0] if len(models) == 1 else proto)
+            verify_asic(module, models[0] if len(models) == 1 else proto, min_sqnr_db=floor)
         return module
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started,
-                           profile=profile)
+                           profile=profile, winograd=str(winograd))
     module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
     module.input_ranges = index_ranges(graph)  # valid ids, for random verification inputs
     if verify:

@@ -46,6 +46,21 @@ class SimulationError(Sw2cError):
     """The simulated accelerator caught an access outside the memory plan (a compiler bug)."""
 
 
+class AccuracyError(Sw2cError):
+    """``verify=True`` on an int8 target: an output's SQNR against onnxruntime's float result
+    falls below ``min_sqnr_db`` (quantization lost the model, not a miscompile). The message
+    holds the per-layer SQNR table; ``report`` the compile report (``report["layers"]``)."""
+
+
+class Sw2cWarning(UserWarning):
+    """Base class of the warnings sw2c issues on purpose."""
+
+
+class SaturationWarning(Sw2cWarning):
+    """A constant of an int8 layer (bias, requantization multiplier, table) had to be
+    saturated at compile time; the message names the layer (its ONNX node)."""
+
+
 # --- the one funnel for unexpected exceptions -----------------------------------------------
 # A raw Python exception escaping sw2c is a bug in sw2c, never the user's fault; it must still
 # reach the user as a Sw2cError (the CLI prints one line) that says where it happened.

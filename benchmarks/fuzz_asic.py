@@ -160,7 +160,7 @@ def step_errors(module, qfeeds: Sequence[np.ndarray]) -> list[StepError]:
         """A constant (as int8 weights of a ``weights`` node), or the dequantized codes of a
         program tensor in the IR's shape."""
         c = g.const(name)
-        if c is not None:
+        if c is not None and name not in p.tensors:  # (a CONST step's operand: its codes)
             return int8_weights(c, weights is Op.MATMUL) if weights and c.ndim else c
         t = p.tensors[name]
         return dequantize(codes[name], t.scale, t.zero_point).reshape(g.type_of(name).shape)
@@ -245,8 +245,9 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # overflow in quantize of huge values, by design
             try:
+                # no SQNR floor: ``accuracy`` below tells quantization loss from a bug
                 module = sw2c.compile(model, target="asic", calibration=calibration_feeds(
-                    model, seed), verify=True)
+                    model, seed), verify=True, min_sqnr_db=None)
             except (sw2c.UnsupportedOpError, TargetError) as e:
                 return Failure("skipped", str(e), _skip_label(model, e))
             except sw2c.VerificationError as e:

@@ -61,7 +61,7 @@ def _resolve(model: Any) -> Any:
 
 def bench_per_kernel(models: Sequence[str], *, threads: int = 1,
                      input_shapes: Mapping[str, Sequence[int]] | None = None,
-                     seconds: float = 3.0) -> dict[str, Any]:
+                     seconds: float = 3.0, winograd: str = "auto") -> dict[str, Any]:
     """Per-kernel median time (thread 0's, which for a split kernel includes waiting for the
     workers), GFLOP/s, % of peak and thread 0's share of the chunk time; sorted by time.
     A model is a path, or the name of a zoo model (benchmarks/zoo.py)."""
@@ -69,7 +69,7 @@ def bench_per_kernel(models: Sequence[str], *, threads: int = 1,
     from sw2c.runtime.verify import random_feeds
 
     module = sw2c.compile([_resolve(m) for m in models], threads=threads, input_shapes=input_shapes,
-                          verify=False, profile=True)
+                          verify=False, profile=True, winograd=winograd)
     feeds = random_feeds(module, seed=0)
     runs, cycles = _sample(module, [feeds[n] for n, _, _ in module.inputs], seconds)
     ran = module.report["threads"]

@@ -9,7 +9,6 @@ Prints sw2c/onnxruntime median ratios (lower is better) and the max errors again
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -45,16 +44,8 @@ def conv_model(c: int, m: int, size: int, seed: int = 0) -> onnx.ModelProto:
 
 
 def compile_variant(model: onnx.ModelProto, variant: str) -> sw2c.Module:
-    """Compile at 1 thread with SW2C_WINOGRAD=variant (off: direct conv; auto, 2, 4)."""
-    old = os.environ.get("SW2C_WINOGRAD")
-    os.environ["SW2C_WINOGRAD"] = variant
-    try:
-        return sw2c.compile(model, threads=1, verify=False)
-    finally:
-        if old is None:
-            del os.environ["SW2C_WINOGRAD"]
-        else:
-            os.environ["SW2C_WINOGRAD"] = old
+    """Compile at 1 thread with winograd=variant (off: direct conv; auto, 2, 4)."""
+    return sw2c.compile(model, threads=1, verify=False, winograd=variant)
 
 
 def errors(run: Callable[[dict], dict], model: onnx.ModelProto,

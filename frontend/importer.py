@@ -223,9 +223,10 @@ class Importer:
         array."""
         hit = self._materialized.get(id(value))
         if hit is None:
-            # not Builder.const: np.ascontiguousarray would make a 0-d scalar 1-d
+            # not Builder.const: np.ascontiguousarray would make a 0-d scalar 1-d; no copy of
+            # an array that already is C-ordered (IR values are never written)
             name = self.builder.add(Op.CONST, (), name=self._names.get(id(value), "const"),
-                                    value=np.array(as_array(value), order="C"))
+                                    value=np.asarray(as_array(value), order="C"))
             hit = self._materialized[id(value)] = (value, name)  # keeps id(value) alive
         return hit[1]
 

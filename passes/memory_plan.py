@@ -11,7 +11,7 @@ are written in place by their producers when they can be (see ``_concat_views``)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,18 +86,29 @@ def in_place_operand(kernel: Node) -> str | None:
     return None
 
 
-def _place(buffers: list[Buffer], key: Callable[[Buffer], tuple] | None = None) -> list[Buffer]:
-    """First fit: each buffer (in ``key`` order, else as given) at the lowest offset where it
-    overlaps no already placed buffer that is live at the same time."""
-    placed: list[Buffer] = []
-    for buf in sorted(buffers, key=key) if key else buffers:
-        offset = 0
-        for other in sorted((p for p in placed if p.overlaps(buf)), key=lambda p: p.offset):
-            if offset + buf.size <= other.offset:
+def _conflicts(buffers: list[Buffer]) -> list[list[int]]:
+    """For each buffer, the indices of the others live at one of its steps."""
+    first = np.array([b.first for b in buffers])
+    last = np.array([b.last for b in buffers])
+    live = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None])
+    np.fill_diagonal(live, False)
+    return [np.flatnonzero(row).tolist() for row in live]
+
+
+def _first_fit(buffers: list[Buffer], conflicts: list[list[int]],
+               order: Sequence[int]) -> list[int]:
+    """Offsets (by buffer index) when the buffers are placed first fit in ``order``."""
+    offsets = [-1] * len(buffers)
+    for i in order:
+        size, offset = buffers[i].size, 0
+        taken = sorted((offsets[j], offsets[j] + buffers[j].size)
+                       for j in conflicts[i] if offsets[j] >= 0)
+        for start, end in taken:
+            if offset + size <= start:
                 break
-            offset = max(offset, other.offset + other.size)
-        placed.append(Buffer(buf.name, buf.size, buf.first, buf.last, offset))
-    return placed
+            offset = max(offset, end)
+        offsets[i] = offset
+    return offsets
 
 
 ORDERS: tuple[Callable[[Buffer], tuple], ...] = (
@@ -116,21 +127,27 @@ def place_buffers(buffers: list[Buffer], bound: int, rounds: int = 200) -> list[
     """Greedy first fit under a few orders, then swaps of two buffers in the best order, kept
     when the arena does not grow (as TVM's USMP hill climb); stops at the lower bound.
     Deterministic: the swaps come from a fixed seed."""
-    orders = [sorted(buffers, key=key) for key in ORDERS]
-    order = min(orders, key=lambda o: peak(_place(o)))
-    best = _place(order)
+    conflicts = _conflicts(buffers)
+
+    def arena(order: list[int]) -> tuple[int, list[int]]:
+        offsets = _first_fit(buffers, conflicts, order)
+        return max((o + buffers[i].size for i, o in enumerate(offsets)), default=0), offsets
+
+    orders = [sorted(range(len(buffers)), key=lambda i, k=key: k(buffers[i])) for key in ORDERS]
+    tried = [(*arena(o), o) for o in orders]
+    best, offsets, order = min(tried, key=lambda t: t[0])
     rng = random.Random(0)
     for _ in range(rounds if len(order) > 1 else 0):
-        if peak(best) <= bound:
+        if best <= bound:
             break
         i, j = rng.randrange(len(order)), rng.randrange(len(order))
         order[i], order[j] = order[j], order[i]
-        trial = _place(order)
-        if peak(trial) <= peak(best):
-            best = trial
+        size, trial = arena(order)
+        if size <= best:
+            best, offsets = size, trial
         else:
             order[i], order[j] = order[j], order[i]
-    return best
+    return [Buffer(b.name, b.size, b.first, b.last, o) for b, o in zip(buffers, offsets)]
 
 
 def lower_bound(buffers: list[Buffer], steps: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import blame
@@ -19,7 +20,7 @@ from .legalize_types import legalize_types
 from .outputs import materialize_outputs
 from .row_reciprocal import row_reciprocal
 from .split_groups import split_groups
-from .winograd import winograd
+from .winograd import DEFAULT_MODE, winograd
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,24 @@ class Pass:
     run: Callable[[Graph], Graph]
 
 
-CPU_PIPELINE: tuple[Pass, ...] = (
-    Pass("legalize-types", legalize_types),
-    Pass("fold-constants", fold_constants),
-    Pass("choose-layout", choose_layout),
-    Pass("split-groups", split_groups),
-    Pass("flatten-order", fold_flatten_order),
-    Pass("fold-affine", fold_affine),
-    Pass("dead-code", eliminate_dead_code),
-    Pass("row-reciprocal", row_reciprocal),
-    Pass("winograd", winograd),  # off unless SW2C_WINOGRAD=auto|2|4 (passes/winograd.py)
-    Pass("fuse", fuse),
-    Pass("materialize-outputs", materialize_outputs),
-)
+def cpu_pipeline(winograd_mode: str = DEFAULT_MODE) -> tuple[Pass, ...]:
+    """The cpu target's passes; ``winograd_mode`` as passes/winograd.py's MODES."""
+    return (
+        Pass("legalize-types", legalize_types),
+        Pass("fold-constants", fold_constants),
+        Pass("choose-layout", choose_layout),
+        Pass("split-groups", split_groups),
+        Pass("flatten-order", fold_flatten_order),
+        Pass("fold-affine", fold_affine),
+        Pass("dead-code", eliminate_dead_code),
+        Pass("row-reciprocal", row_reciprocal),
+        Pass("winograd", partial(winograd, mode=winograd_mode)),
+        Pass("fuse", fuse),
+        Pass("materialize-outputs", materialize_outputs),
+    )
+
+
+CPU_PIPELINE = cpu_pipeline()
 
 
 def through(name: str, passes: Sequence[Pass] = CPU_PIPELINE) -> tuple[Pass, ...]:

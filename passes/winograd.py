@@ -12,15 +12,12 @@ The multiplies drop from 9 per output to (m+2)^2 / m^2 (4 for F(2,3), 2.25 for F
 transforms are memory traffic. F(4,3) loses a few bits in float32 (its transforms have
 entries up to 8 and 1/24): max error ~1e-5 of max |y| on 512-channel layers, verify allows 1e-3.
 
-Off by default (SW2C_WINOGRAD=auto turns it on): it runs faster (1 thread: ResNet-50 and
-VGG-19 ~10% and ~45% faster) but each conv becomes three GEMM kernels, two of them with
-N*TH*TW*C columns, and the GEMM generator's code grows with the column count, so compiling
-VGG-19 took 13x longer (10 s -> 130 s).
+On by default (``sw2c.compile(..., winograd="auto")``; "off" keeps direct convs): ResNet-50
+and VGG-19 run ~10% and ~45% faster at 1 thread. The price is weights: U holds (m+2)^2 / 9
+times the conv's weights (4x for F(4,3)), and each conv becomes three GEMM kernels.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 
@@ -155,16 +152,15 @@ def winograd_rule(tile: int):
     return rule
 
 
-MODES = {"off": None, "0": None, "auto": 0, "2": 2, "4": 4}
-DEFAULT_MODE = "off"
+MODES: dict[str, int | None] = {"off": None, "auto": 0, "2": 2, "4": 4}
+DEFAULT_MODE = "auto"
 
 
-def winograd(graph: Graph, mode: str | None = None) -> Graph:
-    """Rewrite the eligible 3x3 convs of ``graph`` to Winograd F(m x m, 3 x 3). ``mode``
-    (default: the SW2C_WINOGRAD environment variable, else DEFAULT_MODE): "off", "auto" (m per
-    conv by output size), "2" or "4"."""
-    mode = str(mode if mode is not None else os.environ.get("SW2C_WINOGRAD") or DEFAULT_MODE)
-    if mode not in MODES:
-        raise CompileError(f"SW2C_WINOGRAD={mode!r}: expected one of {', '.join(MODES)}")
-    tile = MODES[mode]
+def winograd(graph: Graph, mode: str | int = DEFAULT_MODE) -> Graph:
+    """Rewrite the eligible 3x3 convs of ``graph`` to Winograd F(m x m, 3 x 3). ``mode``:
+    "auto" (m per conv by output size), "off", or 2 / 4 (every eligible conv at that m)."""
+    if str(mode) not in MODES:
+        raise CompileError(f"winograd={mode!r}: expected one of "
+                           f"{', '.join(repr(m) for m in MODES)}")
+    tile = MODES[str(mode)]
     return graph if tile is None else rewrite(graph, [winograd_rule(tile)])

@@ -149,7 +149,8 @@ def verify_module(module: Module, model: onnx.ModelProto | str | os.PathLike,
     return worst
 
 
-def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int = 8) -> None:
+def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int = 8,
+                min_sqnr_db: float | None = 10.0) -> None:
     """The asic target's oracles, on the first ``samples`` calibration feeds, two random
     normal feeds and one of uniformly random int8 codes (saturation everywhere):
 
@@ -164,8 +165,9 @@ def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int
       (a one-code difference that grew through the graph is not a miscompile).
 
     A disagreement raises VerificationError (a broken export CompileError). The int8
-    outputs' SQNR against onnxruntime's fp32 on the calibration feeds is reported, not raised
-    (quantization error is not a miscompile)."""
+    outputs' SQNR against onnxruntime's fp32 on the calibration feeds is reported, and under
+    ``min_sqnr_db`` (None: no floor) raises AccuracyError with the per-layer SQNR table
+    (quantization loss is not a miscompile, but an output lost silently is worse)."""
     from ..backends.asic.build import Sqnr
     from ..backends.asic.fixed_point import dequantize
     from ..backends.asic.reference import quantize_inputs, run_reference
@@ -203,6 +205,9 @@ def verify_asic(module, model: onnx.ModelProto | str | os.PathLike, samples: int
     module.report["verified_inputs"] = len(cases)
     module.report["oracles"] = {k: oracles[k] for k in ("reference", "c", "qdq")}
     module.report["output_sqnr_db"] = accuracy.db()
+    from ..backends.asic.accuracy import enforce
+
+    enforce(module.report, module.report["output_sqnr_db"], min_sqnr_db, len(calib))
 
 
 def describe_oracles(report: dict) -> str:

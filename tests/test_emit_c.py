@@ -182,9 +182,39 @@ def fixed_point_edges() -> tuple[QProgram, Feeds]:
     return program, feeds
 
 
+def attention() -> tuple[QProgram, Feeds]:
+    """Matmuls of two activations (broadcast batch axes, a scaled one), softmaxes with a
+    constant causal mask (-inf and moderate entries), with a mask tensor, and without;
+    constants loaded by CONST steps (a concatenated token, an added table over two axes, a
+    multiplied one)."""
+    rng = np.random.default_rng(5)
+    mask = np.triu(np.full((5, 5), -np.inf, np.float32), 1)
+    mask[4, 0] = -1.5
+    inits = {"tok": _weights(rng, 1, 2, 1, 8), "pos": _weights(rng, 1, 1, 5, 8),
+             "gain": (rng.random((1, 2, 5, 1)) + 0.5).astype(np.float32),
+             "s": np.array(0.35, np.float32), "mask": mask[None, None]}
+    nodes = [
+        node("Concat", ["tok", "q"], ["qc"], axis=2),  # [1, 2, 5, 8]
+        node("Add", ["qc", "pos"], ["qp"]),
+        node("Mul", ["qp", "gain"], ["qg"]),
+        node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),  # [1, 1, 8, 5]
+        node("MatMul", ["qg", "kt"], ["sc"]),  # [1, 2, 5, 5]
+        node("Mul", ["sc", "s"], ["ss"]),
+        node("Add", ["ss", "mask"], ["sm"]),
+        node("Softmax", ["sm"], ["p"], axis=-1),
+        node("MatMul", ["p", "v"], ["ctx"]),  # [1, 2, 5, 6]
+        node("Softmax", ["ctx"], ["p2"], axis=-1),
+        node("Add", ["ss", "bias"], ["sb"]),  # a mask tensor [1, 1, 1, 5]
+        node("Softmax", ["sb"], ["p3"], axis=-1),
+    ]
+    model = make_model(nodes, {"q": [1, 2, 4, 8], "k": [1, 1, 5, 8], "v": [2, 5, 6],
+                               "bias": [1, 1, 1, 5]}, ["ctx", "p2", "p", "p3"], inits)
+    return _program(model, None, 5)
+
+
 PROGRAMS: dict[str, Callable[[], tuple[QProgram, Feeds]]] = {
     "digits": digits, "windows": windows, "elementwise": elementwise,
-    "conv_1d_3d": conv_1d_3d, "edges": fixed_point_edges,
+    "conv_1d_3d": conv_1d_3d, "edges": fixed_point_edges, "attention": attention,
 }
 
 
@@ -259,11 +289,15 @@ def test_source_is_plain_c99(built):
         code = re.sub(r"/\*.*?\*/", "", src, flags=re.S)  # comments may say anything
         for banned in ("malloc", "stdio", "printf", "double", "math.h", "#pragma"):
             assert banned not in code, (name, banned)
+        # C99's _Pragma operator, for clang's loop hints on DSP cores only (c_kernels.py)
+        assert all(p.startswith('_Pragma("clang loop ') for p in re.findall(r"_Pragma\(.*", code))
         funcs = _functions(code)
         assert {"mbqm", "quantize", "dequantize", f"{name}_run", f"{name}_run_int8",
                 f"{name}_steps"} <= set(funcs), (name, sorted(funcs))
         # 64-bit arithmetic only inside the requantization multiply
-        assert "int64_t" not in code.replace(funcs["mbqm"], ""), name
+        # (and in the convs' copy of it, conv_mbqm, when the program has a conv)
+        assert "int64_t" not in code.replace(funcs["mbqm"], "").replace(
+            funcs.get("conv_mbqm", "mbqm"), ""), name
         # float only at the boundary
         rest = code
         for f in ("quantize", "dequantize", f"{name}_run"):

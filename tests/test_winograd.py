@@ -65,9 +65,8 @@ def test_rewrite_keeps_interpreter_result(shape, mode, any_channels):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("mode", ["2", "4"])
-def test_compiled_matches_onnxruntime(shape, mode, any_channels, monkeypatch):
-    monkeypatch.setenv("SW2C_WINOGRAD", mode)
-    module = sw2c.compile(conv_model(*shape), verify=True)  # raises past verify's tolerance
+def test_compiled_matches_onnxruntime(shape, mode, any_channels):
+    module = sw2c.compile(conv_model(*shape), verify=True, winograd=mode)  # raises past tolerance
     kinds = [n.attrs["kind"] for n in module.graph.nodes if n.op is Op.KERNEL]
     assert kinds.count("matmul") == 3  # ran as Winograd: input, batched, output transform
 
@@ -103,8 +102,16 @@ def test_small_channels_stay_direct():
 
 
 def test_bad_mode_is_a_compile_error():
-    with pytest.raises(CompileError, match="SW2C_WINOGRAD"):
+    with pytest.raises(CompileError, match="winograd='3'"):
         wino.winograd(import_model(conv_model(*SHAPES[0])), "3")
+    with pytest.raises(sw2c.Sw2cError, match="winograd='fast'"):
+        sw2c.compile(conv_model(*SHAPES[0]), winograd="fast")
+
+
+def test_off_keeps_direct_convs(any_channels):
+    module = sw2c.compile(conv_model(*SHAPES[0]), verify=False, winograd="off")
+    kinds = [n.attrs["kind"] for n in module.graph.nodes if n.op is Op.KERNEL]
+    assert kinds.count("matmul") == 1
 
 
 def test_f4_error_within_verify_tolerance():

@@ -154,33 +154,408 @@ typedef struct {
 _snippet("conv", ["window", "requant", "sat_add"], """
 /* CONV: out[pos, j] = rq(bias[j] + sum over taps t, channels c of (x - zx) * w[j][t][c]),
  * the implicit im2col of the patches (a window of 1x1x1 taps for a plain matmul). The
- * weights are stored transposed, [N][K], so the inner loop reads both operands in order. */
+ * weights are stored transposed, [N][K], so the inner loop reads both operands in order.
+ * Each position's patch is gathered once (from a padded copy of a small 2-D input, else with
+ * bounds checks; a one-tap patch inside the input is read in place), then two output
+ * channels at a time take their dot products over it. With the DSP extension (Cortex-M4,
+ * M7, M33, M55) two positions go together and the products are SMLAD dual 16-bit MACs: the
+ * same integer sums in another order, so every target equals the reference bit for bit.
+ * Stack: the patches, a padded input of at most CONV_PADDED_MAX bytes, and on DSP cores the
+ * patches' 16-bit pairs (4 kc bytes). */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+
+/* Four int8 codes as one word: one LDR (Armv7E-M and Armv8-M allow unaligned word loads
+ * unless CCR.UNALIGN_TRP is set, which no sw2c start-up code does). */
+static int32_t conv_word(const int8_t *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+#define CONV_OWN_FRAME __attribute__((noinline))  /* its own registers: inlined, loops spill */
+#else
+#define CONV_OWN_FRAME
+#endif
+#if defined(__ARM_FEATURE_DSP) && defined(__clang__)
+#define CONV_COLD __attribute__((noinline, minsize))  /* once per step or rare: small code */
+#else
+#define CONV_COLD
+#endif
+#if defined(__ARM_FEATURE_DSP) && defined(__clang__)  /* C99 _Pragma: loops written for
+                                                         * 13 registers, kept as written */
+#define CONV_AS_WRITTEN _Pragma("clang loop unroll(disable) vectorize(disable)")
+#else
+#define CONV_AS_WRITTEN
+#endif
+
+/* acc[t] = sum over k < n of (x[k] - zx) * w[t * kc + k] for t = 0, 1 (two output channels,
+ * rows kc apart). With the DSP extension four codes per step: SXTAB16 gives (x0 - zx,
+ * x2 - zx) and, rotated, (x1 - zx, x3 - zx) as 16-bit pairs (all in -255..255), SXTB16 the
+ * weights' matching pairs, and SMLAD adds both products to the accumulator: the same integer
+ * sum in another order. */
+CONV_OWN_FRAME
+static void conv_dot2(const int8_t *x, const int8_t *w, int32_t kc, int32_t n, int32_t zx,
+                      int32_t *acc)
+{
+    const int8_t *w1 = w + kc;
+    int32_t s0 = 0, s1 = 0, k = 0;
+#if defined(__ARM_FEATURE_DSP)
+    const int32_t off = (int32_t)(((uint32_t)-zx & 0xFFFFu) * 0x10001u);
+    const int8_t *const end = x + (n & ~3);
+    CONV_AS_WRITTEN
+    while (x < end) {  /* not unrolled: copies would spill */
+        const int32_t xv = conv_word(x), a = conv_word(w), b = conv_word(w1);
+        const int32_t xe = __sxtab16(off, xv), xo = __sxtab16(off, __ror((uint32_t)xv, 8));
+        s0 = __smlad(xo, __sxtb16(__ror((uint32_t)a, 8)), __smlad(xe, __sxtb16(a), s0));
+        s1 = __smlad(xo, __sxtb16(__ror((uint32_t)b, 8)), __smlad(xe, __sxtb16(b), s1));
+        x += 4;
+        w += 4;
+        w1 += 4;
+    }
+    n &= 3;
+#endif
+    for (; k < n; ++k) {
+        const int32_t v = (int32_t)x[k] - zx;
+        s0 += v * w[k];
+        s1 += v * w1[k];
+    }
+    acc[0] = s0;
+    acc[1] = s1;
+}
+
+/* acc[0] = sum over k < n of (x[k] - zx) * w[k] (an odd last channel). */
+static int32_t conv_dot1(const int8_t *x, const int8_t *w, int32_t n, int32_t zx)
+{
+    int32_t s = 0, k = 0;
+    CONV_AS_WRITTEN
+    for (; k < n; ++k) s += ((int32_t)x[k] - zx) * w[k];
+    return s;
+}
+
+/* Fill dst[0..n) with the code v (the padding of a patch). */
+static int8_t *conv_fill(int8_t *dst, int32_t n, int32_t v)
+{
+    int32_t k;
+    CONV_AS_WRITTEN
+    for (k = 0; k < n; ++k) dst[k] = (int8_t)v;  /* short runs: a plain loop */
+    return dst + n;
+}
+
+/* dst[0..n) = src[0..n): a run of one input row (words where unaligned loads are
+ * allowed). */
+static int8_t *conv_copy(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t k = 0;
+#if defined(__ARM_FEATURE_DSP)
+    for (; k + 4 <= n; k += 4) __builtin_memcpy(dst + k, src + k, 4);
+#endif
+    CONV_AS_WRITTEN
+    for (; k < n; ++k) dst[k] = src[k];
+    return dst + n;
+}
+
+/* The kc codes of position pos's patch, taps in order, the pad code outside the input:
+ * written to col, or x itself when the patch is one tap inside the input. Along the last
+ * spatial axis the taps inside the input are one range [lo, hi), computed once per
+ * position; with dilation 1 their codes are one contiguous run of each input row. */
+CONV_COLD
+static const int8_t *conv_patch(const int8_t *x, const win_t *g, int32_t pos, int32_t padv,
+                                int32_t kc, int8_t *col)
+{
+    const int32_t c = g->c, kn = g->k[2], d2 = g->d[2], in2 = g->in[2];
+    int32_t org[3], k0, k1, k2, lo, hi;
+    const int32_t n = window_origin(g, pos, org);
+    int8_t *dst = col;
+    lo = org[2] < 0 ? (d2 - 1 - org[2]) / d2 : 0;  /* first tap with org + k d >= 0 */
+    hi = in2 > org[2] ? (in2 - org[2] + d2 - 1) / d2 : 0;  /* past the last < in2 */
+    if (lo > kn) lo = kn;
+    if (hi > kn) hi = kn;
+    if (hi < lo) hi = lo;
+    for (k0 = 0; k0 < g->k[0]; ++k0) {
+        const int32_t i0 = org[0] + k0 * g->d[0];
+        const int inside = i0 >= 0 && i0 < g->in[0];
+        for (k1 = 0; k1 < g->k[1]; ++k1) {
+            const int32_t i1 = org[1] + k1 * g->d[1];
+            const int8_t *row;
+            if (!inside || i1 < 0 || i1 >= g->in[1]) {
+                dst = conv_fill(dst, kn * c, padv);
+                continue;
+            }
+            if (kc == c) {  /* one tap (a 1x1 conv or a matmul): read in place if inside */
+                const int32_t at = window_at(g, n, org, 0, 0, 0);
+                if (at >= 0) return x + at;
+            }
+            row = x + (((n * g->in[0] + i0) * g->in[1] + i1) * in2 + org[2] + lo * d2) * c;
+            dst = conv_fill(dst, lo * c, padv);
+            if (d2 == 1) {
+                dst = conv_copy(dst, row, (hi - lo) * c);
+            } else {
+                for (k2 = lo; k2 < hi; ++k2, row += d2 * c) dst = conv_copy(dst, row, c);
+            }
+            dst = conv_fill(dst, (kn - hi) * c, padv);
+        }
+    }
+    return col;
+}
+
+#define CONV_PADDED_MAX 4096  /* bytes of stack for a padded copy of the input */
+
+/* The extent of the input that a 2-D window touches along axis a (1 or 2), padding
+ * included: rows -p .. extent - p - 1. */
+static int32_t conv_extent(const win_t *g, int32_t a)
+{
+    return (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+}
+
+/* Bytes of the padded copy of a 2-D window's input, or 0 when the patches are gathered
+ * with bounds checks instead (3-D windows, one-tap patches, inputs too large). */
+static int32_t conv_padded_bytes(const win_t *g, int32_t kc)
+{
+    int32_t bytes;
+    if (g->k[0] != 1 || g->in[0] != 1 || g->out[0] != 1 || kc == g->c) return 0;
+    bytes = g->batch * conv_extent(g, 1) * conv_extent(g, 2) * g->c;
+    return bytes <= CONV_PADDED_MAX ? bytes : 0;
+}
+
+/* buf = the input as the window sees it: the pad code around it, [N][H'][W'][C]. */
+CONV_COLD
+static void conv_pad_input(const int8_t *x, const win_t *g, int32_t padv, int8_t *buf)
+{
+    const int32_t c = g->c, eh = conv_extent(g, 1), ew = conv_extent(g, 2);
+    const int32_t p1 = g->p[1], p2 = g->p[2];
+    const int32_t rows = g->in[1] < eh - p1 ? g->in[1] : eh - p1;
+    const int32_t cols = g->in[2] < ew - p2 ? g->in[2] : ew - p2;
+    int32_t n, i;
+    conv_fill(buf, g->batch * eh * ew * c, padv);
+    if (cols <= 0) return;
+    for (n = 0; n < g->batch; ++n)
+        for (i = 0; i < rows; ++i)
+            conv_copy(buf + ((n * eh + i + p1) * ew + p2) * c,
+                      x + ((n * g->in[1] + i) * g->in[2]) * c, cols * c);
+}
+
+/* The patch of position pos from the padded copy: one run of each window row. */
+static const int8_t *conv_patch_padded(const int8_t *buf, const win_t *g, int32_t pos,
+                                       int8_t *col)
+{
+    const int32_t c = g->c, ew = conv_extent(g, 2), kn = g->k[2], d2 = g->d[2];
+    const int32_t o2 = pos % g->out[2], o1 = (pos / g->out[2]) % g->out[1];
+    const int32_t n = pos / (g->out[2] * g->out[1]);
+    const int8_t *row = buf + ((n * conv_extent(g, 1) + o1 * g->s[1]) * ew + o2 * g->s[2]) * c;
+    int8_t *dst = col;
+    int32_t k1, k2;
+    for (k1 = 0; k1 < g->k[1]; ++k1, row += g->d[1] * ew * c) {
+        if (d2 == 1) {
+            dst = conv_copy(dst, row, kn * c);
+        } else {
+            for (k2 = 0; k2 < kn; ++k2) dst = conv_copy(dst, row + k2 * d2 * c, c);
+        }
+    }
+    return col;
+}
+
+/* The patch of position pos: from the padded copy when there is one (pad != 0). */
+static const int8_t *conv_gather(const int8_t *x, const int8_t *pad, const win_t *g,
+                                 int32_t pos, int32_t padv, int32_t kc, int8_t *col)
+{
+    return pad ? conv_patch_padded(pad, g, pos, col) : conv_patch(x, g, pos, padv, kc, col);
+}
+
+/* mbqm(x, m, shift) (same result, every input): for shift <= -1, the usual case, the
+ * rounding shift is by 32 + h bits, h = -1 - shift in 0..30, and needs only the product's
+ * high word hi and low word lo: floor((hi * 2^32 + lo + 2^(h + 31)) / 2^(h + 32)) is
+ * hi + (lo >= 2^31) for h = 0, else (hi + 2^(h - 1)) >> h (lo / 2^32 < 1 cannot carry past
+ * the integer part). No saturation: |x * m| < 2^62 leaves |result| <= 2^30. */
+CONV_OWN_FRAME  /* out of line (rare): the loops keep their registers */
+static int32_t conv_mbqm_left(int32_t x, int32_t m, int32_t shift)
+{
+    return mbqm(x, m, shift);
+}
+
+static int32_t conv_mbqm(int32_t x, int32_t m, int32_t shift)
+{
+    const int64_t p = (int64_t)x * m;
+    const int32_t hi = (int32_t)(p >> 32), h = -1 - shift;
+    if (shift >= 0) return conv_mbqm_left(x, m, shift);
+    if (h == 0) return hi + (int32_t)((uint32_t)p >> 31);
+    return (hi + ((int32_t)1 << (h - 1))) >> h;
+}
+
+/* The requantization of one output: clamp(mbqm(acc + bias) + zp) as rq_at does, the
+ * constants passed in (a store through y could alias rq's fields: reloads per output). */
+static int8_t conv_rq(int32_t acc, int32_t bias, int32_t m, int32_t s, int32_t zp,
+                      int32_t lo, int32_t hi)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t v = conv_mbqm(__qadd(acc, bias), m, s);  /* QADD: sat_add in one instruction */
+    (void)sat_add;  /* used, for -Wunused-function */
+#else
+    int32_t v = conv_mbqm(sat_add(acc, bias), m, s);
+#endif
+    if (v < lo) v = lo;
+    if (v > hi) v = hi;
+    return (int8_t)(v + zp);
+}
+
+/* out[j] for j < oc from their accumulators, with per-channel constants. */
+CONV_OWN_FRAME
+static void conv_requant(const int32_t *acc, int8_t *out, int32_t oc, const int32_t *bias,
+                         const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo,
+                         int32_t hi)
+{
+    int32_t j;
+    CONV_AS_WRITTEN
+    for (j = 0; j < oc; ++j) out[j] = conv_rq(acc[j], bias[j], mult[j], shift[j], zp, lo, hi);
+}
+
+/* i % n for an output of oc channels (j = i % oc), without a division when n is 1 or oc. */
+static int32_t conv_entry(int32_t i, int32_t j, int32_t oc, int32_t n)
+{
+    return n == oc ? j : n == 1 ? 0 : i % n;
+}
+
+/* Output row out[0..oc) (flat index i0 + j) from its accumulators. */
+CONV_COLD
+static void conv_out(const int32_t *acc, int8_t *out, int32_t i0, int32_t oc,
+                     const int32_t *bias, int32_t nbias, const rq_t *rq)
+{
+    const int32_t zp = rq->zp, lo = rq->lo - rq->zp, hi = rq->hi - rq->zp, nq = rq->n;
+    int32_t j;
+    if (nq == oc && nbias == oc) {  /* per-channel constants: the common case */
+        conv_requant(acc, out, oc, bias, rq->mult, rq->shift, zp, lo, hi);
+        return;
+    }
+    for (j = 0; j < oc; ++j) {
+        const int32_t q = conv_entry(i0 + j, j, oc, nq);
+        out[j] = conv_rq(acc[j], bias[conv_entry(i0 + j, j, oc, nbias)], rq->mult[q],
+                         rq->shift[q], zp, lo, hi);
+    }
+}
+
+/* Per-channel requantization constants, for conv_dot22 to requantize in place. */
+typedef struct {
+    const int32_t *bias, *mult, *shift;
+    int32_t zp, lo, hi;
+} conv_q_t;
+
+#if defined(__ARM_FEATURE_DSP)
+/* Two positions' patches a, b as 16-bit pairs for SMLAD, interleaved so that one load
+ * multiple reads four codes of both: per group of four codes (a0 - zx, a2 - zx),
+ * (a1 - zx, a3 - zx), then b's. */
+static void conv_widen2(const int8_t *a, const int8_t *b, int32_t groups, int32_t zx,
+                        int32_t *out)
+{
+    const int32_t off = (int32_t)(((uint32_t)-zx & 0xFFFFu) * 0x10001u);
+    CONV_AS_WRITTEN
+    for (; groups > 0; --groups, a += 4, b += 4, out += 4) {
+        const int32_t va = conv_word(a), vb = conv_word(b);
+        out[0] = __sxtab16(off, va);
+        out[1] = __sxtab16(off, __ror((uint32_t)va, 8));
+        out[2] = __sxtab16(off, vb);
+        out[3] = __sxtab16(off, __ror((uint32_t)vb, 8));
+    }
+}
+
+#endif
+
+/* Two positions by two channels: acca[t] / accb[t] = sum over k < kc of (a[k] - zx) *
+ * w[t * step + k] / likewise with b, from the interleaved pairs xw (groups of four codes,
+ * DSP cores only: elsewhere groups is 0) and the codes past them (ta, tb: the last n). Each
+ * weight is loaded once for both positions; on DSP cores a weight word is widened once for 8
+ * MACs, about one instruction per MAC. With q, the outputs ya[t], yb[t] are requantized
+ * here instead. */
+CONV_OWN_FRAME
+static void conv_dot22(const int32_t *xw, int32_t groups, const int8_t *ta, const int8_t *tb,
+                       int32_t n, const int8_t *w, int32_t step, int32_t zx, int32_t *acca,
+                       int32_t *accb, const conv_q_t *q, int32_t j, int8_t *ya, int8_t *yb)
+{
+    const int8_t *w1 = w + step;
+    int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0, k;
+#if defined(__ARM_FEATURE_DSP)
+    CONV_AS_WRITTEN
+    for (; groups > 0; --groups, xw += 4, w += 4, w1 += 4) {
+        const int32_t u = conv_word(w), v = conv_word(w1);
+        const int32_t ue = __sxtb16(u), uo = __sxtb16(__ror((uint32_t)u, 8));
+        const int32_t ve = __sxtb16(v), vo = __sxtb16(__ror((uint32_t)v, 8));
+        s00 = __smlad(xw[1], uo, __smlad(xw[0], ue, s00));
+        s10 = __smlad(xw[3], uo, __smlad(xw[2], ue, s10));
+        s01 = __smlad(xw[1], vo, __smlad(xw[0], ve, s01));
+        s11 = __smlad(xw[3], vo, __smlad(xw[2], ve, s11));
+    }
+#else
+    (void)xw;
+    (void)groups;
+#endif
+    CONV_AS_WRITTEN
+    for (k = 0; k < n; ++k) {
+        const int32_t va = (int32_t)ta[k] - zx, vb = (int32_t)tb[k] - zx;
+        s00 += va * w[k];
+        s01 += va * w1[k];
+        s10 += vb * w[k];
+        s11 += vb * w1[k];
+    }
+    if (q) {  /* per-channel constants: requantize here (ya[1], yb[1] only if step) */
+        int32_t b = q->bias[j], m = q->mult[j], s = q->shift[j];
+        ya[0] = conv_rq(s00, b, m, s, q->zp, q->lo, q->hi);
+        yb[0] = conv_rq(s10, b, m, s, q->zp, q->lo, q->hi);
+        if (!step) return;
+        b = q->bias[j + 1], m = q->mult[j + 1], s = q->shift[j + 1];
+        ya[1] = conv_rq(s01, b, m, s, q->zp, q->lo, q->hi);
+        yb[1] = conv_rq(s11, b, m, s, q->zp, q->lo, q->hi);
+        return;
+    }
+    acca[0] = s00;
+    acca[1] = s01;
+    accb[0] = s10;
+    accb[1] = s11;
+}
+
 static void conv(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, int32_t padv,
                  const int8_t *w, const int32_t *bias, int32_t nbias, int32_t oc,
                  const rq_t *rq)
 {
-    const int32_t npos = window_positions(g), c = g->c;
-    const int32_t kc = g->k[0] * g->k[1] * g->k[2] * c;
-    int32_t pos, j, k0, k1, k2, ci, org[3];
-    for (pos = 0; pos < npos; ++pos) {
-        const int32_t n = window_origin(g, pos, org);
-        for (j = 0; j < oc; ++j) {
-            const int32_t i = pos * oc + j;
-            const int8_t *wt = w + j * kc;
-            int32_t acc = 0;
-            for (k0 = 0; k0 < g->k[0]; ++k0)
-                for (k1 = 0; k1 < g->k[1]; ++k1)
-                    for (k2 = 0; k2 < g->k[2]; ++k2, wt += c) {
-                        const int32_t at = window_at(g, n, org, k0, k1, k2);
-                        if (at >= 0) {
-                            const int8_t *px = x + at;
-                            for (ci = 0; ci < c; ++ci) acc += ((int32_t)px[ci] - zx) * wt[ci];
-                        } else if (padv != zx) {
-                            for (ci = 0; ci < c; ++ci) acc += (padv - zx) * wt[ci];
-                        }
-                    }
-            y[i] = rq_at(rq, sat_add(acc, bias[i % nbias]), i % rq->n);
-        }
+    const int32_t npos = window_positions(g);
+    const int32_t kc = g->k[0] * g->k[1] * g->k[2] * g->c;
+    /* C99 variable-length arrays on the stack: two patches and their accumulators (a row
+     * of oc + 1: an odd last channel is computed twice) */
+    const int32_t padded = conv_padded_bytes(g, kc);
+    int8_t col[2 * kc], buf[padded ? padded : 1];  /* buf: the padded input, if any */
+    int32_t acc[2 * oc + 2];
+    int32_t pos = 0, j;
+    const int8_t *const pad = padded ? buf : 0;
+    if (padded) conv_pad_input(x, g, padv, buf);
+#if defined(__ARM_FEATURE_DSP)
+    const int32_t groups = kc >> 2, done = kc & ~3;
+    int32_t xw[4 * groups + 1];  /* the pairs of two patches */
+#else
+    const int32_t groups = 0, done = 0;
+    int32_t *const xw = 0;
+#endif
+    const conv_q_t qc = {bias, rq->mult, rq->shift, rq->zp, rq->lo - rq->zp, rq->hi - rq->zp};
+    const conv_q_t *const q = rq->n == oc && nbias == oc ? &qc : 0;
+    for (; pos + 2 <= npos; pos += 2) {  /* two positions at a time */
+        const int8_t *pa = conv_gather(x, pad, g, pos, padv, kc, col);
+        const int8_t *pb = conv_gather(x, pad, g, pos + 1, padv, kc, col + kc);
+#if defined(__ARM_FEATURE_DSP)
+        conv_widen2(pa, pb, groups, zx, xw);
+#endif
+        for (j = 0; j < oc; j += 2)
+            conv_dot22(xw, groups, pa + done, pb + done, kc - done, w + j * kc,
+                       j + 1 < oc ? kc : 0, zx, acc + j, acc + oc + 1 + j, q, j,
+                       y + pos * oc + j, y + (pos + 1) * oc + j);
+        if (q) continue;
+        conv_out(acc, y + pos * oc, pos * oc, oc, bias, nbias, rq);
+        conv_out(acc + oc + 1, y + (pos + 1) * oc, (pos + 1) * oc, oc, bias, nbias, rq);
+    }
+    if (pos < npos) {  /* the last position of an odd count */
+        const int8_t *px = conv_gather(x, pad, g, pos, padv, kc, col);
+        for (j = 0; j + 2 <= oc; j += 2) conv_dot2(px, w + j * kc, kc, kc, zx, acc + j);
+        for (; j < oc; ++j) acc[j] = conv_dot1(px, w + j * kc, kc, zx);
+        conv_out(acc, y + pos * oc, pos * oc, oc, bias, nbias, rq);
     }
 }
 """)
@@ -322,30 +697,90 @@ static void lut(const int8_t *x, int8_t *y, int32_t size, const int8_t *table,
 }
 """)
 
-_snippet("softmax", ["reduce", "index"], """
-/* SOFTMAX, TFLite style, over the reduced axes of red: e = table[x - max + 255] (exp in
- * Q15), y = clamp((256 * e + total / 2) / total - 128). Everything fits int32: lowering
- * limits a group to 2^16 - 1 elements of at most 2^15, and total >= 2^15 (the max's e). The
- * output has the input's shape (and strides); each group is read before it is written. */
-static void softmax(const int8_t *x, int8_t *y, const red_t *red, const int32_t *table)
+_snippet("softmax", ["reduce", "index", "requant"], """
+/* SOFTMAX over the reduced axes of red (reference.softmax): z = x + m (mk may be 0: no
+ * mask), e = table[z - max + len - 1] (exp in Q15; 0 below the table), p = e / total in
+ * Q30 (reference.q30_ratio: total cut to its top 16 bits, all int32), y = rq(p). The sums
+ * fit int32: lowering limits a group to 2^16 - 1 elements of at most 2^15, and total >=
+ * 2^15 (the max's e); |m| < 2^29. The output has
+ * the input's shape (and strides); each group is read before it is written. The mask
+ * repeats every n elements: constant codes, or an int8 tensor mt rescaled to x's codes
+ * (which replaces x where it is nonzero when `absorbs`). */
+typedef struct {
+    const int32_t *codes;  /* a constant mask, or 0 for the tensor mt */
+    int32_t n, zp, mult, shift, absorbs;
+} mask_t;
+
+static int32_t softmax_z(const int8_t *x, const int8_t *mt, const mask_t *mk, int32_t at)
+{
+    int32_t c;
+    if (!mk) return x[at];
+    if (mk->codes) return (int32_t)x[at] + mk->codes[at % mk->n];
+    c = (int32_t)mt[at % mk->n] - mk->zp;
+    if (mk->absorbs && c != 0) return mbqm(c, mk->mult, mk->shift);
+    return (int32_t)x[at] + mbqm(c, mk->mult, mk->shift);
+}
+
+static int32_t softmax_e(const int32_t *table, int32_t len, int32_t d)
+{
+    d += len - 1;
+    return d >= 0 ? table[d] : 0;
+}
+
+static void softmax(const int8_t *x, const int8_t *mt, int8_t *y, const red_t *red,
+                    const int32_t *table, int32_t len, const mask_t *mk, const rq_t *rq)
 {
     int32_t idx[8] = {0};
     do {
         const int32_t base = offset_of(red->rank, idx, red->stride);
-        int32_t ridx[8] = {0}, m = -128, total = 0;
+        int32_t ridx[8] = {0}, m = INT32_MIN, total = 0, s = 0;
         do {
-            const int32_t v = x[base + offset_of(red->rrank, ridx, red->rstride)];
+            const int32_t v = softmax_z(x, mt, mk,
+                                        base + offset_of(red->rrank, ridx, red->rstride));
             if (v > m) m = v;
         } while (next_index(red->rrank, red->rdims, ridx));
         do {
-            total += table[x[base + offset_of(red->rrank, ridx, red->rstride)] - m + 255];
+            const int32_t at = base + offset_of(red->rrank, ridx, red->rstride);
+            total += softmax_e(table, len, softmax_z(x, mt, mk, at) - m);
         } while (next_index(red->rrank, red->rdims, ridx));
+        while ((total >> s) >= 65536) ++s;
         do {
             const int32_t at = base + offset_of(red->rrank, ridx, red->rstride);
-            int32_t v = (256 * table[x[at] - m + 255] + total / 2) / total - 128;
-            y[at] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v);
+            const int32_t e = softmax_e(table, len, softmax_z(x, mt, mk, at) - m);
+            y[at] = rq_at(rq, (e * 32768 / (total >> s)) * ((int32_t)1 << (15 - s)), 0);
         } while (next_index(red->rrank, red->rdims, ridx));
     } while (next_index(red->rank, red->dims, idx));
+}
+""")
+
+_snippet("matmul", ["bcast", "index", "requant"], """
+/* MATMUL of two activations: per batch index (broadcast: stride 0), y[r][c] =
+ * rq(sum over t of (a[r][t] - za) * (b[t][c] - zb)), a [m][k], b [k][n]. */
+static void matmul(const int8_t *a, const int8_t *b, int8_t *y, const bcast_t *g, int32_t m,
+                   int32_t k, int32_t n, int32_t za, int32_t zb, const rq_t *rq)
+{
+    int32_t idx[8] = {0}, i = 0, r, c, t;
+    do {
+        const int8_t *pa = a + offset_of(g->rank, idx, g->a);
+        const int8_t *pb = b + offset_of(g->rank, idx, g->b);
+        for (r = 0; r < m; ++r)
+            for (c = 0; c < n; ++c, ++i) {
+                int32_t acc = 0;
+                for (t = 0; t < k; ++t)
+                    acc += ((int32_t)pa[r * k + t] - za) * ((int32_t)pb[t * n + c] - zb);
+                y[i] = rq_at(rq, acc, i % rq->n);
+            }
+    } while (next_index(g->rank, g->dims, idx));
+}
+""")
+
+_snippet("load_const", [], """
+/* CONST: a constant operand (a class token, a position embedding) copied from weight memory
+ * into its arena slot. */
+static void load_const(const int8_t *values, int8_t *y, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) y[i] = values[i];
 }
 """)
 

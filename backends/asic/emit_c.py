@@ -330,14 +330,60 @@ class _Emitter:
         return f"lut({self.ptr(x.name)}, {self.ptr(out.name)}, {out.size}, s{i}_table, " \
                f"{channels}, {inner});"
 
-    def softmax(self, i: int, s: Step, x: QTensor, out: QTensor) -> str:
+    def softmax(self, i: int, s: Step, *ts: QTensor) -> str:
+        x, out = ts[0], ts[-1]
         table = np.asarray(s.consts["exp"]).reshape(-1)
-        if table.size != 256 or x.shape != out.shape or np.any(table < 0) or np.any(
-                table > 1 << 15):
+        if table.size < 256 or x.shape != out.shape or np.any(table < 0) or np.any(
+                table > 1 << 15) or table[-1] != 1 << 15:
             raise ValueError(f"step {i}: a softmax table {table.shape} on {x.shape}")
         self.static(_c_array("int32_t", f"s{i}_exp", table.astype(np.int64)))
         red = self.reduce(i, s, x)
-        return f"softmax({self.ptr(x.name)}, {self.ptr(out.name)}, {red}, s{i}_exp);"
+        mk, mt = "0", "0"
+        if "mask" in s.consts:
+            m = np.asarray(s.consts["mask"]).reshape(-1)
+            if x.size % m.size:
+                raise ValueError(f"step {i}: a mask of {m.size} values on {x.shape}")
+            self.static(_c_array("int32_t", f"s{i}_mask", m.astype(np.int64)))
+            self.static(f"static const mask_t s{i}_mk = {{s{i}_mask, {m.size}, 0, 0, 0, 0}};\n")
+            mk = f"&s{i}_mk"
+        elif len(ts) == 3:  # a mask tensor repeating over x's leading axes
+            t = ts[1]
+            shape = tuple(t.shape)
+            while shape and shape[0] == 1:
+                shape = shape[1:]
+            mult, shift = s.attrs["mask_rescale"]
+            if x.shape[len(x.shape) - len(shape):] != shape or not -31 <= shift <= 30:
+                raise ValueError(f"step {i}: a mask {t.shape} on {x.shape}")
+            absorbs = int(bool(s.attrs.get("mask_absorbs")))
+            self.static(f"static const mask_t s{i}_mk = {{0, {t.size}, {t.zero_point}, {mult}, "
+                        f"{shift}, {absorbs}}};\n")
+            mk, mt = f"&s{i}_mk", self.ptr(t.name)
+        rq = self.requant(i, s.requant, out)
+        return (f"softmax({self.ptr(x.name)}, {mt}, {self.ptr(out.name)}, {red}, s{i}_exp, "
+                f"{table.size}, {mk}, {rq});")
+
+    def matmul(self, i: int, s: Step, a: QTensor, b: QTensor, out: QTensor) -> str:
+        """Batch axes as a bcast_t over out.shape[:-2] (strides per [m, k] / [k, n] block)."""
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        if b.shape[-2] != k or out.shape[-2:] != (m, n):
+            raise ValueError(f"step {i}: matmul {a.shape} @ {b.shape} -> {out.shape}")
+        batch = out.shape[:-2]
+
+        def strides(t: QTensor) -> list[int]:
+            lead = (1,) * (len(batch) - len(t.shape[:-2])) + tuple(t.shape[:-2])
+            block = t.shape[-2] * t.shape[-1]
+            return [0 if d == 1 else st * block for d, st in zip(lead, _strides(lead))]
+
+        d, sa, sb = _coalesce(batch, strides(a), strides(b))
+        self.static(f"static const bcast_t s{i}_bc = {{{len(d)}, {_ints(d)}, {_ints(sa)}, "
+                    f"{_ints(sb)}}};\n")
+        rq = self.requant(i, s.requant, out)
+        return (f"matmul({self.ptr(a.name)}, {self.ptr(b.name)}, {self.ptr(out.name)}, "
+                f"&s{i}_bc, {m}, {k}, {n}, {a.zero_point}, {b.zero_point}, {rq});")
+
+    def load_const(self, i: int, s: Step, out: QTensor) -> str:
+        self.static(_c_array("int8_t", f"s{i}_values", np.asarray(s.consts["values"])))
+        return f"load_const(s{i}_values, {self.ptr(out.name)}, {out.size});"
 
     def transpose(self, i: int, s: Step, x: QTensor, out: QTensor) -> str:
         perm = [int(p) for p in s.attrs["perm"]]
@@ -495,12 +541,13 @@ _BUILDERS: dict[Kind, _Builder] = {
     Kind.ADD: _Emitter.add_sub, Kind.SUB: _Emitter.add_sub, Kind.MUL: _Emitter.mul,
     Kind.LUT: _Emitter.lut, Kind.SOFTMAX: _Emitter.softmax,
     Kind.TRANSPOSE: _Emitter.transpose, Kind.SLICE: _Emitter.slice, Kind.PAD: _Emitter.pad,
-    Kind.CONCAT: _Emitter.concat,
+    Kind.CONCAT: _Emitter.concat, Kind.BATCH_MATMUL: _Emitter.matmul,
+    Kind.CONST: _Emitter.load_const,
 }
 _SHARED = {Kind.ADD: "add_sub", Kind.SUB: "add_sub", Kind.SUM_POOL: "pool", Kind.MAX_POOL: "pool"}
 _KERNEL = {k: _SHARED.get(k, k.value) for k in Kind}  # -> snippet
 _NEEDS_REQUANT = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL, Kind.ADD, Kind.SUB,
-                            Kind.MUL})
+                            Kind.MUL, Kind.SOFTMAX, Kind.BATCH_MATMUL})
 
 
 def emit_c(program: QProgram, plan: AsicPlan, name: str) -> tuple[str, str]:

@@ -4,19 +4,26 @@ Regions from ``match`` become steps; calibration gives each fresh tensor its sca
 point; moves (transpose, slice, pad, max pool, reshape) keep their input's. Weights are
 symmetric int8 per output channel; the accumulator scale is s_x * s_w[c]; the folded epilogue
 (bias, BN scale, average divisor) becomes an int32 bias and the requantization multiplier; a
-ReLU/Clip becomes the requantization clamp.
+ReLU/Clip becomes the requantization clamp. A matmul of two activations requantizes
+s_a s_b / s_y; a softmax takes an exp table sized to its input's scale, its mask in input
+codes and an output scale from ``softmax_params``; a constant operand of add/sub/mul/concat is
+an int8 tensor loaded by a CONST step (``_load_const``). No constant saturates silently: a
+bias over 2^30 codes grows its channel's weight scale until it fits (``_fit_bias``); one no
+scale can hold warns (``SaturationWarning``) naming the layer; a multiplier out of range is a
+ModelError.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ...errors import ModelError, blame
+from ...errors import ModelError, SaturationWarning, blame
 from ...ir import Graph
 from ...ir.interp import apply
-from .calibrate import QParams
+from .calibrate import QParams, choose
 from .fixed_point import (
     ALL_CODES,
     I32_MAX,
@@ -29,25 +36,33 @@ from .fixed_point import (
 )
 from .match import ACCUMULATING, Region, channel_constant, match
 from .program import Kind, QProgram, QTensor, Requant, Step, Window
+from .reference import ABSORBING, MASK_LIMIT
 
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for the rescaled addends
+# the largest int32 bias: half the range, so that bias + the sum of products (< 2^30, checked
+# below) cannot saturate the accumulator
+BIAS_LIMIT = 1 << 30
 SAME_SCALE = frozenset({Kind.MAX_POOL, Kind.TRANSPOSE, Kind.SLICE, Kind.PAD})  # exact moves
 SOFTMAX_OUT = QParams(1 / 256, -128, 0.0, 255 / 256, "fixed")  # probabilities, as TFLite
+# a softmax's exp table covers differences down to where exp rounds to 0 in Q15, at least the
+# 256 an int8 input can hold, at most this many (beyond: 0; only a mask reaches that far)
+EXP_TABLE_MAX = 4096
+P_BITS = 30  # a softmax's probability e / total in Q30, before the requantization
+SOFTMAX_HEADROOM = 2.0  # calibrated softmax scale: the top code at 2x the largest p seen
 
 
 def fresh_tensors(graph: Graph, regions: list[Region]) -> set[str]:
     """The tensors whose range calibration must measure (the others inherit theirs; a pad's
     is measured in case its value lies outside its input's range)."""
     return {v.name for v in graph.inputs} | {
-        r.output for r in regions if (r.kind not in SAME_SCALE or r.kind is Kind.PAD)
-        and r.kind is not Kind.SOFTMAX}
+        r.output for r in regions if (r.kind not in SAME_SCALE or r.kind is Kind.PAD)}
 
 
 def _output_params(r: Region, x: QTensor, qparams: Mapping[str, QParams]) -> QTensor | QParams:
     """Moves keep their input's scale, unless a pad value falls outside its codes (a -1 pad
     on a ReLU output): that pad gets its calibrated scale and reads a rescaled input."""
     if r.kind is Kind.SOFTMAX:
-        return SOFTMAX_OUT
+        return softmax_params(qparams[r.output])
     if r.kind not in SAME_SCALE:
         return qparams[r.output]
     if r.kind is Kind.PAD:
@@ -55,6 +70,17 @@ def _output_params(r: Region, x: QTensor, qparams: Mapping[str, QParams]) -> QTe
         if not x.scale * (Q_MIN - x.zero_point) <= value <= x.scale * (Q_MAX - x.zero_point):
             return qparams[r.output]
     return x
+
+
+def softmax_params(q: QParams) -> QParams:
+    """TFLite's fixed 1/256 (zero point -128), made finer when calibration never sees a
+    probability above 1/SOFTMAX_HEADROOM (a 1000-class head): that many times the largest one
+    seen maps to the top code, so a larger unseen probability is still coded and classes do
+    not tie (benchmarks/asic_softmax_scale.py measures it)."""
+    scale = min(1.0, SOFTMAX_HEADROOM * q.hi) / 256 if q.hi > 0 else SOFTMAX_OUT.scale
+    if scale >= SOFTMAX_OUT.scale:
+        return SOFTMAX_OUT
+    return QParams(scale, -128, 0.0, 255 * scale, "calibrated")
 
 
 def _code(value: float, q: QTensor | QParams) -> int:
@@ -72,13 +98,6 @@ def _window(r: Region, x: QTensor) -> tuple[Window | None, int]:
                    tuple(a["pads"])), _code(a["pad"], x))
 
 
-def _weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float [..., C] -> int8 symmetric per channel (the last axis), and the scales [C]."""
-    amax = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0).astype(np.float64)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
-    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
-
-
 def _compress(a: np.ndarray) -> np.ndarray:
     """A per-position array -> [C] when it varies along the channels only."""
     return a.reshape(-1, a.shape[-1])[0] if channel_constant(a) else a
@@ -90,28 +109,67 @@ def _requant(real: np.ndarray, y: QTensor, clamp: tuple[float, float] | None) ->
     return Requant(mult, shift, y.zero_point, lo, hi)
 
 
+def _taps(r: Region, x: QTensor) -> int:
+    """How many products one accumulator sums."""
+    if r.weights is not None:
+        return r.weights.shape[0] if r.kind is Kind.CONV else int(np.prod(
+            r.window.attrs["kernel"]))
+    if r.window is not None:
+        return int(np.prod(r.window.attrs["kernel"]))
+    return x.size // max(1, int(np.prod(r.anchor.type.shape)))  # a global pool's reduced axes
+
+
 def _accumulating(r: Region, x: QTensor, y: QTensor, s: Step) -> None:
     """Weights, bias and requantization of a conv, depthwise conv or sum pool."""
-    s_acc = np.float64(x.scale)
-    taps = 1
-    if r.weights is not None:
-        w = r.weights if r.kind is Kind.CONV else np.broadcast_to(
-            r.weights, (*r.window.attrs["kernel"], r.anchor.type.shape[-1]))
-        s.consts["weights"], s_w = _weights(w)
-        s_acc = s_acc * s_w
-        taps = w.shape[0] if r.kind is Kind.CONV else int(np.prod(w.shape[:-1]))
-    elif r.window is not None:
-        taps = int(np.prod(r.window.attrs["kernel"]))
-    else:  # a global pool: the reduced axes
-        taps = x.size // max(1, int(np.prod(r.anchor.type.shape)))
+    taps = _taps(r, x)
     if taps * 255 * 128 >= I32_MAX // 2:
         raise ModelError(f"node '{r.anchor.origin}': {taps} taps could overflow the int32 "
                          "accumulator; split the layer")
     gain, offset = r.gain.reshape(y.shape), r.offset.reshape(y.shape)
-    if r.kind in (Kind.CONV, Kind.DEPTHWISE):
-        bias = _compress(offset / gain)  # in real units, per channel
-        s.consts["bias"] = np.clip(np.round(bias / s_acc), I32_MIN, I32_MAX).astype(np.int32)
+    s_acc = np.float64(x.scale)
+    if r.weights is not None:  # a conv or depthwise conv: weights and an int32 bias
+        w = r.weights if r.kind is Kind.CONV else np.broadcast_to(
+            r.weights, (*r.window.attrs["kernel"], r.anchor.type.shape[-1]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bias = _compress(offset / gain)  # in real units, per channel
+        s_w = _fit_bias(bias, w, x.scale)
+        s.consts["weights"] = _requantized_weights(w, s_w)
+        s_acc = s_acc * s_w
+        s.consts["bias"] = _int32_bias(bias, s_acc, s.origin)
     s.requant = _requant(s_acc * gain / y.scale, y, r.clamp)
+
+
+def _fit_bias(bias: np.ndarray, w: np.ndarray, s_x: float) -> np.ndarray:
+    """The weight scales [C]: amax / 127 per channel, grown where the channel's bias would not
+    fit in BIAS_LIMIT codes of s_x * s_w, as TFLite's converter does. Such a bias is at least
+    2^30 accumulator codes, and the output's scale must cover it: its step is about bias / 128,
+    so weight codes made coarser by the factor bias / 2^30 stay far below what the output can
+    resolve. A channel of zero weights takes the finest scale that holds its bias."""
+    amax = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0).astype(np.float64)
+    need = np.abs(np.where(np.isfinite(bias), bias, 0.0)).reshape(-1, bias.shape[-1]).max(axis=0)
+    s_w = np.maximum(amax / 127.0, need / (np.float64(s_x) * BIAS_LIMIT))
+    return np.where(s_w > 0, s_w, 1.0)
+
+
+def _requantized_weights(w: np.ndarray, s_w: np.ndarray) -> np.ndarray:
+    """float weights [..., C] -> int8 symmetric per channel (the last axis) on the scales
+    ``s_w`` [C] (never below amax / 127: nothing clips)."""
+    return np.clip(np.round(w / s_w), -127, 127).astype(np.int8)
+
+
+def _int32_bias(bias: np.ndarray, s_acc: np.ndarray, origin: str) -> np.ndarray:
+    """The int32 bias codes; a non-finite bias (an infinite or NaN constant, or a folded scale
+    that underflowed to 0) cannot be held by any scale: saturated, with a warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        codes = np.round(bias / s_acc)
+    bad = ~np.isfinite(codes) | (np.abs(codes) > I32_MAX)
+    if np.any(bad):
+        warnings.warn(SaturationWarning(
+            f"layer '{origin}': the int32 bias of {int(np.sum(bad))} channel(s) saturates "
+            f"(real bias {float(bias[bad].reshape(-1)[0])} on scale "
+            f"{np.broadcast_to(s_acc, bias.shape)[bad].reshape(-1)[0]:.3g}); its outputs will "
+            "be wrong"), stacklevel=2)
+    return np.clip(np.nan_to_num(codes, nan=0.0), I32_MIN, I32_MAX).astype(np.int32)
 
 
 def _two_tensor(r: Region, a: QTensor, b: QTensor, y: QTensor, s: Step) -> None:
@@ -159,8 +217,11 @@ def lower(graph: Graph, qparams: Mapping[str, QParams], regions: list[Region],
         define(v.name, qparams[v.name])
     steps: list[Step] = []
     for r in regions:
-        xs = [get(i) for i in r.sources]
-        y = define(r.output, _output_params(r, xs[0], qparams))
+        first = next((get(i) for i in r.sources if graph.const(i) is None), None)
+        y = define(r.output, _output_params(r, first, qparams))
+        xs = [get(i) if graph.const(i) is None else
+              _load_const(graph, i, y if r.kind is Kind.CONCAT else None, steps, tensors)
+              for i in r.sources]
         if r.kind is Kind.PAD:
             xs = [_rescaled(xs[0], y, r.anchor.origin, steps, tensors)]
         s = Step(r.kind, tuple(t.name for t in xs), y.name, r.anchor.origin or r.anchor.name,
@@ -195,7 +256,14 @@ def _fill(graph: Graph, r: Region, xs: list[QTensor], y: QTensor, s: Step) -> No
         if s.consts["table"].ndim == 2:
             s.attrs["axis"] = r.axis
     elif r.kind is Kind.SOFTMAX:
-        _softmax(r, xs[0], s)
+        _softmax(r, xs[0], y, s)
+        if len(xs) == 2:  # a mask tensor, rescaled to x's codes: |m| < 255 * 2^21 < 2^29
+            ratio = xs[1].scale / xs[0].scale
+            s.attrs["mask_absorbs"] = bool(ratio >= ABSORBING)
+            s.attrs["mask_rescale"] = tuple(int(v[0]) for v in quantize_multiplier(
+                np.array([min(ratio, ABSORBING)])))
+    elif r.kind is Kind.BATCH_MATMUL:
+        _batch_matmul(r, xs[0], xs[1], y, s)
     elif r.kind is Kind.CONCAT:
         s.attrs["axis"] = r.anchor.attrs["axis"]
     else:
@@ -205,16 +273,65 @@ def _fill(graph: Graph, r: Region, xs: list[QTensor], y: QTensor, s: Step) -> No
             s.attrs["value"] = _code(float(r.anchor.attrs["value"]), y)
 
 
-def _softmax(r: Region, x: QTensor, s: Step) -> None:
-    """The Q15 table of exp(d * s_x) for every difference d = x - max in [-255, 0]."""
+def _softmax(r: Region, x: QTensor, y: QTensor, s: Step) -> None:
+    """The Q15 table of exp(d * s_x) for every difference d = x + mask - max in [-(L-1), 0],
+    the mask in input codes (clipped to +-MASK_LIMIT), and the requantization of the Q30
+    probability to the output's scale."""
     axes = tuple(r.anchor.attrs["axes"])
     count = int(np.prod([x.shape[a] for a in axes]))
     if count >= 1 << 16:
         raise ModelError(f"node '{r.anchor.origin}': a softmax over {count} elements could "
                          "overflow its int32 sum")
-    d = np.arange(-255, 1, dtype=np.float64)
+    # exp(d s) * 2^15 < 1/2 beyond d = -16 ln 2 / s; without a mask, |d| <= 255
+    length = 256 if r.mask is None and len(r.sources) == 1 else int(np.clip(
+        np.ceil(16 * np.log(2) / x.scale) + 1, 256, EXP_TABLE_MAX))
+    d = np.arange(-(length - 1), 1, dtype=np.float64)
     s.consts["exp"] = np.round(np.exp(d * x.scale) * (1 << 15)).astype(np.int32)
     s.attrs["axes"] = axes
+    if r.mask is not None:
+        s.consts["mask"] = _mask_codes(r.mask, x)
+    s.requant = _requant(np.array([2.0 ** -P_BITS / y.scale]), y, None)
+
+
+def _mask_codes(mask: np.ndarray, x: QTensor) -> np.ndarray:
+    """An additive mask in x's codes (int32), in the shape of x's trailing axes it varies
+    along (so that element i of x adds mask[i % mask.size])."""
+    full = np.broadcast_to(mask.astype(np.float64), x.shape)
+    lead = 0
+    while lead < len(x.shape) - 1 and np.all((rest := full[(0,) * lead]) == rest[:1]):
+        lead += 1
+    with np.errstate(invalid="ignore", over="ignore"):
+        codes = np.round(full[(0,) * lead] / x.scale)
+    return np.clip(np.nan_to_num(codes, nan=0.0), -MASK_LIMIT, MASK_LIMIT).astype(np.int32)
+
+
+def _batch_matmul(r: Region, a: QTensor, b: QTensor, y: QTensor, s: Step) -> None:
+    """(a - za) @ (b - zb) in int32, requantized by s_a s_b gain / s_y (per column or per
+    element when the folded epilogue varies)."""
+    k = a.shape[-1]
+    if k * 255 * 255 >= I32_MAX:
+        raise ModelError(f"node '{r.anchor.origin}': a product of two activations over {k} "
+                         "terms could overflow the int32 accumulator; split the layer")
+    s.requant = _requant(a.scale * b.scale * r.gain.reshape(y.shape) / y.scale, y, r.clamp)
+
+
+def _load_const(graph: Graph, name: str, on: QTensor | None, steps: list[Step],
+                tensors: dict[str, QTensor]) -> QTensor:
+    """A constant operand as an int8 tensor a CONST step loads into the arena: on ``on``'s
+    scale and zero point (a concat's, which copies bytes), else on its own range."""
+    value = np.asarray(graph.const(name), np.float64)
+    flat = value.reshape(-1)
+    q = on if on is not None else choose(flat, flat.min(initial=0.0), flat.max(initial=0.0))
+    key, k, label = (q.scale, q.zero_point), 0, name
+    while label in tensors and (tensors[label].scale, tensors[label].zero_point) != key:
+        k += 1
+        label = f"{name}.{k}"
+    if label not in tensors:
+        tensors[label] = QTensor(label, graph.type_of(name).shape, q.scale, q.zero_point)
+        codes = quantize(value.astype(np.float32), q.scale, q.zero_point)
+        steps.append(Step(Kind.CONST, (), label, name, consts={"values": codes.reshape(
+            tensors[label].shape)}))
+    return tensors[label]
 
 
 def _rescaled(x: QTensor, y: QTensor, origin: str, steps: list[Step],

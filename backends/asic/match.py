@@ -3,9 +3,13 @@
 Walking the graph in order, every node either starts a region (its anchor) or is absorbed by
 one: a matmul takes its im2col window and its affine/clamp epilogue (bias, BN scale, ReLU,
 Clip); a sum over a windowed product is a depthwise conv; a reduction over a window is a pool;
-an elementwise tree of one tensor and constants becomes one lookup table. Only a region's
-output is materialized as an int8 tensor; reshapes of a materialized tensor are views of it.
-Anything else is a clear ``UnsupportedOpError`` naming the ONNX node.
+an elementwise tree of one tensor and constants becomes one lookup table. A constant operand
+no table can hold (a position embedding added over several axes, a class token concatenated)
+is a source of its own: lowering loads it into the arena with a CONST step. A matmul of two
+activations is a BATCH_MATMUL (attention scores and context); a constant or a broadcast tensor
+added right before a softmax is its mask. Only a region's output is materialized as an int8
+tensor; reshapes of a materialized tensor are views of it. Anything else is a clear
+``UnsupportedOpError`` naming the ONNX node.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Region:
     offset: np.ndarray | None = None
     clamp: tuple[float, float] | None = None
     axis: int | None = None  # the axis a per-channel lookup table is indexed by
+    mask: np.ndarray | None = None  # a softmax's additive constant mask (real units)
 
 
 def unsupported(node: Node, detail: str) -> UnsupportedOpError:
@@ -74,6 +79,7 @@ class Matcher:
         self.virtual: set[str] = set()  # window patches waiting for their consumer
         self.absorbed: set[str] = set()
         self.regions: list[Region] = []
+        self.masks: dict[str, str] = {}  # scores + mask nodes a softmax absorbs -> scores
 
     def const(self, name: str) -> np.ndarray | None:
         return self.g.const(name)
@@ -136,9 +142,13 @@ class Matcher:
             self.absorbed.add(node.name)
             return None
         if node.op in MOVES:
-            if len(self.operands(node)) != len(ins):  # only steps and the host write the arena
+            # a constant is loaded into the arena by a CONST step (a concat's only, where it
+            # is a ViT's class token); the other moves of a constant were folded by the passes
+            if len(self.operands(node)) != len(ins) and node.op is not Op.CONCAT:
                 raise unsupported(node, f"a {node.op.value} with a constant operand")
             return Region(MOVES[node.op], node, tuple(ins), node.name, [node])
+        if self.mask_add(node):
+            return None  # absorbed by the softmax that follows
         if node.op is Op.BINARY and len(set(self.operands(node))) == 2:
             if node.attrs["fn"] not in TWO_TENSOR:
                 raise unsupported(node, f"{node.attrs['fn'].value} of two tensors")
@@ -148,13 +158,54 @@ class Matcher:
             return self.lookup_table(node)
         raise unsupported(node, "no int8 kernel for this op")
 
+    def with_constant(self, node: Node) -> Region | None:
+        """``x op c`` whose constant no lookup table can hold (it varies along several axes,
+        or broadcasts x): a two-tensor step whose second source is the constant."""
+        fn = node.attrs["fn"]
+        if fn not in TWO_TENSOR or len(self.operands(node)) != 1 or (
+                fn is Binary.SUB and self.const(node.inputs[0]) is not None):
+            return None
+        return self.clamped(Region(TWO_TENSOR[fn], node, tuple(node.inputs), node.name, [node]))
+
+    def mask_add(self, node: Node) -> bool:
+        """Whether ``node`` is ``scores + mask`` read only by a softmax along the last axis,
+        which takes the mask: a constant, or a tensor broadcast over leading axes only (a
+        padding mask [1, 1, 1, S] on scores [1, H, S, S])."""
+        if node.op is not Op.BINARY or node.attrs["fn"] is not Binary.ADD \
+                or node.name in self.outputs or len(set(node.inputs)) != 2:
+            return False
+        ops = sorted(dict.fromkeys(self.operands(node)), key=lambda n: self.g.type_of(n).size)
+        scores = ops[-1] if ops else None
+        if scores is None or self.g.type_of(scores).shape != node.type.shape:
+            return False
+        if len(ops) == 2:
+            mask = self.g.type_of(ops[0]).shape
+            while mask and mask[0] == 1:
+                mask = mask[1:]
+            if len(mask) >= node.type.rank or node.type.shape[node.type.rank - len(mask):] \
+                    != mask:
+                return False
+        users = self.users.get(node.name, [])
+        top = next((u for u in users if u.op is Op.REDUCE and u.attrs["fn"] is Reduce.MAX),
+                   None)
+        if top is None or len(users) != 2 or self.softmax(top) is None:
+            return False
+        axes = [a % node.type.rank for a in top.attrs["axes"]]
+        if axes != [node.type.rank - 1]:  # along the last axis (a row's keys) only
+            return False
+        self.masks[node.name] = scores
+        return True
+
     # --- MAC array ------------------------------------------------------------------------
     def conv(self, node: Node) -> Region:
         a, b = node.inputs
         w = self.const(b)
+        if w is None and self.const(a) is None and a not in self.virtual:
+            return self.epilogue(Region(Kind.BATCH_MATMUL, node, (a, b), node.name, [node]))
         if w is None or w.ndim != 2:
-            raise unsupported(node, "a matmul needs a 2-D constant right operand (grouped "
-                              "convs and products of two tensors are not supported)")
+            raise unsupported(node, "a matmul needs a 2-D constant right operand or two "
+                              "activations (a constant left operand, a batched constant and "
+                              "grouped convs are not supported)")
         if a not in self.virtual:
             return self.epilogue(Region(Kind.CONV, node, (a,), node.name, [node], weights=w))
         flat = self.producer[a]
@@ -250,7 +301,9 @@ class Matcher:
 
     def softmax(self, top: Node) -> Region | None:
         """exp(x - max(x)) / sum(exp(x - max(x))) over the same axes, as the frontend writes
-        Softmax: one step with a fixed output scale of 1/256."""
+        Softmax: one step (its output scale is lowering's ``softmax_params``). What
+        ``mask_add`` found added to x just before it becomes its additive mask: a constant
+        (``Region.mask``) or a second source."""
         x = top.inputs[0]
         sub = self._next(top.name)
         if sub is None or sub.op is not Op.BINARY or sub.attrs["fn"] is not Binary.SUB \
@@ -268,7 +321,16 @@ class Matcher:
                 or div.op is not Op.BINARY or div.attrs["fn"] is not Binary.DIV \
                 or div.inputs != (exp.name, total.name):
             return None
-        return Region(Kind.SOFTMAX, top, (x,), div.name, [top, sub, exp, total, div])
+        region = Region(Kind.SOFTMAX, top, (x,), div.name, [top, sub, exp, total, div])
+        if x in self.masks:  # mask_add left scores + mask to this softmax
+            add, scores = self.producer[x], self.masks[x]
+            mask = next(i for i in add.inputs if i != scores)
+            if self.const(mask) is None:  # a tensor: the step's second input
+                region.sources = (scores, mask)
+            else:
+                region.sources, region.mask = (scores,), self.const(mask)
+            region.nodes.insert(0, add)
+        return region
 
     # --- epilogues ------------------------------------------------------------------------
     def _next(self, name: str) -> Node | None:
@@ -281,7 +343,7 @@ class Matcher:
         shape = self.g.type_of(r.output).shape
         gain = np.ones(shape) if r.gain is None else r.gain
         offset = np.zeros(shape)
-        biased = r.kind is not Kind.SUM_POOL
+        biased = r.kind not in (Kind.SUM_POOL, Kind.BATCH_MATMUL)
         while r.clamp is None and (u := self._next(r.output)) is not None:
             if u.op is Op.RESHAPE and u.type.shape[-1:] == shape[-1:]:
                 shape = u.type.shape
@@ -336,11 +398,13 @@ class Matcher:
         grow it while every new node reads only the source tensor, the tree and constants."""
         (src,) = set(self.operands(node))
         shape = node.type.shape
-        if self.g.type_of(src).shape != shape:
-            raise unsupported(node, "an elementwise op that broadcasts its input")
         r = Region(Kind.LUT, node, (src,), node.name, [node])
-        if not self._table_axis(node, r):
-            raise unsupported(node, "an elementwise constant varying along several axes")
+        if self.g.type_of(src).shape != shape or not self._table_axis(node, r):
+            if node.op is Op.BINARY and (two := self.with_constant(node)) is not None:
+                return two
+            raise unsupported(node, "an elementwise constant varying along several axes"
+                              if self.g.type_of(src).shape == shape else
+                              "an elementwise op that broadcasts its input")
         inside = {node.name}
         while (u := self._next(r.output)) is not None and u.op in (Op.UNARY, Op.BINARY) and all(
                 i in inside or i == src for i in self.operands(u)) \

@@ -27,7 +27,9 @@ class Kind(enum.Enum):
     ADD = "add"  # a + b (numpy broadcasting), TFLite style: both rescaled to a common scale
     SUB = "sub"
     MUL = "mul"  # (a - za) * (b - zb), requantized
-    SOFTMAX = "softmax"  # exp table of (x - max) in Q15, summed over attrs["axes"], divided
+    SOFTMAX = "softmax"  # exp table of (x + mask - max) in Q15 over attrs["axes"], divided
+    BATCH_MATMUL = "matmul"  # a [.., M, K] @ b [.., K, N] of two activations, requantized
+    CONST = "load_const"  # copies consts["values"] (int8) from weight memory into the arena
     LUT = "lut"  # y = table[x + 128], or table[c, x + 128] with c the index along attrs["axis"]
     # data movement (the output keeps the input's scale and zero point)
     TRANSPOSE = "transpose"  # attrs: perm
@@ -36,7 +38,7 @@ class Kind(enum.Enum):
     CONCAT = "concat"  # attrs: axis; inputs already share the output's scale
 
 
-MAC_ARRAY = frozenset({Kind.CONV, Kind.DEPTHWISE})
+MAC_ARRAY = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.BATCH_MATMUL})
 MOVES = frozenset({Kind.TRANSPOSE, Kind.SLICE, Kind.PAD, Kind.CONCAT})
 
 

@@ -14,8 +14,10 @@ integer kernels (QLinearConv, QLinearMatMul, ...) where it can:
   directly, which is exact; so do a step's clamp (an int8 ``Clip`` after ``QuantizeLinear``:
   clamping commutes with rounding to integers) and a lookup table (a ``Gather`` on the int8
   table at ``x + 128``, or ``c * 256 + x + 128`` for a [C, 256] table indexed along an axis);
-* a softmax is ONNX ``Softmax`` (or Exp / ReduceSum / Div over several axes) quantized to its
-  fixed scale 1/256;
+* a softmax is ONNX ``Softmax`` (or Exp / ReduceSum / Div over several axes), after an
+  ``Add`` of its mask if it has one, quantized to its output's scale;
+* a matmul of two activations is ``MatMul`` of both dequantized, times a float factor; a
+  constant operand (CONST step) is its int8 codes as an initializer;
 * a step's weight scale is not stored in the program, only the requantization multiplier
   ``M = s_x * s_w * gain / s_y`` (``gain`` = folded batch-norm scale or pool divisor). The
   export recovers ``M = multiplier * 2^(shift - 31)`` and dequantizes the weights with
@@ -324,11 +326,17 @@ def _lut(g: _Builder, step: Step) -> str:
 
 
 def _softmax(g: _Builder, step: Step) -> str:
-    """Softmax of the dequantized input over attrs["axes"], quantized to the output's fixed
-    scale (1/256, zero point -128)."""
+    """Softmax of the dequantized input (plus its mask) over attrs["axes"], quantized to the
+    output's scale (zero point -128)."""
     x = g.tensor(step.inputs[0])
     axes = [a % len(x.shape) for a in step.attrs["axes"]]
     v = g.dequantize(g.int8(x.name), x)
+    if "mask" in step.consts:  # the additive mask, in x's codes over its trailing axes
+        mask = step.consts["mask"].astype(np.float32) * np.float32(x.scale)
+        v = g.node("Add", [v, g.const("mask", mask)])
+    elif len(step.inputs) == 2:  # a mask tensor
+        t = g.tensor(step.inputs[1])
+        v = g.node("Add", [v, g.dequantize(g.int8(t.name), t)])
     if len(axes) == 1:
         p = g.node("Softmax", [v], axis=axes[0])
     else:  # ONNX's Softmax normalizes over one axis: spell it out
@@ -337,6 +345,20 @@ def _softmax(g: _Builder, step: Step) -> str:
         total = g.node("ReduceSum", [e, g.const("axes", np.array(axes, np.int64))], keepdims=1)
         p = g.node("Div", [e, total])
     return _requantize(g, step, p, x.shape)
+
+
+def _batch_matmul(g: _Builder, step: Step) -> str:
+    """MatMul of the two dequantized activations, times M s_y / (s_a s_b), quantized."""
+    a, b = (g.tensor(i) for i in step.inputs)
+    y = g.tensor(step.output)
+    acc = g.node("MatMul", [g.dequantize(g.int8(a.name), a), g.dequantize(g.int8(b.name), b)])
+    factor = real_multiplier(step.requant) * y.scale / (a.scale * b.scale)
+    return _requantize(g, step, acc, y.shape, factor.astype(np.float32))
+
+
+def _load_const(g: _Builder, step: Step) -> str:
+    """The constant's int8 codes, as an initializer."""
+    return g.node("Identity", [g.const("values", step.consts["values"].astype(np.int8))])
 
 
 def _transpose(g: _Builder, step: Step) -> str:
@@ -372,6 +394,7 @@ STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
     Kind.MUL: _elementwise("Mul"), Kind.LUT: _lut, Kind.SOFTMAX: _softmax,
     Kind.TRANSPOSE: _transpose,
     Kind.SLICE: _slice, Kind.PAD: _pad, Kind.CONCAT: _concat,
+    Kind.BATCH_MATMUL: _batch_matmul, Kind.CONST: _load_const,
 }
 
 

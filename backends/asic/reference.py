@@ -91,14 +91,51 @@ def lut(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
     return table[np.arange(table.shape[0]).reshape(shape), idx]
 
 
-def softmax(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
-    """TFLite-style int8 softmax: e = exp_table[x - max + 255] (Q15, computed at compile time
-    for the input scale), y = round(256 * e / sum(e)) - 128 (round half up), scale 1/256."""
+# a constant mask's codes are clipped to +-MASK_LIMIT (-inf masks out; z - max stays in
+# int32); a mask tensor whose step is over ABSORBING input codes takes its place in z
+MASK_LIMIT = 1 << 29
+ABSORBING = 1 << 21
+
+
+def softmax(step: Step, x: np.ndarray, tx: QTensor, mask: np.ndarray | None = None,
+            tmask: QTensor | None = None) -> np.ndarray:
+    """Integer softmax: z = x + m, m the mask in int32 codes of the input's scale (a constant
+    mask ``consts["mask"]`` clipped to +-MASK_LIMIT, or an int8 ``mask`` tensor rescaled by
+    attrs["mask_rescale"]; either repeats over the leading axes). A mask tensor so coarse that
+    one code is over ABSORBING input codes (float32's lowest as the fill) replaces x where it
+    is nonzero, as float32 addition absorbs the score there. e = exp_table[z -
+    max(z) + L - 1] (Q15, computed at compile time for the input scale; 0 below the table),
+    then the probability e / sum(e) in Q30 (``q30_ratio``), which the step's requantization
+    takes to the output's scale."""
     axes = tuple(step.attrs["axes"])
-    xi = x.astype(I32)
-    e = step.consts["exp"][xi - xi.max(axis=axes, keepdims=True) + 255].astype(np.int64)
-    total = e.sum(axis=axes, keepdims=True)
-    return np.clip((e * 256 + total // 2) // total - 128, -128, 127)
+    table = step.consts["exp"]
+    z = x.astype(I32)
+    if "mask" in step.consts:
+        z = z + step.consts["mask"]
+    if mask is not None:
+        c = _centered(mask, tmask)
+        m = multiply_by_quantized_multiplier(c, *step.attrs["mask_rescale"])
+        z = np.where(c != 0, m, z) if step.attrs.get("mask_absorbs") else z + m
+    d = z - z.max(axis=axes, keepdims=True) + (table.size - 1)
+    e = np.where(d >= 0, table[np.maximum(d, 0)], 0).astype(np.int64)
+    return q30_ratio(e, e.sum(axis=axes, keepdims=True))
+
+
+def q30_ratio(e: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """e / total in Q30 with 32-bit integers only (0 <= e <= 2^15 <= total < 2^31): total
+    keeps its top 16 bits (shifted right by s), then (e * 2^15 / (total >> s)) * 2^(15 - s),
+    the quotient truncated; within 2^-14 of the probability."""
+    s = np.zeros_like(total)
+    while np.any(big := (total >> s) >= 1 << 16):
+        s += big
+    return ((e << 15) // (total >> s)) << (15 - s)
+
+
+def batch_matmul(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTensor
+                 ) -> np.ndarray:
+    """(a - za) @ (b - zb), batch axes broadcast (exact in float64: |acc| < 2^31)."""
+    acc = np.matmul(_centered(a, ta).astype(np.float64), _centered(b, tb).astype(np.float64))
+    return acc.astype(np.int64)
 
 
 def transpose(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
@@ -126,7 +163,7 @@ UNARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
     Kind.PAD: pad,
 }
 BINARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
-    Kind.ADD: add_sub, Kind.SUB: add_sub, Kind.MUL: mul,
+    Kind.ADD: add_sub, Kind.SUB: add_sub, Kind.MUL: mul, Kind.BATCH_MATMUL: batch_matmul,
 }
 
 
@@ -134,14 +171,16 @@ def run_step(step: Step, xs: list[np.ndarray], tensors: Mapping[str, QTensor]) -
     """One step on int8 inputs; returns its int8 output, shaped as its output tensor."""
     ts = [tensors[i] for i in step.inputs]
     out = tensors[step.output]
-    if step.kind in UNARY_STEPS:
-        y = UNARY_STEPS[step.kind](step, xs[0], ts[0])
+    if step.kind in UNARY_STEPS:  # (a softmax's mask tensor follows: xs[1], ts[1])
+        y = UNARY_STEPS[step.kind](step, xs[0], ts[0], *xs[1:], *ts[1:])
     elif step.kind in BINARY_STEPS:
         y = BINARY_STEPS[step.kind](step, xs[0], xs[1], ts[0], ts[1])
     elif step.kind is Kind.SLICE:
         y = slice_(step, xs[0], ts[0], out.shape)
     elif step.kind is Kind.CONCAT:
         y = concat(step, *xs)
+    elif step.kind is Kind.CONST:
+        y = step.consts["values"]
     else:
         raise NotImplementedError(step.kind)
     if step.requant is not None:  # the accumulating kinds: int32 -> int8

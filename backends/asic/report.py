@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .build import AsicBuild, layer_accuracy
+from .lower import softmax_params
 from .program import MAC_ARRAY, Kind
 from .schedule import Cost
 
@@ -43,8 +44,8 @@ def layers(b: AsicBuild) -> list[dict[str, Any]]:
             "name": step.origin, "kind": step.kind.value, "output": y.name,
             "unit": "mac_array" if step.kind in MAC_ARRAY else "vector", "start_cycle": start,
             "shape": list(y.shape), "scale": y.scale, "zero_point": y.zero_point,
-            "calibration": q.method if q else "fixed" if step.kind is Kind.SOFTMAX
-            else "inherited",
+            "calibration": softmax_params(q).method if q and step.kind is Kind.SOFTMAX
+            else q.method if q else "constant" if step.kind is Kind.CONST else "inherited",
             "sqnr_db": accuracy.get(y.name), "cycles": cost.cycles, "macs": cost.macs,
             "energy_uj": round(cost.energy_pj(b.target) / 1e6, 5),
         })

@@ -1,17 +1,26 @@
 """The static schedule: each step mapped onto the target's units, with its cycles and traffic.
 
-The MAC array is weight-stationary: a [rows x cols] tile of the weights is loaded once, the M
-activation rows stream through it (re-read once per column tile), and filling and draining
-the array costs rows + cols cycles per tile; tiles whose weights are all zero are skipped.
-Depthwise convs, pools, adds, tables, requantize and data movement run on the vector unit,
-``vector_lanes`` int32 operations per cycle. Every step pays ``step_overhead_cycles``.
-Nothing depends on the data, so the figures are known at compile time; the simulator adds
-them up as it executes.
+The MAC array is weight stationary, counted as SCALE-Sim v3 counts it (Samajdar et al., ISPASS
+2020): each [rows x cols] tile of the weights is shifted in (``tile_load_cycles``, one row per
+cycle), then the M activation rows stream through it with the array's fill and drain, so a
+GEMM takes ``tiles x (M + load + rows + cols - 2) - 1`` cycles; tiles whose weights are all
+zero (the off-diagonal blocks of a grouped conv) are skipped. Depthwise convs, pools, adds,
+tables, requantize and data movement run on the vector unit, ``vector_lanes`` int32
+operations per cycle; requantization overlaps the MAC array when the target says the vector
+unit runs alongside it.
+
+Memories with a stated bandwidth turn traffic into cycles: a step lasts as long as its slowest
+unit or memory port. Weights stream through a double-buffered weight buffer: before the array
+starts, the first half of the buffer is filled (as SCALE-Sim's initial prefetch), unless the
+previous step left the weight port idle long enough to prefetch it. int32 partial sums between
+K tiles live in the accumulator; when a column of them does not fit, they spill to the SRAM.
+Every step pays ``step_overhead_cycles``. Nothing depends on the data, so the figures are
+known at compile time; the simulator adds them up as it executes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from math import ceil, prod
 
 import numpy as np
@@ -21,6 +30,7 @@ from .target import Target
 
 # vector operations per element (softmax: max, subtract, table, sum, a divide of ~4 ops)
 VECTOR_PASSES = {Kind.ADD: 3, Kind.SUB: 3, Kind.MUL: 2, Kind.LUT: 1, Kind.SOFTMAX: 8}
+PSUM_BYTES = 4  # int32 partial sums
 
 
 @dataclass(frozen=True)
@@ -31,23 +41,42 @@ class Cost:
     sram_read: int = 0  # bytes
     sram_write: int = 0
     weight_read: int = 0
+    acc_bytes: int = 0  # accumulator traffic: partial sums read and written, outputs staged
 
     def __add__(self, o: Cost) -> Cost:
         return Cost(*(a + b for a, b in zip(self.astuple(), o.astuple())))
 
     def astuple(self) -> tuple[int, ...]:
-        return (self.cycles, self.macs, self.vector_ops, self.sram_read, self.sram_write,
-                self.weight_read)
+        return astuple(self)
 
     def energy_pj(self, t: Target) -> float:
         return (self.macs * t.e_mac + self.vector_ops * t.e_vector_op
                 + (self.sram_read + self.sram_write) * t.e_sram_byte
-                + self.weight_read * t.e_weight_byte)
+                + self.weight_read * t.e_weight_byte
+                + self.acc_bytes * t.e_accumulator_access / PSUM_BYTES)
 
 
-def _live_tiles(w: np.ndarray, rows: int, cols: int) -> tuple[int, int]:
-    """(tiles holding a nonzero weight, the weights those tiles hold): the array skips
-    all-zero tiles, such as the off-diagonal blocks of a grouped conv."""
+@dataclass(frozen=True)
+class Tiles:
+    """The weight tiles of a [K, N] matrix the array runs: how many, the weights they hold;
+    and over the output columns that take more than one tile (whose sums need int32 partial
+    sums between tiles), the sum of those tiles' widths and the number of such columns."""
+
+    count: int
+    area: int
+    stacked: int
+    stacked_columns: int
+
+    @classmethod
+    def dense(cls, k: int, n: int, t: Target) -> Tiles:
+        kt = ceil(k / t.mac_rows)
+        return cls(kt * ceil(n / t.mac_cols), k * n, kt * n if kt > 1 else 0,
+                   n if kt > 1 else 0)
+
+
+def live_tiles(w: np.ndarray, t: Target) -> Tiles:
+    """The tiles holding a nonzero weight: the array skips all-zero ones."""
+    rows, cols = t.mac_rows, t.mac_cols
     k, n = w.shape
     padded = np.zeros((-(-k // rows) * rows, -(-n // cols) * cols), bool)
     padded[:k, :n] = w != 0
@@ -55,7 +84,78 @@ def _live_tiles(w: np.ndarray, rows: int, cols: int) -> tuple[int, int]:
     inside = np.zeros_like(padded)
     inside[:k, :n] = True
     area = inside.reshape(live.shape[0], rows, -1, cols).sum(axis=(1, 3))
-    return int(live.sum()), int(area[live].sum())
+    width = np.minimum(cols, n - np.arange(live.shape[1]) * cols)  # the last tile is narrower
+    per_column = live.sum(axis=0)
+    multi = per_column > 1
+    return Tiles(int(live.sum()), int(area[live].sum()), int((per_column * width)[multi].sum()),
+                 int(width[multi].sum()))
+
+
+def mac_cycles(m: int, tiles: int, t: Target) -> int:
+    """SCALE-Sim's weight-stationary compute cycles for ``tiles`` tiles of M rows."""
+    return max(tiles * (m + t.tile_load_cycles + t.mac_rows + t.mac_cols - 2) - 1, 0)
+
+
+def weight_fill(weight_bytes: int, t: Target) -> int:
+    """Bytes loaded before the array starts: the first half of the double-buffered weight
+    buffer (or all the weights, if fewer)."""
+    return min(weight_bytes, max(t.weight_buffer // 2, t.tile_bytes))
+
+
+def _port(nbytes: int, per_cycle: float | None) -> int:
+    """Cycles a memory port is busy moving ``nbytes`` (0 when the bandwidth is unlimited)."""
+    return ceil(nbytes / per_cycle) if per_cycle else 0
+
+
+def gemm_cycles(m: int, tiles: Tiles, t: Target, *, weight_bytes: int, sram_bytes: int = 0,
+                vector_ops: int = 0, hidden: int = 0) -> int:
+    """Cycles of a GEMM of M rows on the array, without the step overhead: the slowest of the
+    array, the weight stream, the SRAM port and (if it overlaps) the vector unit, after the
+    weight buffer's first fill less the ``hidden`` cycles of it prefetched in the previous
+    step."""
+    compute = mac_cycles(m, tiles.count, t)
+    vector = ceil(vector_ops / t.vector_lanes)
+    fill = _port(weight_fill(weight_bytes, t), t.weight_bytes_per_cycle)
+    stream = _port(weight_bytes, t.weight_bytes_per_cycle) - fill
+    body = max(compute, stream, _port(sram_bytes, t.sram_bytes_per_cycle))
+    if t.vector_overlaps_mac:
+        body = max(body, vector)
+    else:
+        body += vector
+    return max(fill - hidden, 0) + body
+
+
+def psum_traffic(m: int, n: int, tiles: Tiles, t: Target) -> tuple[int, int]:
+    """(accumulator bytes, bytes spilled to SRAM each way). Outputs are staged in the
+    accumulator on their way to the SRAM: every int8 result is written and read once, and
+    where a column takes several K tiles, each tile's M x width int32 partial sums are
+    written once and read once (by the next tile's add, or by the requantization), as ZigZag
+    counts them. A column of tiles needs M x cols partial sums at once; if the accumulator
+    holds fewer, all but the last tile's go through the SRAM instead."""
+    if t.accumulator_bytes is None:
+        return 0, 0
+    staged = 2 * m * n + 2 * PSUM_BYTES * m * tiles.stacked
+    if m * t.mac_cols * PSUM_BYTES <= t.accumulator_bytes:
+        return staged, 0
+    return staged, PSUM_BYTES * m * (tiles.stacked - tiles.stacked_columns)
+
+
+def gemm_cost(m: int, k: int, n: int, t: Target, *, tiles: Tiles | None = None,
+              params: int | None = None, requant: bool = True, hidden: int = 0) -> Cost:
+    """The cost of a GEMM [M, K] @ [K, N] on the array (without the step overhead): the
+    activation rows are re-read for every column of tiles, the int8 outputs written once,
+    the weights (``params`` bytes with biases and requantization parameters) read once."""
+    tiles = tiles or Tiles.dense(k, n, t)
+    params = k * n if params is None else params
+    weight_bytes = params - k * n + tiles.area  # all-zero tiles are never fetched
+    acc, spill = psum_traffic(m, n, tiles, t)
+    out = m * n
+    vector = out if requant else 0
+    read = m * k * ceil(n / t.mac_cols) + spill
+    write = out + spill
+    cycles = gemm_cycles(m, tiles, t, weight_bytes=weight_bytes, sram_bytes=read + write,
+                         vector_ops=vector, hidden=hidden)
+    return Cost(cycles, m * tiles.area, vector, read, write, weight_bytes, acc)
 
 
 def _taps(step: Step, in_size: int, out_size: int) -> int:
@@ -63,37 +163,76 @@ def _taps(step: Step, in_size: int, out_size: int) -> int:
     return prod(step.window.kernel) if step.window is not None else in_size // out_size
 
 
-def step_cost(step: Step, program: QProgram, t: Target) -> Cost:
+def _params(step: Step) -> int:
+    return sum(c.nbytes for c in step.consts.values()) + (
+        step.requant.multiplier.nbytes + step.requant.shift.nbytes if step.requant else 0)
+
+
+def _vector_step(ops: int, read: int, write: int, params: int, t: Target) -> int:
+    """Cycles of a vector-unit step: its lanes, or a memory port if that is slower."""
+    return max(ceil(ops / t.vector_lanes), _port(read + write, t.sram_bytes_per_cycle),
+               _port(params, t.weight_bytes_per_cycle)) + t.step_overhead_cycles
+
+
+def step_cost(step: Step, program: QProgram, t: Target, hidden: int = 0) -> Cost:
+    """The cost of one step; ``hidden`` cycles of its weight fill were prefetched earlier."""
     ts = program.tensors
     out = ts[step.output].size
     ins = [ts[i].size for i in step.inputs]
-    lanes = t.vector_lanes
-    params = sum(c.nbytes for c in step.consts.values()) + (
-        step.requant.multiplier.nbytes + step.requant.shift.nbytes if step.requant else 0)
+    params = _params(step)
     requant = out if step.requant is not None else 0
     if step.kind is Kind.CONV:
         w = step.consts["weights"]
         k, n = w.shape
-        m = out // n
-        tiles, area = _live_tiles(w, t.mac_rows, t.mac_cols)
-        cycles = tiles * (m + t.mac_rows + t.mac_cols) + ceil(requant / lanes)
-        return Cost(cycles + t.step_overhead_cycles, m * area, requant,
-                    m * k * ceil(n / t.mac_cols), out, params)
+        c = gemm_cost(out // n, k, n, t, tiles=live_tiles(w, t), params=params,
+                      requant=step.requant is not None, hidden=hidden)
+        return Cost(c.cycles + t.step_overhead_cycles, *c.astuple()[1:])
     if step.kind in (Kind.DEPTHWISE, Kind.SUM_POOL, Kind.MAX_POOL):
         ops = out * _taps(step, ins[0], out)
         macs = ops if step.kind is Kind.DEPTHWISE else 0
-        vector = ops - macs + requant
-        return Cost(ceil((ops + requant) / lanes) + t.step_overhead_cycles, macs, vector, ops,
-                    out, params)
+        return Cost(_vector_step(ops + requant, ops, out, params, t), macs,
+                    ops - macs + requant, ops, out, params)
+    if step.kind is Kind.BATCH_MATMUL:
+        return batch_matmul_cost(step, program, t)
+    if step.kind is Kind.CONST:  # a constant operand: weight memory -> SRAM
+        return Cost(_vector_step(out, 0, out, params, t), 0, 0, 0, out, params)
     if step.kind in VECTOR_PASSES:
         ops = out * VECTOR_PASSES[step.kind] + requant
-        return Cost(ceil(ops / lanes) + t.step_overhead_cycles, 0, ops, out * len(ins), out,
-                    params)
+        read = out * len(ins)
+        return Cost(_vector_step(ops, read, out, params, t), 0, ops, read, out, params)
     moved = out if step.kind is not Kind.PAD else out + ins[0]
-    return Cost(ceil(moved / lanes) + t.step_overhead_cycles, 0, 0, sum(ins) if step.kind in (
-        Kind.TRANSPOSE, Kind.CONCAT, Kind.PAD) else out, out, 0)
+    read = sum(ins) if step.kind in (Kind.TRANSPOSE, Kind.CONCAT, Kind.PAD) else out
+    return Cost(_vector_step(moved, read, out, 0, t), 0, 0, read, out, 0)
+
+
+def batch_matmul_cost(step: Step, program: QProgram, t: Target) -> Cost:
+    """A matmul of two activations (attention): one GEMM per batch index, the right operand
+    shifted into the array as its weights, but read from the SRAM (it is an activation)."""
+    a, b, y = (program.tensors[n] for n in (*step.inputs, step.output))
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = y.size // max(m * n, 1)
+    c = gemm_cost(m, k, n, t, params=k * n)
+    return Cost(batch * c.cycles + t.step_overhead_cycles, batch * c.macs, batch * c.vector_ops,
+                batch * (c.sram_read + c.weight_read), batch * c.sram_write, 0,
+                batch * c.acc_bytes)
+
+
+def _hideable(step: Step, t: Target) -> int:
+    """Cycles of a step's first weight fill (what a prefetch could hide)."""
+    if step.kind is not Kind.CONV:
+        return 0
+    return _port(weight_fill(_params(step), t), t.weight_bytes_per_cycle)
 
 
 def schedule(program: QProgram, target: Target) -> list[Cost]:
-    """The cost of every step, in execution order."""
-    return [step_cost(s, program, target) for s in program.steps]
+    """The cost of every step, in execution order. A step's first weight fill is prefetched
+    into the weight buffer's free half while the previous step runs, as far as that step
+    leaves the weight port idle."""
+    costs: list[Cost] = []
+    idle = 0
+    for step in program.steps:
+        hidden = min(idle, _hideable(step, target))
+        cost = step_cost(step, program, target, hidden)
+        costs.append(cost)
+        idle = max(cost.cycles - _port(cost.weight_read, target.weight_bytes_per_cycle), 0)
+    return costs

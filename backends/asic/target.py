@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...errors import TargetError
 
@@ -37,6 +38,26 @@ class Target:
     e_sram_byte: float
     e_weight_byte: float
     path: str = ""
+    # optional (older target files leave them out):
+    weight_bytes_per_cycle: float | None = None  # weight memory bandwidth; None: unlimited
+    sram_bytes_per_cycle: float | None = None  # activation SRAM bandwidth; None: unlimited
+    weight_buffer_bytes: int = 0  # on-chip weight tile buffer; 0: two tiles (double buffer)
+    weight_tile_load_cycles: int = 0  # shifting a tile into the array; 0: mac_rows
+    vector_overlaps_mac: bool = False  # the vector unit requantizes while the array runs
+    accumulator_bytes: int | None = None  # int32 partial sums; None: not priced
+    e_accumulator_access: float = 0.0  # pJ per int32 partial-sum read or write
+
+    @property
+    def tile_bytes(self) -> int:
+        return self.mac_rows * self.mac_cols
+
+    @property
+    def tile_load_cycles(self) -> int:
+        return self.weight_tile_load_cycles or self.mac_rows
+
+    @property
+    def weight_buffer(self) -> int:
+        return self.weight_buffer_bytes or 2 * self.tile_bytes
 
 
 def shipped() -> list[str]:
@@ -53,6 +74,19 @@ def _field(doc: dict, section: str, key: str, kind: type, path: Path) -> float:
         raise TargetError(f"target file {path}: [{section}] {key} must be a positive "
                           f"{kind.__name__}, got {value!r}")
     return kind(value)
+
+
+def _optional(doc: dict, section: str, key: str, kind: type, path: Path) -> Any:
+    """An optional field: None when absent, else checked as ``_field`` does (bools too)."""
+    if key not in doc.get(section, {}):
+        return None
+    if kind is bool:
+        value = doc[section][key]
+        if not isinstance(value, bool):
+            raise TargetError(f"target file {path}: [{section}] {key} must be true or false, "
+                              f"got {value!r}")
+        return value
+    return _field(doc, section, key, kind, path)
 
 
 def load_target(spec: str | None = None) -> Target:
@@ -89,4 +123,11 @@ def load_target(spec: str | None = None) -> Target:
         e_sram_byte=_field(doc, e, "sram_byte", float, path),
         e_weight_byte=_field(doc, e, "weight_byte", float, path),
         path=str(path),
+        weight_bytes_per_cycle=_optional(doc, m, "weight_bytes_per_cycle", float, path),
+        sram_bytes_per_cycle=_optional(doc, m, "sram_bytes_per_cycle", float, path),
+        weight_buffer_bytes=_optional(doc, m, "weight_buffer_bytes", int, path) or 0,
+        weight_tile_load_cycles=_optional(doc, c, "weight_tile_load_cycles", int, path) or 0,
+        vector_overlaps_mac=bool(_optional(doc, c, "vector_overlaps_mac", bool, path)),
+        accumulator_bytes=_optional(doc, m, "accumulator_bytes", int, path),
+        e_accumulator_access=_optional(doc, e, "accumulator_access", float, path) or 0.0,
     )

@@ -35,7 +35,7 @@ class Program:
     """Everything the runtime needs: the module text-free of weights, the blob, the plan."""
 
     module: ir.Module
-    weights: bytes
+    weights: Weights
     plan: MemoryPlan
     graph: Graph
     threads: int  # the team the code runs on (1 when no kernel is worth splitting)
@@ -43,24 +43,37 @@ class Program:
 
 
 class Weights:
-    """The weights blob: each (constant, layout) once, 64-byte aligned."""
+    """The weights blob's layout: each (constant, layout) once, 64-byte aligned. The arrays
+    are kept, not copied, until ``write`` puts them (packed where a GEMM reads them packed)
+    into the runtime's buffer: VGG-19 carries 548 MB, and each copy of it costs a second."""
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.parts: list[tuple[int, np.ndarray, bool]] = []  # (offset, array, packed)
         self.size = 0
         self.offsets: dict[tuple[str, str], int] = {}
 
-    def add(self, key: tuple[str, str], data: np.ndarray) -> int:
+    def add(self, key: tuple[str, str], data: np.ndarray, packed: bool = False) -> int:
+        """The offset of ``data`` (as gemm.pack_b lays it out when ``packed``) in the blob."""
         if key not in self.offsets:
             self.offsets[key] = self.size
-            raw = np.ascontiguousarray(data).tobytes()  # in the constant's own dtype
-            pad = -len(raw) % ALIGN
-            self.chunks.append(raw + b"\0" * pad)
-            self.size += len(raw) + pad
+            self.parts.append((self.size, data, packed))
+            nbytes = 4 * _packed_floats(data) if packed else data.nbytes
+            self.size += -(-nbytes // ALIGN) * ALIGN
         return self.offsets[key]
 
-    def blob(self) -> bytes:
-        return b"".join(self.chunks)
+    def write(self, out: np.ndarray) -> None:
+        """Fill ``out`` (uint8, ``size`` bytes, zeroed: the padding stays 0)."""
+        for offset, data, packed in self.parts:
+            if packed:  # offsets are 64-byte aligned, so float32 views line up
+                gemm.pack_b(data, out[offset:offset + 4 * _packed_floats(data)].view(np.float32))
+            else:
+                out[offset:offset + data.nbytes].view(data.dtype)[:] = data.ravel()
+
+
+def _packed_floats(b: np.ndarray) -> int:
+    """float32 elements of gemm.pack_b(b): one panel set per batch of [k, n] matrices."""
+    k, n = b.shape[-2:]
+    return gemm.packed_b_floats(k, n) * (b.size // max(k * n, 1))
 
 
 def _packed_inputs(node: Node) -> set[str]:
@@ -89,6 +102,22 @@ MACS_PER_ELEMENT = 32
 CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance its load
 
 
+# a batched matmul of up to this many batches (Winograd's 16 or 36 transform positions) takes
+# one batch per chunk: the last chunk to finish is then 1/36 of the kernel, not 5/36
+MAX_BATCH_CHUNKS = 64
+
+
+def _chunks(node: Node, threads: int) -> int:
+    """The chunks a split kernel is cut into: CHUNKS_PER_THREAD per thread, or one per batch."""
+    chunks = CHUNKS_PER_THREAD * threads
+    if node.attrs["kind"] == "matmul":
+        body: Graph = node.attrs["body"]
+        batch = Matmul.of(body).dims(body)[0]
+        if chunks < batch <= MAX_BATCH_CHUNKS:
+            return batch
+    return chunks
+
+
 def _parallel(node: Node, graph: Graph) -> bool:
     """Worth splitting: enough work to pay for handing out chunks, and no step that every
     chunk would need first (a run-time right-hand side is split only where each chunk can
@@ -108,7 +137,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
     split = {k.name: threads > 1 and _parallel(k, graph)
              for k in graph.nodes if k.op is Op.KERNEL}
     plan = plan_memory(graph, lambda k: scratch_bytes(
-        k, lambda i: _is_const(graph, i), CHUNKS_PER_THREAD * threads if split[k.name] else 1)
+        k, lambda i: _is_const(graph, i), _chunks(k, threads) if split[k.name] else 1)
         if k.attrs["kind"] == "matmul" else 0)
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
     parallel = [split[k.name] for k in kernels]
@@ -138,10 +167,8 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
             return b.bitcast(b.gep(arena_arg, [const(where)]), F32P)
         root = storage_root(graph, value)
         data = graph.const(root)
-        key = (root, "packed" if packed else "raw")
-        if packed:  # one packed panel set per batch of the right-hand side
-            data = gemm.pack_b(data.reshape(-1, *data.shape[-2:]))
-        off = weights.add(key, data)
+        # packed: one panel set per batch of the right-hand side
+        off = weights.add((root, "packed" if packed else "raw"), data, packed)
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
     emitted: dict[Hashable, ir.Function] = {}  # identical kernels share one function
@@ -149,7 +176,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
         body: Graph = node.attrs["body"]
         packed = _packed_consts(node, graph)
         noalias, ldc = node.name not in plan.in_place, plan.row_stride.get(node.name)
-        chunks = CHUNKS_PER_THREAD * threads if parallel[index] else 1
+        chunks = _chunks(node, threads) if parallel[index] else 1
         shifted, offsets = shift_slices(node)
         key = fingerprint(shifted, packed, chunks, ldc, noalias)
         fn = emitted.get(key) if key is not None else None
@@ -182,7 +209,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
     if threads > 1:
         emit_team(module, entry, 2 + n_in + n_out, words)
     emit_argv(module, entry)  # the one-pointer call of runtime/module.py
-    return Program(module, weights.blob(), plan, graph, threads, words)
+    return Program(module, weights, plan, graph, threads, words)
 
 
 def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,

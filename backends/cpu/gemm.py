@@ -63,22 +63,24 @@ def packed_b_floats(k: int, n: int) -> int:
     return _ceil_div(n, NR) * NR * k
 
 
-def pack_b(b: np.ndarray) -> np.ndarray:
+def pack_b(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Compile-time packing of a constant [k, n] or [batch..., k, n] right-hand side into
-    ``[batch][n / NR][k][NR]`` (zero padded), flattened."""
+    ``[batch][n / NR][k][NR]`` (zero padded), flattened; into ``out`` (float32, that many
+    elements) when given, so the weights blob is written once."""
     b = np.asarray(b, np.float32)
     k, n = b.shape[-2:]
     g = int(np.prod(b.shape[:-2]))
     b = b.reshape(g, k, n)
     full, rest = divmod(n, NR)
+    shape = (g, full + (rest > 0), k, NR)
+    out = np.empty(shape, np.float32) if out is None else out.reshape(shape)
     # one pass over the weights (hundreds of MB in VGG): full panels copied straight into
     # place, only the last one padded
-    out = np.empty((g, full + (rest > 0), k, NR), np.float32)
     out[:, :full] = b[:, :, :full * NR].reshape(g, k, full, NR).transpose(0, 2, 1, 3)
     if rest:
         out[:, full, :, :rest] = b[:, :, full * NR:]
         out[:, full, :, rest:] = 0
-    return out.ravel()
+    return out.reshape(-1)
 
 
 def _mask(valid: int) -> ir.Constant | None:

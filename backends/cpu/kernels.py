@@ -111,45 +111,56 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
     """Channels innermost and kept (pooling, depthwise conv): per output position, a group of
     up to GROUP channel vectors accumulates in registers over the window (the window's bounds
     are checked once per tap for the whole group), then the epilogue runs on each vector and
-    one store writes it."""
+    one store writes it. Full groups take turns in a run-time loop, so the code is one group
+    and the tail whatever the channel count (832-channel pools were 2k instructions each)."""
+    oshape = red.type.shape
+    lanes = vector_lanes()
+    span = GROUP * lanes
+    full, tail = divmod(oshape[-1], span)
+    with loop_nest(b, oshape[:-1], split) as idx:
+        if full:
+            with for_range(b, full) as g:
+                _reduce_group(b, body, red, ptrs, out, idx, b.mul(g, const(span)),
+                              [(k * lanes, lanes) for k in range(GROUP)])
+        if tail:
+            _reduce_group(b, body, red, ptrs, out, idx, const(full * span),
+                          [(c, min(lanes, tail - c)) for c in range(0, tail, lanes)])
+
+
+def _reduce_group(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
+                  out: ir.Value, idx: Coords, base: ir.Value,
+                  group: list[tuple[int, int]]) -> None:
+    """One group of channel vectors (offset from ``base``, lanes) at output position ``idx``."""
     fn, axes = red.attrs["fn"], tuple(red.attrs["axes"])
     oshape, ishape = red.type.shape, body.type_of(red.inputs[0]).shape
     count = int(np.prod([ishape[a] for a in axes]))
     dtype = red.type.dtype
     element = dtypes.register(dtype)
-    with loop_nest(b, oshape[:-1], split) as idx:
-        for group in _groups(oshape[-1], vector_lanes()):
-            accs = []
-            for _, lanes in group:
-                with b.goto_entry_block():
-                    accs.append(b.alloca(ir.VectorType(element, lanes) if lanes > 1 else element))
-                start = BodyEmitter(b, body, ptrs, lanes=lanes).constant(identity(fn, dtype), dtype)
-                b.store(start, accs[-1])
-            with loop_nest(b, [ishape[a] for a in axes]) as r:
-                for (start, lanes), acc in zip(group, accs):
-                    coords = list(idx) + [const(start)]
-                    for a, i in zip(axes, r):
-                        coords[a] = i
-                    x = BodyEmitter(b, body, ptrs, lanes=lanes).value(red.inputs[0], coords)
-                    b.store(accumulate(b, fn, b.load(acc), x, dtype), acc)
-            for (start, lanes), acc in zip(group, accs):
-                total = b.load(acc)
-                if fn is Reduce.MEAN:
-                    total = b.fmul(total, BodyEmitter(b, body, ptrs, lanes=lanes).constant(
-                        1.0 / count, dtype))
-                at = list(idx) + [const(start)]
-                result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes)
-                store(b, out, at, oshape, result.value(body.outputs[0], at))
+    starts = [b.add(base, const(offset)) if offset else base for offset, _ in group]
+    accs = []
+    for _, lanes in group:
+        with b.goto_entry_block():
+            accs.append(b.alloca(ir.VectorType(element, lanes) if lanes > 1 else element))
+        start = BodyEmitter(b, body, ptrs, lanes=lanes).constant(identity(fn, dtype), dtype)
+        b.store(start, accs[-1])
+    with loop_nest(b, [ishape[a] for a in axes]) as r:
+        for (_, lanes), first, acc in zip(group, starts, accs):
+            coords = list(idx) + [first]
+            for a, i in zip(axes, r):
+                coords[a] = i
+            x = BodyEmitter(b, body, ptrs, lanes=lanes).value(red.inputs[0], coords)
+            b.store(accumulate(b, fn, b.load(acc), x, dtype), acc)
+    for (_, lanes), first, acc in zip(group, starts, accs):
+        total = b.load(acc)
+        if fn is Reduce.MEAN:
+            total = b.fmul(total, BodyEmitter(b, body, ptrs, lanes=lanes).constant(
+                1.0 / count, dtype))
+        at = list(idx) + [first]
+        result = BodyEmitter(b, body, ptrs, {red.name: lambda _, t=total: t}, lanes)
+        store(b, out, at, oshape, result.value(body.outputs[0], at))
 
 
 GROUP = 8  # channel vectors accumulated together (registers: GROUP + operands < 32)
-
-
-def _groups(width: int, lanes: int) -> list[list[tuple[int, int]]]:
-    """(first channel, lanes) blocks covering ``width``, in groups of at most GROUP vectors;
-    the last block may be shorter than a vector."""
-    blocks = [(c, min(lanes, width - c)) for c in range(0, width, lanes)]
-    return [blocks[i:i + GROUP] for i in range(0, len(blocks), GROUP)]
 
 
 def _reduce_loops(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.Value],
