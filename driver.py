@@ -18,7 +18,7 @@ from .frontend.limits import check_bytes
 from .ir import Graph, Op
 from .passes.cost import count_flops, count_macs
 from .passes.pipeline import cpu_pipeline, run_pipeline
-from .passes.winograd import DEFAULT_MODE, MODES
+from .passes.winograd import DEFAULT_MODE, check_mode
 from .runtime.export import Native, c_name, check_library, export_program
 from .runtime.module import Module, _aligned_buffer
 from .runtime.pool import team_code
@@ -166,9 +166,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
         from .runtime.cross import lookup
 
         lookup(spec)
-    if str(winograd) not in MODES:
-        raise Sw2cError(f"winograd={winograd!r}: expected one of "
-                        f"{', '.join(repr(m) for m in MODES)}")
+    winograd = check_mode(winograd)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise Sw2cError("no model given")
@@ -204,7 +202,7 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
         return module
     module = compile_graph(graph, _model_name(models[0], protos[0], name), target=target,
                            threads=threads, dump_ir=dump_ir, started=started,
-                           profile=profile, winograd=str(winograd))
+                           profile=profile, winograd=winograd)
     module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
     module.input_ranges = index_ranges(graph)  # valid ids, for random verification inputs
     if verify:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CompileError
+from ..errors import Sw2cError
 from ..ir import Graph, Node, Op
 from .rewrite import Rewriter, rewrite
 
@@ -156,11 +156,16 @@ MODES: dict[str, int | None] = {"off": None, "auto": 0, "2": 2, "4": 4}
 DEFAULT_MODE = "auto"
 
 
+def check_mode(mode: str | int) -> str:
+    """``mode`` as a key of MODES; a Sw2cError naming the choices otherwise."""
+    if str(mode) not in MODES:
+        raise Sw2cError(f"winograd={mode!r}: expected one of "
+                        f"{', '.join(repr(m) for m in MODES)}")
+    return str(mode)
+
+
 def winograd(graph: Graph, mode: str | int = DEFAULT_MODE) -> Graph:
     """Rewrite the eligible 3x3 convs of ``graph`` to Winograd F(m x m, 3 x 3). ``mode``:
     "auto" (m per conv by output size), "off", or 2 / 4 (every eligible conv at that m)."""
-    if str(mode) not in MODES:
-        raise CompileError(f"winograd={mode!r}: expected one of "
-                           f"{', '.join(repr(m) for m in MODES)}")
-    tile = MODES[str(mode)]
+    tile = MODES[check_mode(mode)]
     return graph if tile is None else rewrite(graph, [winograd_rule(tile)])
