@@ -14,13 +14,12 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-PEAK_GFLOPS_PER_CORE = 285.0  # measured fp32 FMA peak of one Zen 5 core (AVX-512) on this host
 
 ENGINES = ("sw2c", "ort")
 
@@ -208,9 +207,19 @@ def random_feeds(session_or_inputs: Any, seed: int = 0) -> dict[str, np.ndarray]
 # --------------------------------------------------------------------------- throughput
 
 
+@lru_cache(maxsize=1)
+def peak_gflops_per_core() -> float:
+    """This core's fp32 FMA peak in GFLOP/s, measured once per process (fma_peak.py): hosts of
+    one kind differ (a Zen 4 core issues one 512-bit FMA per cycle, a Zen 5 core two: 126
+    against 285 GFLOP/s measured here), so a fixed figure would misstate every % of peak."""
+    from .fma_peak import measure
+
+    return measure(0.3)
+
+
 def peak_gflops(threads: int) -> float:
     """fp32 FMA peak of `threads` cores in GFLOP/s."""
-    return PEAK_GFLOPS_PER_CORE * threads
+    return peak_gflops_per_core() * threads
 
 
 def throughput(flops: float, seconds: float, threads: int) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .harness import PEAK_GFLOPS_PER_CORE
+from .harness import peak_gflops
 
 
 def _kernel_rows(module: Any) -> list[dict[str, Any]]:
@@ -73,7 +73,7 @@ def bench_per_kernel(models: Sequence[str], *, threads: int = 1,
     feeds = random_feeds(module, seed=0)
     runs, cycles = _sample(module, [feeds[n] for n, _, _ in module.inputs], seconds)
     ran = module.report["threads"]
-    peak = PEAK_GFLOPS_PER_CORE * ran
+    peak = peak_gflops(ran)
     rows = _kernel_rows(module)
     medians, best = np.median(runs, axis=0), runs.min(axis=0)
     for row, median, fastest, (_, busy0, busy) in zip(rows, medians, best, cycles, strict=True):

@@ -144,7 +144,8 @@ def environment(args: argparse.Namespace, load_before: str) -> dict[str, str]:
         "onnx": onnx.__version__, "numpy": np.__version__,
         "timing": f"interleaved blocks, >= {args.min_seconds} s and >= {args.rounds} rounds "
                   "per engine, medians",
-        "peak": f"{harness.PEAK_GFLOPS_PER_CORE} GFLOP/s per core (fp32 FMA)",
+        "peak": f"{harness.peak_gflops_per_core():.1f} GFLOP/s per core (fp32 FMA, measured "
+                "by benchmarks/fma_peak.py)",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load average": f"{load_before} before, {_load()} after (other processes skew timings)",
     }
