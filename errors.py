@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -67,6 +67,16 @@ class SaturationWarning(Sw2cWarning):
 
 _INTERNAL = (ArithmeticError, AssertionError, AttributeError, LookupError, NotImplementedError,
              RecursionError, RuntimeError, TypeError, ValueError)
+
+
+def check_choice(keyword: str, value: object, choices: Iterable[str]) -> str:
+    """``str(value)`` if it is one of ``choices``, else a Sw2cError naming the keyword and
+    listing them (a compile option such as ``winograd=`` or ``precision=``)."""
+    choices = tuple(choices)
+    if str(value) not in choices:
+        raise Sw2cError(f"{keyword}={value!r}: expected one of "
+                        f"{', '.join(repr(c) for c in choices)}")
+    return str(value)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import Sw2cError
+from ..errors import check_choice
 from ..ir import Graph, Node, Op
 from .rewrite import Rewriter, rewrite
 
@@ -158,10 +158,7 @@ DEFAULT_MODE = "auto"
 
 def check_mode(mode: str | int) -> str:
     """``mode`` as a key of MODES; a Sw2cError naming the choices otherwise."""
-    if str(mode) not in MODES:
-        raise Sw2cError(f"winograd={mode!r}: expected one of "
-                        f"{', '.join(repr(m) for m in MODES)}")
-    return str(mode)
+    return check_choice("winograd", mode, MODES)
 
 
 def winograd(graph: Graph, mode: str | int = DEFAULT_MODE) -> Graph:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ModelError, Sw2cError, VerificationError
+from ...errors import ModelError, Sw2cError, VerificationError, check_choice
 from .errors import require
 from .targets import Target, lookup
 
@@ -31,9 +31,7 @@ VERIFY_SAMPLES = 8
 
 def check_precision(kind: str, spec: str, precision: str) -> None:
     """Fail early on a precision the target cannot build: ``Sw2cError`` naming it."""
-    if precision not in PRECISIONS:
-        raise Sw2cError(f"precision={precision!r}: expected one of "
-                        f"{', '.join(repr(p) for p in PRECISIONS)}")
+    check_choice("precision", precision, PRECISIONS)
     if kind == "cpu" and not spec and precision != "fp32":
         raise Sw2cError("precision='int8' on target 'cpu' (this machine) is not built: use "
                         "target='asic' for the simulated accelerator or target='cpu:NAME' "
