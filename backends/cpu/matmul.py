@@ -276,59 +276,84 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         return
     variants: dict[tuple[int, int], ir.Function] = {}  # one GEMM per distinct block shape
 
-    def gemm(a: ir.Value, r0: ir.Value, rows: int, c0: int, cols: int) -> None:
+    def gemm(a: ir.Value, r0: ir.Value, rows: int, c0: ir.Value, cols: int) -> None:
         """C[r0:r0 + rows, c0:c0 + cols] from A's rows at ``a`` (row stride lda)."""
         if (rows, cols) not in variants:
             variants[rows, cols] = _chunk_gemm(b, epilogue, f"{b.function.name}.c{rows}x{cols}",
-                                               m=rows, k=k, n=cols, lda=lda, ldc=ldc)
+                                               m=rows, k=k, n=cols, lda=lda, ldc=ldc,
+                                               shared=team.size > 1)
         at = [b.gep(p, [b.add(b.mul(r0, const(epilogue.layout[i][0])),
-                              const(c0 * epilogue.layout[i][1]))])
+                              b.mul(c0, const(epilogue.layout[i][1])))])
               for i, p in zip(epilogue.operands, extra)]
-        c_at = b.gep(out, [b.add(b.mul(r0, const(ldc)), const(c0))])
-        b.call(variants[rows, cols], [a, b.gep(b_ptr, [const(c0 * k)]), c_at, *at])
+        c_at = b.gep(out, [b.add(b.mul(r0, const(ldc)), c0)])
+        b.call(variants[rows, cols], [a, b.gep(b_ptr, [b.mul(c0, const(k))]), c_at, *at])
 
     packers: dict[int, ir.Function] = {}  # one packing function per distinct width
 
-    def pack_columns(c0: int, cols: int) -> None:
+    def pack_columns(c0: ir.Value, cols: int) -> None:
         """Pack B's columns [c0, c0 + cols) into their panels (c0 is a panel boundary)."""
         if cols not in packers:
             packers[cols] = emit_pack_b(b.module, f"{b.function.name}.pack{cols}", k=k, n=cols,
                                         ldb=ldb, transposed=transposed)
-        pack = packers[cols]
-        first = c0 * ldb if transposed else c0  # B^T is stored [n, k]
-        b.call(pack, [b.gep(ptrs[mt.b_source], [const(first)]), b.gep(b_ptr, [const(c0 * k)])])
+        first = b.mul(c0, const(ldb)) if transposed else c0  # B^T is stored [n, k]
+        b.call(packers[cols], [b.gep(ptrs[mt.b_source], [first]),
+                               b.gep(b_ptr, [b.mul(c0, const(k))])])
 
-    def chunk(t: int, lo: int, rows: int, c0: int, cols: int) -> None:
+    def chunk(lo: ir.Value, rows: int, c0: ir.Value, cols: int, slot: tuple[ir.Value, int]
+              ) -> None:
         if own_columns:
             pack_columns(c0, cols)
         if mt.window is None:
-            gemm(b.gep(a_ptr, [const(lo * lda)]), const(lo), rows, c0, cols)
+            gemm(b.gep(a_ptr, [b.mul(lo, const(lda))]), lo, rows, c0, cols)
             return
-        offset, block = slots[t]
-        slot = b.gep(patches, [const(offset)])
+        offset, block = slot
+        buffer = b.gep(patches, [offset])
 
         def one(r0: ir.Value, h: int) -> None:  # im2col of rows [r0, r0 + h), then their GEMM
-            _im2col(b, body, mt.window, ptrs, b.gep(slot, [b.neg(b.mul(r0, const(k)))]), r0,
+            _im2col(b, body, mt.window, ptrs, b.gep(buffer, [b.neg(b.mul(r0, const(k)))]), r0,
                     b.add(r0, const(h)))
-            gemm(slot, r0, h, c0, cols)
+            gemm(buffer, r0, h, c0, cols)
 
         full, rest = divmod(rows, block)
         if full == 1:
-            one(const(lo), block)
+            one(lo, block)
         elif full > 1:
             with for_range(b, full) as i:
-                one(b.add(const(lo), b.mul(i, const(block))), block)
+                one(b.add(lo, b.mul(i, const(block))), block)
         if rest:
-            one(const(lo + full * block), rest)
+            one(b.add(lo, const(full * block)), rest)
 
-    for t, (lo, rows, c0, cols) in enumerate(parts):
-        if rows == 0 or cols <= 0:
-            continue
-        if team.size == 1:
-            chunk(t, lo, rows, c0, cols)
-        else:
-            with b.if_then(b.icmp_unsigned("==", team.tid, const(t))):
-                chunk(t, lo, rows, c0, cols)
+    blocks = [0] * len(parts) if mt.window is None else [block for _, block in slots]
+    offsets = [0] * len(parts) if mt.window is None else [offset for offset, _ in slots]
+    if team.size == 1:
+        lo, rows, c0, cols = parts[0]
+        chunk(const(lo), rows, const(c0), cols, (const(offsets[0]), blocks[0]))
+        return
+    # chunks of one shape (rows, columns, patch block) share one body: its first row, first
+    # column and patch slot come from a table indexed by the chunk, so the code grows with
+    # the shapes (two or three), not with the chunks
+    shapes = sorted({(rows, cols, block) for (_, rows, _, cols), block in zip(parts, blocks)
+                     if rows and cols > 0})
+    table = _chunk_table(b.module, f"{b.function.name}.chunks",
+                         [(lo, c0, offset, shapes.index((rows, cols, block))
+                           if rows and cols > 0 else -1)
+                          for (lo, rows, c0, cols), block, offset in zip(parts, blocks, offsets)])
+    lo, c0, offset, shape = (b.load(b.gep(table, [const(0), team.tid, const(f)]))
+                             for f in range(4))
+    for s, (rows, cols, block) in enumerate(shapes):
+        with b.if_then(b.icmp_signed("==", shape, const(s))):
+            chunk(lo, rows, c0, cols, (offset, block))
+
+
+def _chunk_table(module: ir.Module, name: str, rows: list[tuple[int, ...]]) -> ir.GlobalVariable:
+    """A constant [chunks x [fields x i64]] table in the module's read-only data."""
+    row_t = ir.ArrayType(I64, len(rows[0]))
+    table_t = ir.ArrayType(row_t, len(rows))
+    table = ir.GlobalVariable(module, table_t, name)
+    table.initializer = ir.Constant(table_t, [ir.Constant(row_t, list(r)) for r in rows])
+    table.global_constant = True
+    table.linkage = "internal"
+    return table
 
 
 def _im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value],
@@ -366,14 +391,19 @@ def can_split(node: Node, is_const: Callable[[str], bool]) -> bool:
 
 
 def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, k: int, n: int,
-                lda: int, ldc: int) -> ir.Function:
+                lda: int, ldc: int, shared: bool) -> ir.Function:
     """The GEMM of one chunk: a GEMV for one column, the narrow kernel for a few, else the
-    register-blocked GEMM."""
+    register-blocked GEMM. A ``shared`` one (called by several chunks, or per patch block)
+    is never inlined: LLVM would optimize its code once per call."""
     if n == 1 and ldc == 1 and gemv_fits(k):
-        return emit_gemv(b.module, name, m=m, k=k, lda=lda, epilogue=epilogue.swapped())
-    if n > 1 and gemv_fits(k, n):
-        return emit_narrow(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
-    return emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
+        fn = emit_gemv(b.module, name, m=m, k=k, lda=lda, epilogue=epilogue.swapped())
+    elif n > 1 and gemv_fits(k, n):
+        fn = emit_narrow(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
+    else:
+        fn = emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
+    if shared:
+        fn.attributes.add("noinline")
+    return fn
 
 
 def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .llvm import I32, I64
+from ...errors import CompileError
+from .llvm import I32, I64, has_threads, target_of
 from .loops import Split, const, for_range
 
 I64P = I64.as_pointer()
@@ -133,6 +134,8 @@ def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -
         return existing, None
     fn = ir.Function(module, ir.FunctionType(ret, args), name)
     fn.linkage = "internal"
+    # called once per kernel of the entry: inlined, its spin loop would be optimized per call
+    fn.attributes.add("noinline")
     return fn, ir.IRBuilder(fn.append_basic_block())
 
 
@@ -235,7 +238,12 @@ def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], s
 
 def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: int) -> None:
     """The functions a team's runtime calls: `<name>_publish`, `<name>_mailbox_entry` and
-    `<name>_worker` (see each emitter)."""
+    `<name>_worker` (see each emitter). A target without threads (a bare-metal core) has no
+    team: the caller asks for one thread there, and a team is a CompileError, not code that
+    calls sched_yield on a chip without an OS."""
+    if not has_threads(module):
+        raise CompileError(f"target {target_of(module).name} has no threads: compile it with "
+                           "threads=1")
     name = entry.name.removesuffix("_entry")
     emit_publish(module, name, sync_words)
     emit_worker(module, emit_mailbox_entry(module, entry, n_args))
