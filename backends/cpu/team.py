@@ -195,34 +195,58 @@ def wait_function(module: ir.Module) -> ir.Function:
 def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
                     sync: ir.Value, tid: ir.Value, tag: ir.Value, index: int,
                     chunks: int) -> None:
-    """Entry code for split kernel number ``index``: take chunks until none is left; thread
-    0 then waits for every chunk and publishes progress ``index + 1``."""
-    fn = b.function
+    """Entry code for split kernel number ``index``: a call of its runner (below), and the
+    end of this thread's run when the runner says the run is over for it."""
+    runner = _split_runner(b.module, kernel, index, chunks)
+    go_on = b.call(runner, [*args, sync, tid, tag])
+    with b.if_then(b.not_(go_on)):
+        b.ret_void()
+
+
+def _split_runner(module: ir.Module, kernel: ir.Function, index: int,
+                  chunks: int) -> ir.Function:
+    """`i1 <kernel>.run<index>(<kernel args>, i64* sync, i64 tid, i64 tag)`: take chunks
+    until none is left; thread 0 then waits for every chunk and publishes progress
+    ``index + 1``; false when this run is over for the calling thread (a late worker). A
+    function of its own, not code in the entry: the entry of a model with hundreds of split
+    kernels would hold hundreds of loops, and LLVM's loop passes grow faster than linearly
+    with a function's loops (DenseNet-121 spent a fifth of its compile rotating them)."""
+    params = [a.type for a in kernel.args[:-1]]
+    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [*params, I64P, I64, I64]),
+                     f"{kernel.name}.run{index}")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    *args, sync, tid, tag = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+    yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     word = b.gep(sync, [const(SLOT * (1 + 2 * index))])
     done = b.gep(sync, [const(SLOT * (2 + 2 * index))])
     with b.if_then(b.icmp_unsigned("!=", tid, const(0))):  # workers: wait for the inputs
-        ready = b.call(wait_function(b.module), [sync, tag, const(index)])
+        ready = b.call(wait_function(module), [sync, tag, const(index)])
         with b.if_then(b.not_(ready)):
-            b.ret_void()
+            b.ret(no)
     head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
     b.branch(head)
     b.position_at_end(head)
-    chunk = b.call(grab_function(b.module), [word, tag, const(chunks)])
+    chunk = b.call(grab_function(module), [word, tag, const(chunks)])
     # compares, not a switch: a jump table's absolute addresses do not relocate in MCJIT
     stop = fn.append_basic_block("stop")
     b.cbranch(b.icmp_signed(">=", chunk, const(0)), work, stop)
     b.position_at_end(stop)
     b.cbranch(b.icmp_signed("==", chunk, const(-1)), out, late)
     b.position_at_end(late)
-    b.ret_void()
+    b.ret(no)
     b.position_at_end(work)
     b.call(kernel, [*args, chunk])
     b.atomic_rmw("add", done, const(1), "release")
     b.branch(head)
     b.position_at_end(out)
     with b.if_then(b.icmp_unsigned("==", tid, const(0))):
-        b.call(wait_function(b.module), [done, tag, const(chunks)])
+        b.call(wait_function(module), [done, tag, const(chunks)])
         b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
+    b.ret(yes)
+    return fn
 
 
 def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], sync: ir.Value,
