@@ -738,3 +738,14 @@ def test_malformed_attributes_are_model_errors():
 def test_random_feeds_helper_shapes():
     feeds = random_feeds(node_model("Relu", {"x": [2, 3]}))
     assert feeds["x"].shape == (2, 3)
+
+
+def test_blocked_transpose_of_a_large_constant_is_exact():
+    """A transposed weight (Gemm transB) above a million elements is copied to C order
+    block by block; the copy is the same array, ragged edge blocks included."""
+    from sw2c.frontend.importer import TRANSPOSE_BLOCK, c_ordered
+
+    base = np.random.default_rng(0).standard_normal((TRANSPOSE_BLOCK * 2 + 3, 1500))
+    copied = c_ordered(base.astype(np.float32).T)
+    assert copied.flags.c_contiguous
+    np.testing.assert_array_equal(copied, base.astype(np.float32).T)
