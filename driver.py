@@ -185,7 +185,9 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
 
         module = compile_cross(graph, _model_name(models[0], protos[0], name), target=spec,
                                precision=precision, calibration=calibration, verify=verify,
-                               dump_ir=dump_ir, started=started)
+                               dump_ir=dump_ir, started=started, winograd=winograd,
+                               threads=threads, model=models[0] if len(models) == 1 and isinstance(
+                                   models[0], (str, os.PathLike)) else proto)
         module.report["dynamic_dims"] = dynamic_dims(proto)
         return module
     if kind == "asic":

@@ -1,4 +1,4 @@
-"""``sw2c bench MODEL --target cpu:NAME --precision int8``: instructions per inference and per
+"""``sw2c bench MODEL --target cpu:NAME [--precision int8]``: instructions per inference and per
 MAC in the emulator (instructions, not cycles: unicorn has no timing model), section sizes."""
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def format_cross(r: Mapping[str, Any], files: Sequence[str] = ()) -> str:
     if "verified_inputs" in r:
         lines.append(f"  verified      int8 outputs equal the simulator's bit for bit on "
                      f"{r['verified_inputs']} inputs")
+    if "verification_error" in r:  # fp32: checked against onnxruntime as on the host
+        lines.append(f"  verified      fp32 outputs match onnxruntime (max relative error "
+                     f"{r['verification_error']:.2e})")
     if files:
         lines.append(f"  wrote         {', '.join(files)}")
     return "\n".join(lines)

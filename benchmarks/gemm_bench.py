@@ -27,6 +27,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from sw2c.backends.cpu import gemm  # noqa: E402
+from sw2c.backends.cpu.blocking import KC, NC, blocking  # noqa: E402
 from sw2c.backends.cpu.llvm import F32P, I64, jit, new_module  # noqa: E402
 from sw2c.backends.cpu.loops import for_range  # noqa: E402
 from sw2c.benchmarks.harness import peak_gflops_per_core  # noqa: E402
@@ -102,7 +103,7 @@ def interleaved(engines: dict[str, Callable[[], float]], seconds: float) -> dict
 def bench_shape(m: int, k: int, n: int, seconds: float) -> dict[str, float]:
     rng = np.random.default_rng(0)
     a, b = aligned((m, k), rng), aligned((k, n), rng)
-    packed = gemm.pack_b(b)
+    packed = gemm.pack_b(b, blocking().nr)
     bp = aligned(packed.shape, rng)
     bp[...] = packed
     c, c_np = aligned((m, n), rng), np.empty((m, n), np.float32)
@@ -142,7 +143,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="timing per shape")
     args = parser.parse_args()
     peak = peak_gflops_per_core()
-    print(f"MR={gemm.MR} NR={gemm.NR} KC={gemm.KC} NC={gemm.NC}; GFLOP/s, single thread, "
+    bl = blocking()
+    print(f"MR={bl.mr} NR={bl.nr} KC={KC} NC={NC}; GFLOP/s, single thread, "
           f"% of {peak:.0f} GFLOP/s peak")
     print(f"{'M':>6} {'K':>5} {'N':>5} | {'sw2c':>6} {'%peak':>5} | {'ort':>6} {'%peak':>5} | "
           f"{'numpy':>6} | {'sw2c/ort':>8} | {'compile':>7} | rel.err")

@@ -116,6 +116,15 @@ def _header(name: str, inputs: Signature, outputs: Signature, report: dict[str, 
         "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */", ""])
 
 
+def weights_assembly(name: str, blob: str, size: int) -> str:
+    """Assembly that puts the file ``blob`` (a name relative to the assembler's directory: no
+    path of this machine) as ``<name>_weights``, 64-byte aligned, into read-only data. ``%``
+    types, which GNU as and clang accept on every ELF target (``@`` starts a comment on Arm)."""
+    return (f'.section .rodata,"a",%progbits\n.balign 64\n.globl {name}_weights\n'
+            f'.type {name}_weights, %object\n{name}_weights:\n.incbin "{blob}"\n'
+            f'.size {name}_weights, {size}\n.section .note.GNU-stack,"",%progbits\n')
+
+
 def _team_sources(native: Native, n_args: int) -> list[str]:
     """The C runtime of the team and its parameters, for the link command (none for one
     thread)."""
@@ -142,15 +151,13 @@ def export_program(native: Native, directory: str | os.PathLike, inputs: Signatu
     (out / f"{name}_run.o").write_bytes(emit_object(wrapper))
     blob = out / f"{name}.weights"
     blob.write_bytes(native.weights if native.weights.size else b"\0")
-    (out / f"{name}_weights.S").write_text(
-        f'.section .rodata\n.balign 64\n.globl {name}_weights\n.type {name}_weights, @object\n'
-        f'{name}_weights:\n.incbin "{blob.resolve()}"\n.size {name}_weights, '
-        f'{max(native.weights.size, 1)}\n.section .note.GNU-stack,"",@progbits\n')
+    (out / f"{name}_weights.S").write_text(weights_assembly(name, blob.name,
+                                                           max(native.weights.size, 1)))
     lib = out / f"lib{name}.so"
-    cmd = [cc, "-shared", "-o", str(lib), str(out / f"{name}.o"), str(out / f"{name}_run.o"),
-           str(out / f"{name}_weights.S"), *_team_sources(native, 2 + len(inputs) + len(outputs)),
-           "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # in the output directory, on relative names: .incbin finds the blob there
+    cmd = [cc, "-shared", "-o", lib.name, f"{name}.o", f"{name}_run.o", f"{name}_weights.S",
+           *_team_sources(native, 2 + len(inputs) + len(outputs)), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
     for tmp in (f"{name}.o", f"{name}_run.o", f"{name}_weights.S", f"{name}.weights"):
         (out / tmp).unlink(missing_ok=True)
     if proc.returncode != 0:

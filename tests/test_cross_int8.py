@@ -43,11 +43,6 @@ def test_unknown_cross_target_lists_the_known_ones():
         _digits("cortex-m3")
 
 
-def test_fp32_cross_target_is_not_built_yet():
-    with pytest.raises(Sw2cError, match="fp32 cross targets are not built yet"):
-        sw2c.compile(str(DIGITS), target="cpu:cortex-m4")
-
-
 def test_bad_precision_is_named():
     with pytest.raises(Sw2cError, match="precision='int4'"):
         sw2c.compile(str(DIGITS), target="cpu:cortex-m4", precision="int4")
@@ -198,5 +193,3 @@ def test_cli_bench_prints_instructions(tmp_path, capsys):
     assert "per inference" in out and "per MAC" in out and "not cycles" in out
     assert main([*args, "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "digits_cnn.c").exists()
-    assert main(["bench", str(DIGITS), "--target", "cpu:cortex-m4"]) != 0  # fp32: not yet
-    assert "fp32 cross targets are not built yet" in capsys.readouterr().err

@@ -5,16 +5,16 @@ epilogues with masked loads, and the 8- and 4-lane code paths of AVX2 and SSE ho
 from __future__ import annotations
 
 import ctypes
-import importlib.util
+import dataclasses
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
 import pytest
 from llvmlite import ir
 from sw2c.backends.cpu import gemm
-from sw2c.backends.cpu import llvm as llvm_mod
+from sw2c.backends.cpu.blocking import blocking, blocking_of
 from sw2c.backends.cpu.llvm import F32P, I32, I64, intrinsic, jit, new_module
+from sw2c.runtime.cross.targets import Target, host, lookup
 
 SENTINEL = np.float32(12345.0)
 RTOL = 1e-4  # relative to sum_p |A[i, p]| |B[p, j]|
@@ -131,27 +131,21 @@ LANE_CASES = [Case(m, k, n) for m, k, n in ((1, 64, 24), (7, 300, 9), (9, 17, 33
 PACK_SHAPES = [(1, 1, 1), (3, 17, 17), (5, 32, 40), (9, 33, 33), (64, 100, 100), (7, 65, 80)]
 
 
-def gemm_with_lanes(lanes: int) -> ModuleType:
-    """A separate copy of gemm.py generating code for ``lanes``-wide vectors, as it would on an
-    AVX2 (8) or SSE (4) host; the code still runs here."""
-    name = f"sw2c.backends.cpu._gemm_lanes{lanes}"
-    spec = importlib.util.spec_from_file_location(name, gemm.__file__)
-    module = importlib.util.module_from_spec(spec)
-    real = llvm_mod.vector_lanes
-    llvm_mod.vector_lanes = lambda: lanes
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        llvm_mod.vector_lanes = real
-    return module
+def narrow_target(lanes: int) -> Target:
+    """This machine described with ``lanes``-wide vectors (16 registers), as an AVX2 (8) or
+    SSE (4) host is: the generated code still runs here."""
+    return dataclasses.replace(host(), name=f"host{lanes}", family="x86-test",
+                               vector_lanes=lanes, vector_registers=16)
 
 
 class Compiled:
     """All cases' GEMMs in one module, compiled once (compile time dominates this test)."""
 
-    def __init__(self, g: ModuleType, cases: list[Case]) -> None:
-        self.g, self.cases = g, cases
-        module = new_module("test_gemm")
+    def __init__(self, cases: list[Case], target: Target | None = None) -> None:
+        self.cases = cases
+        module = new_module("test_gemm", target)
+        self.nr = blocking_of(module).nr
+        g = gemm
         for i, c in enumerate(cases):
             g.emit_gemm(module, f"gemm{i}", m=c.m, k=c.k, n=c.n, lda=c.lda, ldc=c.ldc,
                         batch=c.batch, a_batch_stride=c.a_batch_stride,
@@ -166,7 +160,7 @@ class Compiled:
         return proto(self.engine.get_function_address(name))
 
     def check(self, i: int) -> None:
-        c, g = self.cases[i], self.g
+        c, g, nr = self.cases[i], gemm, self.nr
         rng = np.random.default_rng(i)
         a_groups = 1 if c.a_batch_stride == 0 else c.batch
         a_buf = np.full((a_groups - 1) * c.a_batch_stride + c.m * c.lda, np.nan, np.float32)
@@ -176,8 +170,8 @@ class Compiled:
         for x in a:
             x[...] = rng.standard_normal(x.shape)
         bs = rng.standard_normal((c.batch if c.b_per_batch else 1, c.k, c.n)).astype(np.float32)
-        packed = g.pack_b(bs)
-        assert packed.size == bs.shape[0] * g.packed_b_floats(c.k, c.n)
+        packed = g.pack_b(bs, nr)
+        assert packed.size == bs.shape[0] * g.packed_b_floats(c.k, c.n, nr)
         c_buf = np.full((c.batch - 1) * c.c_batch_stride + (c.m + 1) * c.ldc, SENTINEL,
                         np.float32)
         operands = [rng.standard_normal(4096).astype(np.float32) for _ in
@@ -201,12 +195,12 @@ class Compiled:
 
 @pytest.fixture(scope="module")
 def native() -> Compiled:
-    return Compiled(gemm, CASES)
+    return Compiled(CASES)
 
 
 @pytest.fixture(scope="module", params=[8, 4], ids=["8lanes", "4lanes"])
 def narrow(request) -> Compiled:
-    return Compiled(gemm_with_lanes(request.param), LANE_CASES)
+    return Compiled(LANE_CASES, narrow_target(request.param))
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[str(c) for c in CASES])
@@ -220,15 +214,15 @@ def test_gemm_narrow_vectors(narrow: Compiled, i: int) -> None:
 
 
 def _check_pack(compiled: Compiled) -> None:
-    g = compiled.g
+    g, nr = gemm, compiled.nr
     rng = np.random.default_rng(1)
     for k, n, ldb in PACK_SHAPES:
         src = np.full((k + 1) * ldb, np.nan, np.float32)  # NaN past each row's n columns
         view = src[: k * ldb].reshape(k, ldb)[:, :n]
         view[...] = rng.standard_normal((k, n))
-        out = np.full(g.packed_b_floats(k, n) + 8, SENTINEL, np.float32)
+        out = np.full(g.packed_b_floats(k, n, nr) + 8, SENTINEL, np.float32)
         compiled.function(f"pack_{k}_{n}_{ldb}", 2)(src.ctypes.data, out.ctypes.data)
-        expect = g.pack_b(np.ascontiguousarray(view))
+        expect = g.pack_b(np.ascontiguousarray(view), nr)
         assert np.array_equal(out[: expect.size].view(np.uint32), expect.view(np.uint32)), \
             f"pack k={k} n={n} ldb={ldb}"
         assert (out[expect.size:] == SENTINEL).all()
@@ -244,15 +238,24 @@ def test_emit_pack_b_narrow_vectors(narrow: Compiled) -> None:
 
 def test_pack_b_layout() -> None:
     """[panels][k][NR], zero padded; a batch is consecutive packed matrices."""
-    nr = gemm.NR
+    nr = blocking().nr
     b = np.arange(3 * (nr + 5), dtype=np.float32).reshape(3, nr + 5)
-    p = gemm.pack_b(b).reshape(2, 3, nr)
+    p = gemm.pack_b(b, nr).reshape(2, 3, nr)
     assert np.array_equal(p[0], b[:, :nr])
     assert np.array_equal(p[1, :, :5], b[:, nr:]) and not p[1, :, 5:].any()
-    both = gemm.pack_b(np.stack([b, 2 * b]))
-    assert both.size == 2 * gemm.packed_b_floats(3, nr + 5)
-    assert np.array_equal(both[both.size // 2:], 2 * gemm.pack_b(b))
-    assert gemm.NR % llvm_mod.vector_lanes() == 0
+    both = gemm.pack_b(np.stack([b, 2 * b]), nr)
+    assert both.size == 2 * gemm.packed_b_floats(3, nr + 5, nr)
+    assert np.array_equal(both[both.size // 2:], 2 * gemm.pack_b(b, nr))
+    assert nr % blocking().lanes == 0
+
+
+def test_blocking_follows_the_target() -> None:
+    """Panels are as wide as the target's vectors allow, whatever the host: a Cortex-M4's
+    scalar FPU packs 4 columns, wasm32's 128-bit SIMD 8, an AVX2 host 16."""
+    assert blocking(lookup("cortex-m4")).nr == 4
+    assert blocking(lookup("wasm32")).nr == 8
+    assert blocking(narrow_target(8)).nr == 16
+    assert blocking().nr == blocking(host()).nr
 
 
 def test_empty_shape_rejected() -> None:

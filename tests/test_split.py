@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sw2c.backends.cpu.gemm import NR
-from sw2c.backends.cpu.matmul import MIN_ROWS, _parts, split_grid
+from sw2c.backends.cpu.blocking import blocking
+from sw2c.backends.cpu.matmul import MIN_STRIPS, _parts, split_grid
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Op, TensorType, Unary, Value, run
 from sw2c.tests.ir_models import conv
@@ -15,21 +15,23 @@ from sw2c.tests.ir_models import conv
 @pytest.mark.parametrize("m,n,chunks", [(3136, 64, 8), (16, 512, 8), (1, 1000, 8), (49, 2048, 8),
                                         (196, 256, 8), (16, 64, 8), (7, 130, 12), (500, 3, 4)])
 def test_grid_covers_the_output_once(m, n, chunks):
-    rows, cols = split_grid(m, n, chunks)
+    bl = blocking()
+    rows, cols = split_grid(m, n, chunks, bl)
     assert rows * cols == chunks
     cover = np.zeros((m, n), np.int64)
-    for lo, h, c0, w in _parts(m, n, (rows, cols)):
-        assert c0 % NR == 0  # a column part is whole panels of the packed B
+    for lo, h, c0, w in _parts(m, n, (rows, cols), bl.nr):
+        assert c0 % bl.nr == 0  # a column part is whole panels of the packed B
         cover[lo:lo + h, c0:c0 + max(w, 0)] += 1
     assert (cover == 1).all()
     if cols > 1:  # columns are split only when the rows are too few to share
-        assert m // (rows * 2) < MIN_ROWS
+        assert m // (rows * 2) < MIN_STRIPS * bl.mr
 
 
 def test_small_rows_split_the_columns():
-    assert split_grid(16, 512, 8) == (1, 8)
-    assert split_grid(3136, 512, 8) == (8, 1)
-    assert split_grid(16, 64, 8) == (8, 1)  # one panel: nothing to split but rows
+    bl = blocking()
+    assert split_grid(16, 512, 8, bl) == (1, 8)
+    assert split_grid(3136, 512, 8, bl) == (8, 1)
+    assert split_grid(16, 64, 8, bl) == (8, 1)  # one panel: nothing to split but rows
 
 
 def _late_layer(hw: int, cin: int, cout: int, seed: int = 0):
@@ -71,7 +73,7 @@ def test_patches_in_blocks_match_the_interpreter(monkeypatch, kernel, c, hw, thr
     block at a time (full blocks in a loop, then the rest), in every chunk."""
     monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 0)
     monkeypatch.setattr("sw2c.backends.cpu.matmul.PATCH_BYTES", 4 * kernel * kernel * c * 5)
-    monkeypatch.setattr("sw2c.backends.cpu.matmul.MIN_BLOCK", 5)
+    monkeypatch.setattr("sw2c.backends.cpu.matmul.MIN_BLOCK_STRIPS", 1)  # blocks of MR rows
     rng = np.random.default_rng(2)
     b = Builder("blocks", [Value("x", TensorType((1, c, hw, hw)))])
     w = rng.normal(0, 0.3, (40, c, kernel, kernel)).astype(np.float32)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -18,6 +19,7 @@ from ...passes.memory_plan import MemoryPlan, plan_memory
 from ...passes.outputs import storage_root
 from . import gemm
 from .argv import emit_argv
+from .blocking import Blocking, blocking
 from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
@@ -44,10 +46,12 @@ class Program:
 
 class Weights:
     """The weights blob's layout: each (constant, layout) once, 64-byte aligned. The arrays
-    are kept, not copied, until ``write`` puts them (packed where a GEMM reads them packed)
-    into the runtime's buffer: VGG-19 carries 548 MB, and each copy of it costs a second."""
+    are kept, not copied, until ``write`` puts them (packed where a GEMM reads them packed,
+    in the target's panels of ``nr`` columns) into the runtime's buffer: VGG-19 carries
+    548 MB, and each copy of it costs a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, nr: int) -> None:
+        self.nr = nr
         self.parts: list[tuple[int, np.ndarray, bool]] = []  # (offset, array, packed)
         self.size = 0
         self.offsets: dict[tuple[str, str], int] = {}
@@ -57,7 +61,7 @@ class Weights:
         if key not in self.offsets:
             self.offsets[key] = self.size
             self.parts.append((self.size, data, packed))
-            nbytes = 4 * _packed_floats(data) if packed else data.nbytes
+            nbytes = 4 * _packed_floats(data, self.nr) if packed else data.nbytes
             self.size += -(-nbytes // ALIGN) * ALIGN
         return self.offsets[key]
 
@@ -65,15 +69,16 @@ class Weights:
         """Fill ``out`` (uint8, ``size`` bytes, zeroed: the padding stays 0)."""
         for offset, data, packed in self.parts:
             if packed:  # offsets are 64-byte aligned, so float32 views line up
-                gemm.pack_b(data, out[offset:offset + 4 * _packed_floats(data)].view(np.float32))
+                size = 4 * _packed_floats(data, self.nr)
+                gemm.pack_b(data, self.nr, out[offset:offset + size].view(np.float32))
             else:
                 out[offset:offset + data.nbytes].view(data.dtype)[:] = data.ravel()
 
 
-def _packed_floats(b: np.ndarray) -> int:
-    """float32 elements of gemm.pack_b(b): one panel set per batch of [k, n] matrices."""
+def _packed_floats(b: np.ndarray, nr: int) -> int:
+    """float32 elements of gemm.pack_b(b, nr): one panel set per batch of [k, n] matrices."""
     k, n = b.shape[-2:]
-    return gemm.packed_b_floats(k, n) * (b.size // max(k * n, 1))
+    return gemm.packed_b_floats(k, n, nr) * (b.size // max(k * n, 1))
 
 
 def _packed_inputs(node: Node) -> set[str]:
@@ -118,32 +123,34 @@ def _chunks(node: Node, threads: int) -> int:
     return chunks
 
 
-def _parallel(node: Node, graph: Graph) -> bool:
+def _parallel(node: Node, graph: Graph, bl: Blocking) -> bool:
     """Worth splitting: enough work to pay for handing out chunks, and no step that every
     chunk would need first (a run-time right-hand side is split only where each chunk can
     pack its own columns: matmul.can_split)."""
-    if node.attrs["kind"] == "matmul" and not can_split(node, lambda i: _is_const(graph, i)):
+    if node.attrs["kind"] == "matmul" and not can_split(node, lambda i: _is_const(graph, i),
+                                                        bl.nr):
         return False
     work = count_macs(node.attrs["body"]) // MACS_PER_ELEMENT + node.type.size
     return work >= MIN_PARALLEL_WORK
 
 
 def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
-             profile: bool = False) -> Program:
+             profile: bool = False, target: Any = None) -> Program:
     """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
     ``threads`` threads that each call the entry with their index and the run's generation.
     Big kernels are split into chunks the team takes (team.py); small ones run on thread 0.
     ``profile`` adds per-kernel cycle counters (profile.py)."""
-    split = {k.name: threads > 1 and _parallel(k, graph)
+    bl = blocking(target)
+    split = {k.name: threads > 1 and _parallel(k, graph, bl)
              for k in graph.nodes if k.op is Op.KERNEL}
     plan = plan_memory(graph, lambda k: scratch_bytes(
-        k, lambda i: _is_const(graph, i), _chunks(k, threads) if split[k.name] else 1)
+        k, lambda i: _is_const(graph, i), bl, _chunks(k, threads) if split[k.name] else 1)
         if k.attrs["kind"] == "matmul" else 0)
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
     parallel = [split[k.name] for k in kernels]
     if not any(parallel):
         threads, parallel = 1, [False] * len(kernels)
-    module = new_module(name)
+    module = new_module(name, target)  # target: a runtime/cross description, None = host
     n_in, n_out = len(graph.inputs), len(graph.outputs)
     entry_t = ir.FunctionType(ir.VoidType(),
                               [I8P, I8P] + [F32P] * (n_in + n_out) + [I64P, I64, I64])
@@ -154,7 +161,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
     ins, outs = entry.args[2:2 + n_in], entry.args[2 + n_in:2 + n_in + n_out]
     sync, tid, gen = entry.args[-3:]  # team words, this thread, the run's generation
     tag = b.shl(b.and_(gen, const(LOW)), const(32))
-    weights = Weights()
+    weights = Weights(bl.nr)
     profiler = Profiler(module, name, len(kernels)) if profile else None
 
     def pointer(value: str, packed: bool) -> ir.Value:

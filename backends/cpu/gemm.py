@@ -22,24 +22,10 @@ from weakref import WeakKeyDictionary
 import numpy as np
 from llvmlite import ir
 
-from .llvm import F32, F32P, I32, I64, intrinsic, new_module, vector_lanes
+from .blocking import CHAINS, I1, KC, NC, UNROLL, Blocking, blocking_of
+from .llvm import F32P, I32, I64, intrinsic, new_module, target_of
 from .loops import const, for_range
 from .math import splat
-
-LANES = vector_lanes()
-REGS = 32 if LANES == 16 else 16  # vector registers of the host ISA
-# vectors per row of a panel: on AVX-512, 6 rows x 4 vectors measured 3-10% faster than
-# 14 rows x 2 vectors (fewer, wider B rows per step; no register spill)
-V = 4 if REGS == 32 else 2
-NR = V * LANES  # columns per packed panel: 64 on AVX-512, 16 on AVX2
-MR = (REGS - V - 1) // V  # rows of the main micro-kernel (accumulators + B row + broadcast): 6
-KC = 256  # reduction block: the MR x KC strip of A (6 KiB) stays in L1
-NC = 512  # columns per block of B: KC x NC floats (512 KiB) stay in L2 (1 MiB on Zen 5)
-UNROLL = 4  # unroll of the reduction loop
-CHAINS = 8  # independent FMA chains that hide the FMA latency (2 pipes x 4 cycles)
-
-I1 = ir.IntType(1)
-VEC = ir.VectorType(F32, LANES)
 
 
 class Epilogue(Protocol):
@@ -58,57 +44,58 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def packed_b_floats(k: int, n: int) -> int:
-    """float32 elements that pack_b produces for one [k, n] matrix (n padded to NR)."""
-    return _ceil_div(n, NR) * NR * k
+def packed_b_floats(k: int, n: int, nr: int) -> int:
+    """float32 elements that pack_b produces for one [k, n] matrix (n padded to ``nr``)."""
+    return _ceil_div(n, nr) * nr * k
 
 
-def pack_b(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def pack_b(b: np.ndarray, nr: int, out: np.ndarray | None = None) -> np.ndarray:
     """Compile-time packing of a constant [k, n] or [batch..., k, n] right-hand side into
-    ``[batch][n / NR][k][NR]`` (zero padded), flattened; into ``out`` (float32, that many
-    elements) when given, so the weights blob is written once."""
+    ``[batch][n / nr][k][nr]`` (zero padded; ``nr`` the target's panel width),
+    flattened; into ``out`` (float32, that many elements) when given, so the weights blob is
+    written once."""
     b = np.asarray(b, np.float32)
     k, n = b.shape[-2:]
     g = int(np.prod(b.shape[:-2]))
     b = b.reshape(g, k, n)
-    full, rest = divmod(n, NR)
-    shape = (g, full + (rest > 0), k, NR)
+    full, rest = divmod(n, nr)
+    shape = (g, full + (rest > 0), k, nr)
     out = np.empty(shape, np.float32) if out is None else out.reshape(shape)
     # one pass over the weights (hundreds of MB in VGG): full panels copied straight into
     # place, only the last one padded
-    out[:, :full] = b[:, :, :full * NR].reshape(g, k, full, NR).transpose(0, 2, 1, 3)
+    out[:, :full] = b[:, :, :full * nr].reshape(g, k, full, nr).transpose(0, 2, 1, 3)
     if rest:
-        out[:, full, :, :rest] = b[:, :, full * NR:]
+        out[:, full, :, :rest] = b[:, :, full * nr:]
         out[:, full, :, rest:] = 0
     return out.reshape(-1)
 
 
-def _mask(valid: int) -> ir.Constant | None:
-    """The <LANES x i1> mask of the first ``valid`` lanes; None when the vector is full."""
-    if valid >= LANES:
-        return None
-    return ir.Constant(ir.VectorType(I1, LANES), [1] * valid + [0] * (LANES - valid))
+def _mask(b: ir.IRBuilder, valid: int) -> ir.Constant | None:
+    """The mask of the first ``valid`` lanes of the module's vectors; None when full."""
+    return blocking_of(b.module).mask(valid)
 
 
 def _vector_at(b: ir.IRBuilder, base: ir.Value, offset: ir.Value | int) -> ir.Value:
     offset = const(offset) if isinstance(offset, int) else offset
-    return b.bitcast(b.gep(base, [offset]), VEC.as_pointer())
+    return b.bitcast(b.gep(base, [offset]), blocking_of(b.module).vec.as_pointer())
 
 
 def _load(b: ir.IRBuilder, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
     if mask is None:
         return b.load(ptr, align=4)
-    fn = intrinsic(b.module, "llvm.masked.load", [VEC, ptr.type], VEC,
-                   [ptr.type, I32, mask.type, VEC])
-    return b.call(fn, [ptr, ir.Constant(I32, 4), mask, ir.Constant(VEC, None)])
+    vec = ptr.type.pointee
+    fn = intrinsic(b.module, "llvm.masked.load", [vec, ptr.type], vec,
+                   [ptr.type, I32, mask.type, vec])
+    return b.call(fn, [ptr, ir.Constant(I32, 4), mask, ir.Constant(vec, None)])
 
 
 def _store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
     if mask is None:
         b.store(value, ptr, align=4)
         return
-    fn = intrinsic(b.module, "llvm.masked.store", [VEC, ptr.type], ir.VoidType(),
-                   [VEC, ptr.type, I32, mask.type])
+    vec = value.type
+    fn = intrinsic(b.module, "llvm.masked.store", [vec, ptr.type], ir.VoidType(),
+                   [vec, ptr.type, I32, mask.type])
     b.call(fn, [value, ptr, ir.Constant(I32, 4), mask])
 
 
@@ -165,15 +152,17 @@ class _Tile:
     def __init__(self, module: ir.Module, name: str, *, rows: int, panels: int, tail: int,
                  epilogue: Epilogue | None) -> None:
         self.rows, self.epilogue = rows, epilogue
+        self.bl = bl = blocking_of(module)
+        lanes, nr = bl.lanes, bl.nr
         # (panel, offset in a packed B row, offset in a C row, valid lanes) of each
         # accumulator column
-        self.cols = [(q, v * LANES, q * NR + v * LANES, valid)
-                     for q in range(panels) for v in range(V)
-                     if (valid := min(LANES, (tail if q == panels - 1 else NR) - v * LANES)) > 0]
+        self.cols = [(q, v * lanes, q * nr + v * lanes, valid)
+                     for q in range(panels) for v in range(bl.v)
+                     if (valid := min(lanes, (tail if q == panels - 1 else nr) - v * lanes)) > 0]
         # the split of the reduction depends on the rows only, never on how many columns a
         # tile covers: every column of a row is summed in the same order, so equal columns
         # of B give bit-equal results (ties in a softmax stay ties, as in onnxruntime)
-        tiles = rows * _panels_per_tile(rows) * V
+        tiles = rows * _panels_per_tile(rows, bl) * bl.v
         self.sets = min(UNROLL, 1 << (_ceil_div(CHAINS, tiles) - 1).bit_length())
         extra = epilogue.arg_types() if epilogue else []
         fnty = ir.FunctionType(ir.VoidType(),
@@ -193,19 +182,19 @@ class _Tile:
         self.c_rows = [b.gep(c, [b.mul(ldc, const(r))]) for r in range(self.rows)]
         panels = self.cols[-1][0] + 1
         self.b_panels = [b.gep(bp, [b.mul(bstride, const(q))]) for q in range(panels)]
-        zero = ir.Constant(VEC, None)
+        zero = ir.Constant(self.bl.vec, None)
         # first K block: start from zero; later ones: from the partial sums stored in C
         entry = b.block
         reload, start = b.append_basic_block("reload"), b.append_basic_block("start")
         b.cbranch(first, start, reload)
         b.position_at_end(reload)
-        loaded = [_load(b, self._c_at(b, r, j), _mask(self.cols[j][3]))
+        loaded = [_load(b, self._c_at(b, r, j), _mask(b, self.cols[j][3]))
                   for r in range(self.rows) for j in range(len(self.cols))]
         b.branch(start)
         b.position_at_end(start)
         acc = []
         for value in loaded:
-            phi = b.phi(VEC)
+            phi = b.phi(self.bl.vec)
             phi.add_incoming(zero, entry)
             phi.add_incoming(value, reload)
             acc.append(phi)
@@ -241,8 +230,9 @@ class _Tile:
 
     def _step(self, b: ir.IRBuilder, p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
         """One reduction step: acc[r, j] += A[r, p] * B[p, j] for the whole register tile."""
-        fma = intrinsic(b.module, "llvm.fma", [VEC], VEC, [VEC] * 3)
-        row = b.mul(p, const(NR))
+        vec = self.bl.vec
+        fma = intrinsic(b.module, "llvm.fma", [vec], vec, [vec] * 3)
+        row = b.mul(p, const(self.bl.nr))
         bv = [b.load(_vector_at(b, self.b_panels[q], b.add(row, const(off))), align=4)
               for q, off, _, _ in self.cols]
         out = []
@@ -255,11 +245,11 @@ class _Tile:
                    epi: tuple[list[ir.Value], ir.Value, ir.Value] | None) -> None:
         for r in range(self.rows):
             for j, (_, _, off, valid) in enumerate(self.cols):
-                value, mask = acc[r * len(self.cols) + j], _mask(valid)
+                value, mask = acc[r * len(self.cols) + j], _mask(b, valid)
                 if epi is not None:
                     eargs, row, col = epi
                     value = self.epilogue.emit(b, eargs, value, b.add(row, const(r)),
-                                               b.add(col, const(off)), LANES, mask)
+                                               b.add(col, const(off)), self.bl.lanes, mask)
                 _store(b, value, self._c_at(b, r, j), mask)
         b.ret_void()
 
@@ -268,29 +258,31 @@ class _Tile:
 _TILES: WeakKeyDictionary[ir.Module, dict[Hashable, ir.Function]] = WeakKeyDictionary()
 
 
-def _epilogue_key(epilogue: Epilogue | None) -> str | None:
-    """The code ``epilogue`` emits, as text: equal texts make equal tiles. Emitted once with a
-    full vector and once with a mask (an argument, standing for any constant mask)."""
+def _epilogue_key(epilogue: Epilogue | None, target: object) -> str | None:
+    """The code ``epilogue`` emits for ``target``, as text: equal texts make equal tiles.
+    Emitted once with a full vector and once with a mask (an argument, standing for any
+    constant mask)."""
     if epilogue is None:
         return None
-    module = new_module("epilogue")
+    module = new_module("epilogue", target)
+    bl = blocking_of(module)
     extra = epilogue.arg_types()
-    mask_t = ir.VectorType(I1, LANES)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [*extra, VEC, I64, I64, mask_t]),
+    mask_t = ir.VectorType(I1, bl.lanes)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [*extra, bl.vec, I64, I64, mask_t]),
                      "e")
     b = ir.IRBuilder(fn.append_basic_block())
     *eargs, acc, row, col, mask = fn.args
     for m in (None, mask):
-        epilogue.emit(b, eargs, acc, row, col, LANES, m)
+        epilogue.emit(b, eargs, acc, row, col, bl.lanes, m)
     b.ret_void()
     return str(module)
 
 
-def _panels_per_tile(rows: int) -> int:
+def _panels_per_tile(rows: int, bl: Blocking) -> int:
     """Panels one micro-kernel covers: as many as the registers hold (accumulators, the B
     vectors of a step and a broadcast), up to 4."""
     p = 4
-    while p > 1 and rows * p * V + p * V + 1 > REGS:
+    while p > 1 and rows * p * bl.v + p * bl.v + 1 > bl.regs:
         p //= 2
     return p
 
@@ -310,7 +302,7 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
     fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
     tiles = _TILES.setdefault(module, {})
-    epilogue_key = _epilogue_key(epilogue)
+    epilogue_key = _epilogue_key(epilogue, target_of(module))
 
     def tile(rows: int, panels: int, tail: int) -> ir.Function:
         key = (rows, panels, tail, epilogue_key)
@@ -321,7 +313,8 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
 
     def one_batch(g: ir.Value) -> None:
         a_g = b.gep(a, [b.mul(g, const(a_batch_stride))])
-        b_g = b.gep(bp, [b.mul(g, const(packed_b_floats(k, n)))]) if b_per_batch else bp
+        b_g = (b.gep(bp, [b.mul(g, const(packed_b_floats(k, n, blocking_of(module).nr)))])
+               if b_per_batch else bp)
         c_g = b.gep(c, [b.mul(g, const(c_batch_stride))])
         _emit_blocks(b, tile, a_g, b_g, c_g, eargs, m=m, k=k, n=n, lda=lda, ldc=ldc)
 
@@ -338,10 +331,12 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
                  bp: ir.Value, c: ir.Value, eargs: list[ir.Value], *, m: int, k: int, n: int,
                  lda: int, ldc: int) -> None:
     """K blocks x column chunks x row strips x panel tiles of one batch."""
+    bl = blocking_of(b.module)
+    nr, mr = bl.nr, bl.mr
     blocks = _ceil_div(k, KC)
     kc_step = k if blocks == 1 else _ceil_div(_ceil_div(k, blocks), UNROLL) * UNROLL  # balanced
-    panels, tail = _ceil_div(n, NR), n % NR or NR
-    chunk = max(1, NC // NR)
+    panels, tail = _ceil_div(n, nr), n % nr or nr
+    chunk = max(1, NC // nr)
 
     def k_block(pc: ir.Value) -> None:
         kc = b.select(b.icmp_signed("<", b.sub(const(k), pc), const(kc_step)),
@@ -351,34 +346,34 @@ def _emit_blocks(b: ir.IRBuilder, tile: Callable[[int, int, int], ir.Function], 
 
         def call(rows: int, i: ir.Value, panel: ir.Value | int, count: int, tail: int) -> None:
             panel = const(panel) if isinstance(panel, int) else panel
-            col = b.mul(panel, const(NR))
+            col = b.mul(panel, const(nr))
             args = [b.gep(a, [b.add(b.mul(i, const(lda)), pc)]),
-                    b.gep(bp, [b.add(b.mul(panel, const(k * NR)), b.mul(pc, const(NR)))]),
+                    b.gep(bp, [b.add(b.mul(panel, const(k * nr)), b.mul(pc, const(nr)))]),
                     b.gep(c, [b.add(b.mul(i, const(ldc)), col)]), kc, i, col, first, last,
-                    const(lda), const(ldc), const(k * NR)]
+                    const(lda), const(ldc), const(k * nr)]
             b.call(tile(rows, count, tail), [*args, *eargs])
 
         def strip(rows: int, i: ir.Value, lo: ir.Value, count: int, at_end: bool) -> None:
             """``count`` panels from panel ``lo`` of rows [i, i + rows): groups of full
             panels, then the rest (``at_end``: the chunk ends at the tail panel)."""
-            per = _panels_per_tile(rows)
-            full = count - (at_end and tail < NR)
+            per = _panels_per_tile(rows, bl)
+            full = count - (at_end and tail < nr)
             groups = full // per
             if groups == 1:
-                call(rows, i, lo, per, NR)
+                call(rows, i, lo, per, nr)
             elif groups > 1:
                 with for_range(b, groups) as t:
-                    call(rows, i, b.add(lo, b.mul(t, const(per))), per, NR)
+                    call(rows, i, b.add(lo, b.mul(t, const(per))), per, nr)
             if groups * per < count:
                 call(rows, i, b.add(lo, const(groups * per)), count - groups * per,
-                     tail if at_end else NR)
+                     tail if at_end else nr)
 
         def column_chunk(lo: ir.Value, count: int, at_end: bool) -> None:
-            if m >= MR:
-                with for_range(b, m // MR * MR, step=MR) as i:
-                    strip(MR, i, lo, count, at_end)
-            if m % MR:
-                strip(m % MR, const(m // MR * MR), lo, count, at_end)
+            if m >= mr:
+                with for_range(b, m // mr * mr, step=mr) as i:
+                    strip(mr, i, lo, count, at_end)
+            if m % mr:
+                strip(m % mr, const(m // mr * mr), lo, count, at_end)
 
         # every chunk but the last is the same code: a run-time loop, so a GEMM of very many
         # columns (a Winograd transform's) stays small
@@ -409,10 +404,12 @@ def emit_pack_b(module: ir.Module, name: str, *, k: int, n: int, ldb: int,
     _no_alias(fn.args)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     src, dst = fn.args
+    bl = blocking_of(module)
+    lanes, nr, vec = bl.lanes, bl.nr, bl.vec
 
     def gather(p: ir.Value, first: ir.Value, valid: int) -> ir.Value:
         """B[p, first:first + valid] of the transposed source, zero padded to a vector."""
-        value = ir.Constant(VEC, None)
+        value = ir.Constant(vec, None)
         for lane in range(valid):
             at = b.add(b.mul(b.add(first, const(lane)), const(ldb)), p)
             value = b.insert_element(value, b.load(b.gep(src, [at]), align=4),
@@ -421,23 +418,23 @@ def emit_pack_b(module: ir.Module, name: str, *, k: int, n: int, ldb: int,
 
     def copy_panel(j: ir.Value, width: int) -> None:
         with for_range(b, k) as p:
-            for v in range(V):
-                valid = min(LANES, width - v * LANES)
-                first = b.add(b.mul(j, const(NR)), const(v * LANES))
+            for v in range(bl.v):
+                valid = min(lanes, width - v * lanes)
+                first = b.add(b.mul(j, const(nr)), const(v * lanes))
                 at = b.add(b.mul(p, const(ldb)), first)
                 if valid <= 0:
-                    value = ir.Constant(VEC, None)
+                    value = ir.Constant(vec, None)
                 elif transposed:
                     value = gather(p, first, valid)
                 else:
-                    value = _load(b, _vector_at(b, src, at), _mask(valid))
-                out = b.add(b.mul(b.add(b.mul(j, const(k)), p), const(NR)), const(v * LANES))
+                    value = _load(b, _vector_at(b, src, at), _mask(b, valid))
+                out = b.add(b.mul(b.add(b.mul(j, const(k)), p), const(nr)), const(v * lanes))
                 b.store(value, _vector_at(b, dst, out), align=4)
 
-    if n // NR:
-        with for_range(b, n // NR) as j:
-            copy_panel(j, NR)
-    if n % NR:
-        copy_panel(const(n // NR), n % NR)
+    if n // nr:
+        with for_range(b, n // nr) as j:
+            copy_panel(j, nr)
+    if n % nr:
+        copy_panel(const(n // nr), n % nr)
     b.ret_void()
     return fn

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from .blocking import blocking_of
 from .gemm import (
-    LANES,
-    NR,
-    VEC,
     Epilogue,
     _carried_loop,
     _load,
@@ -36,22 +34,24 @@ from .loops import const, for_range
 MAX_CHUNKS = 8  # LANES-wide chunks of a row kept in registers (k <= 128 on AVX-512)
 
 
-def gemv_fits(k: int, n: int = 1) -> bool:
-    """Whether emit_gemv (n == 1) or emit_narrow takes a [k, n] right-hand side."""
+def gemv_fits(k: int, n: int, lanes: int) -> bool:
+    """Whether emit_gemv (n == 1) or emit_narrow takes a [k, n] right-hand side, on vectors
+    of ``lanes``."""
     if n == 1:
-        return k <= MAX_CHUNKS * LANES
-    return 2 <= n <= LANES // 2 and LANES % n == 0 and k >= LANES
+        return k <= MAX_CHUNKS * lanes
+    return 2 <= n <= lanes // 2 and lanes % n == 0 and k >= lanes
 
 
 def _fold(b: ir.IRBuilder, x: ir.Value, y: ir.Value, width: int) -> ir.Value:
     """x and y hold LANES / width groups of ``width`` partial sums each; the result holds
     x's groups then y's, each summed down to width / 2 lanes."""
-    groups, half = LANES // width, width // 2
+    lanes = x.type.count
+    groups, half = lanes // width, width // 2
     lo = [g * width + t for g in range(groups) for t in range(half)]
-    lo += [LANES + i for i in lo]
+    lo += [lanes + i for i in lo]
     hi = [i + half for i in lo]
-    lo_v = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, LANES), lo))
-    hi_v = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, LANES), hi))
+    lo_v = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, lanes), lo))
+    hi_v = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, lanes), hi))
     return b.fadd(lo_v, hi_v)
 
 
@@ -61,47 +61,49 @@ def emit_gemv(module: ir.Module, name: str, *, m: int, k: int, lda: int,
     signature of gemm.emit_gemm for n = 1 and ldc = 1: C[i] = epilogue(sum_p A[i * lda + p] *
     B[p]) for i < m, B packed as gemm.pack_b lays out one column. The epilogue is called with
     row 0 and column i for LANES consecutive rows i (see the module docstring)."""
-    if not gemv_fits(k) or m < 1:
+    bl = blocking_of(module)
+    lanes, nr, vec = bl.lanes, bl.nr, bl.vec
+    if not gemv_fits(k, 1, lanes) or m < 1:
         raise ValueError(f"GEMV m={m} k={k} out of range")
     fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
-    chunks = -(-k // LANES)
-    tails = [_mask(min(LANES, k - j * LANES)) for j in range(chunks)]
+    chunks = -(-k // lanes)
+    tails = [_mask(b, min(lanes, k - j * lanes)) for j in range(chunks)]
     w = []  # the column, gathered once from its packed panel (stride NR)
     for j in range(chunks):
-        v = ir.Constant(VEC, None)
-        for t in range(min(LANES, k - j * LANES)):
-            x = b.load(b.gep(bp, [const((j * LANES + t) * NR)]), align=4)
+        v = ir.Constant(vec, None)
+        for t in range(min(lanes, k - j * lanes)):
+            x = b.load(b.gep(bp, [const((j * lanes + t) * nr)]), align=4)
             v = b.insert_element(v, x, ir.Constant(I32, t))
         w.append(v)
-    fma = intrinsic(module, "llvm.fma", [VEC], VEC, [VEC] * 3)
+    fma = intrinsic(module, "llvm.fma", [vec], vec, [vec] * 3)
 
     def row_sums(first: ir.Value, rows: int) -> ir.Value:
         """LANES lanes: the dot products of rows first .. first + rows (zeros beyond)."""
         parts = []
-        for r in range(LANES):
+        for r in range(lanes):
             if r >= rows:
-                parts.append(ir.Constant(VEC, None))
+                parts.append(ir.Constant(vec, None))
                 continue
             base = b.mul(b.add(first, const(r)), const(lda))
-            acc = ir.Constant(VEC, None)
+            acc = ir.Constant(vec, None)
             for j in range(chunks):
-                x = _load(b, _vector_at(b, a, b.add(base, const(j * LANES))), tails[j])
+                x = _load(b, _vector_at(b, a, b.add(base, const(j * lanes))), tails[j])
                 acc = b.call(fma, [x, w[j], acc])
             parts.append(acc)
-        width = LANES
+        width = lanes
         while len(parts) > 1:
             parts = [_fold(b, parts[i], parts[i + 1], width) for i in range(0, len(parts), 2)]
             width //= 2
         return parts[0]
 
     def block(first: ir.Value, rows: int) -> None:
-        value, mask = row_sums(first, rows), _mask(rows)
+        value, mask = row_sums(first, rows), _mask(b, rows)
         if epilogue is not None:
-            value = epilogue.emit(b, eargs, value, const(0), first, LANES, mask)
+            value = epilogue.emit(b, eargs, value, const(0), first, lanes, mask)
         _store(b, value, _vector_at(b, c, first), mask)
 
-    _in_blocks(b, m, LANES, block)
+    _in_blocks(b, m, lanes, block)
     b.ret_void()
     return fn
 
@@ -112,28 +114,30 @@ def emit_narrow(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: in
     signature of gemm.emit_gemm for 2 <= n <= LANES / 2, n dividing LANES: C[i, j] =
     epilogue(sum_p A[i * lda + p] * B[p, j]), B packed as gemm.pack_b lays it out. Every
     column of a row is summed in the same order (equal columns give equal results)."""
-    if not gemv_fits(k, n) or m < 1:
+    bl = blocking_of(module)
+    lanes, nr, vec = bl.lanes, bl.nr, bl.vec
+    if not gemv_fits(k, n, lanes) or m < 1:
         raise ValueError(f"narrow GEMM m={m} k={k} n={n} out of range")
     fn, b = gemm_function(module, name, epilogue)
     a, bp, c, *eargs = fn.args
-    chunks, full = -(-k // LANES), k // LANES
-    per = LANES // n  # rows per block
-    wbuf = b.alloca(ir.ArrayType(F32, n * chunks * LANES))
+    chunks, full = -(-k // lanes), k // lanes
+    per = lanes // n  # rows per block
+    wbuf = b.alloca(ir.ArrayType(F32, n * chunks * lanes))
     wbuf.align = 64
     w = b.bitcast(wbuf, F32P)
     for col in range(n):  # zero the padded last chunk, then copy the column in
-        b.store(ir.Constant(VEC, None), _vector_at(b, w, (col * chunks + chunks - 1) * LANES),
+        b.store(ir.Constant(vec, None), _vector_at(b, w, (col * chunks + chunks - 1) * lanes),
                 align=4)
     with for_range(b, n) as col, for_range(b, k) as p:
-        x = b.load(b.gep(bp, [b.add(b.mul(p, const(NR)), col)]), align=4)
-        b.store(x, b.gep(w, [b.add(b.mul(col, const(chunks * LANES)), p)]), align=4)
-    fma = intrinsic(module, "llvm.fma", [VEC], VEC, [VEC] * 3)
-    tail = _mask(k - full * LANES) if k % LANES else None
+        x = b.load(b.gep(bp, [b.add(b.mul(p, const(nr)), col)]), align=4)
+        b.store(x, b.gep(w, [b.add(b.mul(col, const(chunks * lanes)), p)]), align=4)
+    fma = intrinsic(module, "llvm.fma", [vec], vec, [vec] * 3)
+    tail = _mask(b, k - full * lanes) if k % lanes else None
 
     def step(first: ir.Value, rows: int, p: ir.Value, acc: list[ir.Value],
              mask: ir.Value | None) -> list[ir.Value]:
         """acc[r * n + j] += A[first + r, p:p + LANES] * B[p:p + LANES, j]."""
-        ws = [b.load(_vector_at(b, w, b.add(p, const(j * chunks * LANES))), align=4)
+        ws = [b.load(_vector_at(b, w, b.add(p, const(j * chunks * lanes))), align=4)
               for j in range(n)]
         out = list(acc)
         for r in range(rows):
@@ -144,13 +148,13 @@ def emit_narrow(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: in
         return out
 
     def block(first: ir.Value, rows: int) -> None:
-        acc = [ir.Constant(VEC, None)] * LANES
+        acc = [ir.Constant(vec, None)] * lanes
         if full:
-            acc = _carried_loop(b, const(0), const(full * LANES), LANES, acc,
+            acc = _carried_loop(b, const(0), const(full * lanes), lanes, acc,
                                 lambda p, cur: step(first, rows, p, cur, None))
         if tail is not None:
-            acc = step(first, rows, const(full * LANES), acc, tail)
-        width = LANES
+            acc = step(first, rows, const(full * lanes), acc, tail)
+        width = lanes
         while len(acc) > 1:
             acc = [_fold(b, acc[i], acc[i + 1], width) for i in range(0, len(acc), 2)]
             width //= 2

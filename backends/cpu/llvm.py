@@ -1,11 +1,22 @@
-"""LLVM plumbing shared by the CPU backend: the host target machine and JIT/object emission."""
+"""LLVM plumbing shared by the CPU backend: target machines and JIT/object emission.
+
+A target is a description (``runtime/cross/targets.Target``): triple, CPU, features, float
+ABI. ``None`` (or the ``host`` description) is the machine sw2c runs on, asked of LLVM on first
+use, never at import. A module made by ``new_module(name, target)`` carries its target, so the
+code generators ask ``target_of(module)`` (math.py's AVX-512 check, team.py's threads) instead
+of the host.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 import llvmlite.binding as llvm
 from llvmlite import ir
+
+if TYPE_CHECKING:
+    from ...runtime.cross.targets import Target
 
 F32 = ir.FloatType()
 I64 = ir.IntType(64)
@@ -22,14 +33,31 @@ def _init() -> None:
 
 
 @lru_cache(maxsize=1)
+def _init_all() -> None:
+    """Every backend LLVM was built with (Arm, AArch64, RISC-V, WebAssembly ...): cross
+    targets only, the host needs just its own."""
+    _init()
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+
+
+def is_host(target: Target | None) -> bool:
+    """True for the machine we run on (``None`` or the ``host`` description)."""
+    return target is None or target.family == "host"
+
+
+@lru_cache(maxsize=1)
 def host_cpu() -> tuple[str, str]:
     """(cpu name, feature string) of the machine we run on."""
     _init()
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def vector_lanes() -> int:
-    """fp32 lanes of the widest vector register the host has (16 with AVX-512, 8 with AVX2)."""
+def vector_lanes(target: Target | None = None) -> int:
+    """fp32 lanes of the widest vector register of ``target`` (default the host: 16 with
+    AVX-512, 8 with AVX2)."""
+    if not is_host(target):
+        return target.vector_lanes
     features = host_cpu()[1]
     if "+avx512f" in features:
         return 16
@@ -38,8 +66,30 @@ def vector_lanes() -> int:
     return 4
 
 
-def target_machine(reloc: str = "default", opt: int = 3) -> llvm.TargetMachine:
-    """A new host target machine (an MCJIT engine takes ownership of the one it is given)."""
+def features(target: Target | None = None) -> str:
+    """The LLVM feature string of ``target`` (default the host)."""
+    return host_cpu()[1] if is_host(target) else target.feature_string
+
+
+def _abi_name(target: Target) -> str:
+    """The float ABI's name where LLVM wants one beside the triple (RISC-V: ilp32 passes
+    floats in integer registers, ilp32f in float ones); '' where the triple says it (Arm's
+    eabihf, AArch64, wasm32)."""
+    if target.family == "riscv32":
+        return "ilp32f" if target.float_abi == "hard" else "ilp32"
+    return ""
+
+
+def target_machine(reloc: str = "default", opt: int = 3,
+                   target: Target | None = None) -> llvm.TargetMachine:
+    """A new target machine for ``target`` (default the host; an MCJIT engine takes ownership
+    of the one it is given)."""
+    if not is_host(target):
+        _init_all()
+        return llvm.Target.from_triple(target.triple).create_target_machine(
+            cpu=target.cpu, features=target.feature_string, opt=opt,
+            reloc="static" if reloc == "default" else reloc, codemodel="default",
+            abiname=_abi_name(target))
     _init()
     cpu, features = host_cpu()
     target = llvm.Target.from_default_triple()
@@ -66,23 +116,59 @@ def intrinsic(module: ir.Module, name: str, overloads: list[ir.Type], ret: ir.Ty
     return ir.Function(module, ir.FunctionType(ret, args), full)
 
 
-@lru_cache(maxsize=1)
-def _data_layout() -> str:
-    return str(target_machine().target_data)
+@cache
+def _data_layout(target: Target | None = None) -> str:
+    return str(target_machine(target=target).target_data)
 
 
-def new_module(name: str) -> ir.Module:
+def new_module(name: str, target: Target | None = None) -> ir.Module:
+    """An empty module for ``target`` (default the host): its triple and data layout, and the
+    description itself for ``target_of``."""
     module = ir.Module(name=name)
-    module.triple = llvm.get_process_triple()
-    module.data_layout = _data_layout()
+    module.triple = llvm.get_process_triple() if is_host(target) else target.triple
+    module.data_layout = _data_layout(None if is_host(target) else target)
+    module.sw2c_target = None if is_host(target) else target
     return module
+
+
+def target_of(module: ir.Module) -> Target | None:
+    """The target ``module`` was made for (``new_module``); None for the host."""
+    return getattr(module, "sw2c_target", None)
+
+
+def module_features(module: ir.Module) -> str:
+    """The LLVM feature string of ``module``'s target."""
+    return features(target_of(module))
+
+
+def has_threads(module: ir.Module) -> bool:
+    """Whether ``module``'s target runs threads (the host does; a bare-metal core does not)."""
+    target = target_of(module)
+    return is_host(target) or target.threads
+
+
+# LLVM lowers llvm.fma to a call of the C library's fmaf where the ISA has no fused
+# multiply-add (soft float, wasm32 without relaxed SIMD): a function call per MAC. fmuladd
+# fuses where the hardware can and is a multiply and an add elsewhere.
+_FMA = '@"llvm.fma.'
+_FMULADD = '@"llvm.fmuladd.'
+
+
+def module_text(module: ir.Module) -> str:
+    """``module``'s IR text for its target: llvm.fma becomes llvm.fmuladd on a cross target
+    without hardware FMA (the host's text is the module's, unchanged)."""
+    text = str(module)
+    target = target_of(module)
+    if not is_host(target) and not getattr(target, "has_fma", True):
+        text = text.replace(_FMA, _FMULADD)
+    return text
 
 
 def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.ModuleRef:
     """Parse and optimize ``module`` for ``tm`` (O3, loop and SLP vectorizers on, no
     unrolling)."""
     _init()
-    ref = llvm.parse_assembly(str(module))
+    ref = llvm.parse_assembly(module_text(module))
     ref.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=opt)
     pto.loop_vectorization = True
@@ -110,7 +196,8 @@ def jit(module: ir.Module, objects: list[bytes] | None = None) -> llvm.Execution
     return engine
 
 
-def emit_object(module: ir.Module) -> bytes:
-    """A position-independent object file, for linking into a shared library."""
-    tm = target_machine(reloc="pic")
+def emit_object(module: ir.Module, reloc: str = "pic") -> bytes:
+    """An object file of ``module`` for its target (``new_module``): position-independent by
+    default, for linking into a shared library; ``reloc="static"`` for a firmware image."""
+    tm = target_machine(reloc=reloc, target=target_of(module))
     return tm.emit_object(optimize(module, tm))

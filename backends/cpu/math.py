@@ -10,7 +10,7 @@ from typing import Any
 from llvmlite import ir
 
 from ...ir import Binary, Unary
-from .llvm import F32, I32, host_cpu, intrinsic
+from .llvm import F32, I32, intrinsic, module_features
 
 # reassociation only: "fast" would also assume no infinities or NaNs, and LLVM then drops a
 # -inf (a window's padding) or a NaN from a sum
@@ -104,16 +104,17 @@ def _exp_reduced(b: ir.IRBuilder, xc: ir.Value,
     return nf, _fma(b, b.fmul(r, r), _horner(b, r, _EXP_Q), r)
 
 
-def _has_scalef() -> bool:
-    """AVX-512 has vscalefps, to which llvm.ldexp lowers; elsewhere LLVM calls ldexpf."""
-    return "+avx512f" in host_cpu()[1]
+def _has_scalef(module: ir.Module) -> bool:
+    """AVX-512 has vscalefps, to which llvm.ldexp lowers; elsewhere LLVM calls ldexpf. Asked
+    of the module's target (backends/cpu/llvm.py), not of the host."""
+    return "+avx512f" in module_features(module)
 
 
-def _float_scalef(y: ir.Value) -> bool:
+def _float_scalef(b: ir.IRBuilder, y: ir.Value) -> bool:
     """y is <16 x float> and vscalefps is there: _scale takes a float exponent as it is (a
     NaN one too: no float->int conversion, whose NaN would be poison)."""
     t = y.type
-    return (_has_scalef() and isinstance(t, ir.VectorType) and t.count == 16
+    return (_has_scalef(b.module) and isinstance(t, ir.VectorType) and t.count == 16
             and isinstance(t.element, ir.FloatType))
 
 
@@ -121,14 +122,14 @@ def _scale(b: ir.IRBuilder, y: ir.Value, nf: ir.Value) -> ir.Value:
     """y * 2**n, n = nf an integer in [-150, 128] as a float, rounded once (denormal results
     too): llvm.ldexp (one vscalefps), or without AVX-512 two exponent-field factors (2**n
     alone may not be a float)."""
-    if _float_scalef(y):
+    if _float_scalef(b, y):
         # vscalefps takes the exponent as a float: llvm.ldexp's integer costs two conversions
         t = y.type
         fn = intrinsic(b.module, "llvm.x86.avx512.mask.scalef.ps.512", [], t,
                        [t, t, t, ir.IntType(16), I32])
         return b.call(fn, [y, nf, y, ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])
     n = b.fptosi(nf, _int_lanes(y))
-    if _has_scalef():
+    if _has_scalef(b.module):
         ldexp = intrinsic(b.module, "llvm.ldexp", [y.type, n.type], y.type, [y.type, n.type])
         return b.call(ldexp, [y, n])
     half = b.ashr(n, _int_lanes(y, 1))
@@ -181,7 +182,7 @@ def _sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) <= 1: exp never overflows and
     tiny (denormal) results keep their digits; one division either way."""
     v = b.fneg(_call(b, "llvm.fabs", x))
-    if _float_scalef(x):  # v <= 0: no upper clamp, and n may be NaN (NaN in, NaN out)
+    if _float_scalef(b, x):  # v <= 0: no upper clamp, and n may be NaN (NaN in, NaN out)
         nf, p = _exp_reduced(b, _max(b, v, splat(b, x, EXP_MIN)))
         e = _scale(b, b.fadd(splat(b, x, 1.0), p), nf)
     else:

@@ -12,8 +12,9 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Node, Op
+from .blocking import Blocking, blocking_of
 from .expr import BodyEmitter, store, strides
-from .gemm import MR, NR, emit_gemm, emit_pack_b, packed_b_floats
+from .gemm import emit_gemm, emit_pack_b, packed_b_floats
 from .gemv import emit_gemv, emit_narrow, gemv_fits
 from .im2col import emit_im2col, fast_im2col
 from .llvm import F32P, I64, intrinsic
@@ -68,64 +69,67 @@ class Matmul:
         return int(np.prod(self.mm.type.shape[:-2])), a[-2], k, n
 
 
-# rows per chunk below which splitting the rows further costs more than it buys: every row
-# part streams all of B from memory, so small-M GEMMs (late layers, dense heads) split the
-# columns instead, each chunk reading its own share of B's panels
-MIN_ROWS = 8 * MR
+# micro-kernel strips (of MR rows) per chunk below which splitting the rows further costs
+# more than it buys: every row part streams all of B from memory, so small-M GEMMs (late
+# layers, dense heads) split the columns instead, each chunk reading its own share of B's panels
+MIN_STRIPS = 8
 
 
-def split_grid(m: int, n: int, chunks: int) -> tuple[int, int]:
+def split_grid(m: int, n: int, chunks: int, bl: Blocking) -> tuple[int, int]:
     """(row parts, column parts) of a GEMM [m, n] cut into ``chunks`` pieces: rows while each
-    part keeps MIN_ROWS of them, then halves moved to the columns while NR-column panels are
+    part keeps MIN_STRIPS strips of them, then halves moved to the columns while panels are
     left to share."""
     rows, cols = chunks, 1
-    panels = -(-n // NR)
-    while rows % 2 == 0 and m // rows < MIN_ROWS and cols * 2 <= panels:
+    panels = -(-n // bl.nr)
+    while rows % 2 == 0 and m // rows < MIN_STRIPS * bl.mr and cols * 2 <= panels:
         rows, cols = rows // 2, cols * 2
     return rows, cols
 
 
-def _parts(m: int, n: int, grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def _parts(m: int, n: int, grid: tuple[int, int], nr: int) -> list[tuple[int, int, int, int]]:
     """(first row, rows, first column, columns) of each chunk of the grid, chunk order; the
-    column cuts fall on panel boundaries."""
+    column cuts fall on the boundaries of ``nr``-column panels."""
     rows, cols = grid
-    panels = -(-n // NR)
+    panels = -(-n // nr)
     out = []
     for t in range(rows * cols):
         i, j = divmod(t, cols)
         lo, hi = m * i // rows, m * (i + 1) // rows
-        c0, c1 = NR * (panels * j // cols), min(n, NR * (panels * (j + 1) // cols))
+        c0, c1 = nr * (panels * j // cols), min(n, nr * (panels * (j + 1) // cols))
         out.append((lo, hi - lo, c0, c1 - c0))
     return out
 
 
 # im2col runs in blocks of rows whose patches stay in cache while the GEMM reads them (about
-# L2's quarter); a block keeps at least MIN_BLOCK rows so re-reading B per block stays cheap
+# L2's quarter); a block keeps at least MIN_BLOCK_STRIPS strips of MR rows so re-reading B
+# per block stays cheap
 PATCH_BYTES = 256 << 10
-MIN_BLOCK = 16 * MR
+MIN_BLOCK_STRIPS = 16
 
 
-def _block_rows(rows: int, k: int) -> int:
-    """Rows of a chunk's patch matrix materialized at once."""
+def _block_rows(rows: int, k: int, mr: int) -> int:
+    """Rows of a chunk's patch matrix materialized at once (micro-kernels of ``mr`` rows)."""
     if rows * k * 4 <= PATCH_BYTES:
         return rows
-    return min(rows, max(MIN_BLOCK, PATCH_BYTES // (4 * k) // MR * MR))
+    return min(rows, max(MIN_BLOCK_STRIPS * mr, PATCH_BYTES // (4 * k) // mr * mr))
 
 
-def _patch_slots(parts: list[tuple[int, int, int, int]], k: int) -> list[tuple[int, int]]:
+def _patch_slots(parts: list[tuple[int, int, int, int]], k: int,
+                 mr: int) -> list[tuple[int, int]]:
     """(offset in floats, rows per block) of each chunk's own patch buffer in scratch: chunks
     run at once on different threads, so none shares a buffer."""
     slots, offset = [], 0
     for _, rows, _, _ in parts:
-        block = _block_rows(rows, k) if rows else 0
+        block = _block_rows(rows, k, mr) if rows else 0
         slots.append((offset, block))
         offset += block * k
     return slots
 
 
-def scratch_bytes(node: Node, is_const: Callable[[str], bool], chunks: int = 1) -> int:
-    """Scratch of a matmul kernel split into ``chunks``: a block of patch rows per chunk and
-    the run-time packed right-hand side."""
+def scratch_bytes(node: Node, is_const: Callable[[str], bool], bl: Blocking,
+                  chunks: int = 1) -> int:
+    """Scratch of a matmul kernel split into ``chunks`` (blocked as ``bl``): a block of patch
+    rows per chunk and the run-time packed right-hand side."""
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
@@ -136,10 +140,10 @@ def scratch_bytes(node: Node, is_const: Callable[[str], bool], chunks: int = 1) 
         size += body.type_of(mt.window.name).nbytes
     elif mt.window is not None:
         own_columns = runtime_b and b_batches == 1
-        parts = _parts(m, n, _grid(m, n, chunks, batch, own_columns))
-        size += 4 * sum(block * k for _, block in _patch_slots(parts, k))
+        parts = _parts(m, n, _grid(m, n, chunks, batch, own_columns, bl), bl.nr)
+        size += 4 * sum(block * k for _, block in _patch_slots(parts, k, bl.mr))
     if runtime_b:
-        size += 4 * packed_b_floats(k, n) * b_batches
+        size += 4 * packed_b_floats(k, n, bl.nr) * b_batches
     return size
 
 
@@ -234,19 +238,20 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     b_name = mt.mm.inputs[1]
     b_batches = int(np.prod(body.type_of(b_name).shape[:-2]))
     own_columns = b_name not in packed and batch == 1 and b_batches == 1
-    grid = _grid(m, n, team.size, batch, own_columns)
-    parts = _parts(m, n, grid)
+    bl = blocking_of(b.module)
+    grid = _grid(m, n, team.size, batch, own_columns, bl)
+    parts = _parts(m, n, grid, bl.nr)
     patches = cursor  # the chunks' patch blocks (im2col), before the packed B
     if mt.window is not None and batch > 1:  # every batch's patches, each filled by its chunk
         a_ptr = patches
         cursor = b.gep(cursor, [const(batch * m * k)])
     elif mt.window is not None:
-        slots = _patch_slots(parts, k)
+        slots = _patch_slots(parts, k, bl.mr)
         cursor = b.gep(cursor, [const(sum(block * k for _, block in slots))])
     else:
         a_source, a_first, lda = mt.a_columns(body)
         a_ptr = b.gep(ptrs[a_source], [const(a_first)]) if a_first else ptrs[a_source]
-    panel = packed_b_floats(k, n)
+    panel = packed_b_floats(k, n, bl.nr)
     transposed = mt.b_transpose is not None  # a run-time B is packed through the transpose
     ldb = k if transposed else n
     if b_name in packed:
@@ -370,15 +375,16 @@ def _im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value
         store(b, dst, idx, wshape, emitter.value(window.name, idx))
 
 
-def _grid(m: int, n: int, chunks: int, batch: int, own_columns: bool) -> tuple[int, int]:
+def _grid(m: int, n: int, chunks: int, batch: int, own_columns: bool,
+          bl: Blocking) -> tuple[int, int]:
     """How the chunks cut the GEMM: by batch when batched; by columns only when each chunk
     packs its own share of a run-time B (two row parts would pack the same panels)."""
     if batch > 1:
         return chunks, 1
-    return (1, chunks) if own_columns else split_grid(m, n, chunks)
+    return (1, chunks) if own_columns else split_grid(m, n, chunks, bl)
 
 
-def can_split(node: Node, is_const: Callable[[str], bool]) -> bool:
+def can_split(node: Node, is_const: Callable[[str], bool], nr: int) -> bool:
     """Whether a team may share this matmul kernel: B is packed at compile time, or B is one
     matrix of at least two panels, whose columns the chunks pack for themselves."""
     body: Graph = node.attrs["body"]
@@ -387,7 +393,7 @@ def can_split(node: Node, is_const: Callable[[str], bool]) -> bool:
         return True
     batch, _, _, n = mt.dims(body)
     b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
-    return batch == 1 and b_batches == 1 and -(-n // NR) >= 2
+    return batch == 1 and b_batches == 1 and -(-n // nr) >= 2
 
 
 def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, k: int, n: int,
@@ -395,9 +401,10 @@ def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, 
     """The GEMM of one chunk: a GEMV for one column, the narrow kernel for a few, else the
     register-blocked GEMM. A ``shared`` one (called by several chunks, or per patch block)
     is never inlined: LLVM would optimize its code once per call."""
-    if n == 1 and ldc == 1 and gemv_fits(k):
+    lanes = blocking_of(b.module).lanes
+    if n == 1 and ldc == 1 and gemv_fits(k, 1, lanes):
         fn = emit_gemv(b.module, name, m=m, k=k, lda=lda, epilogue=epilogue.swapped())
-    elif n > 1 and gemv_fits(k, n):
+    elif n > 1 and gemv_fits(k, n, lanes):
         fn = emit_narrow(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
     else:
         fn = emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)

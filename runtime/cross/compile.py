@@ -6,7 +6,7 @@ default asic target's memory plan), exported as C (``emit_c``), cross-compiled w
 loaded into unicorn / wasmtime. The module takes and gives floats like every sw2c module (the
 C's quantize/dequantize boundary equals the simulator's), ``run_int8`` takes the codes, and
 ``report`` says what the chip runs: instructions per inference and per MAC (instructions,
-not cycles), section sizes and the arena. fp32 on cross targets is not built yet.
+not cycles), section sizes and the arena. fp32 (the default) is ``runtime.cross.fp32``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ def check_precision(kind: str, spec: str, precision: str) -> None:
         raise Sw2cError("precision='int8' on target 'cpu' (this machine) is not built: use "
                         "target='asic' for the simulated accelerator or target='cpu:NAME' "
                         "(e.g. cpu:cortex-m4) for a cross target")
-    if kind == "cpu" and spec and precision != "int8":
-        raise Sw2cError(f"target 'cpu:{spec}' with precision='{precision}': fp32 cross "
-                        "targets are not built yet; use precision='int8' (with calibration=)")
 
 
 def _neutral_asic() -> Any:
@@ -114,17 +111,32 @@ def conv_stack_bytes(program: Any) -> int:
 
 
 def compile_cross(graph: Any, name: str, *, target: str, precision: str, calibration: Any,
-                  verify: bool, dump_ir: str | os.PathLike | None, started: float) -> Any:
-    """IR graph -> the asic int8 program -> C built for cross target ``target`` (a name from
-    ``runtime.cross.targets``) -> a module that runs it in the emulator."""
+                  verify: bool, dump_ir: str | os.PathLike | None, started: float,
+                  model: Any = None, winograd: str | None = None,
+                  threads: int | None = None) -> Any:
+    """IR graph -> for cross target ``target`` (a name from ``runtime.cross.targets``) either
+    the cpu backend's float code (fp32: ``runtime.cross.fp32``; ``model`` is what ``verify``
+    checks it against) or the asic int8 program as C -> a module that runs it in the
+    emulator."""
     t: Target = lookup(target)
     if t.family == "host":
         raise Sw2cError("target 'cpu:host' is this machine: use target='cpu'")
-    if precision != "int8":
-        raise Sw2cError(f"target 'cpu:{t.name}' with precision='{precision}': fp32 cross "
-                        "targets are not built yet; use precision='int8' (with calibration=)")
+    check_choice("precision", precision, PRECISIONS)
+    if threads not in (None, 1) and not t.threads:
+        raise Sw2cError(f"threads={threads} on target 'cpu:{t.name}': its build runs on one "
+                        "core without an operating system; leave threads unset (or 1)")
     require("ziglang", f"building for {t.name}")
     require("elftools", f"reading what was built for {t.name}")
+    if precision == "fp32":
+        from ...passes.winograd import DEFAULT_MODE
+        from .fp32 import compile_fp32
+
+        if verify and model is None:
+            raise Sw2cError("verify=True on a cross target needs the model to check against")
+        module = compile_fp32(graph, name, t, model=model, verify=verify, dump_ir=dump_ir,
+                              winograd=winograd or DEFAULT_MODE)
+        module.report["compile_seconds"] = round(time.perf_counter() - started, 3)
+        return module
     for v in graph.inputs:
         if v.type.dtype != "float32":
             raise ModelError(f"input '{v.name}' is {v.type.dtype}: precision='int8' quantizes "

@@ -117,13 +117,26 @@ def library_sizes(target: Target, path: Path) -> dict[str, Any]:
             obj.unlink()
         return {"file": path.name, **{f"{k}_bytes": v for k, v in sizes.items()}}
     require("elftools", "reading the sizes of a static library")
-    total, undefined = {".text": 0, ".rodata": 0, ".data": 0, ".bss": 0}, set()
+    total, undefined, defined = {".text": 0, ".rodata": 0, ".data": 0, ".bss": 0}, set(), set()
     for _, body in _members(path):
         sizes, undef = _elf_object_sizes(body)
         total = {k: total[k] + sizes[k] for k in total}
         undefined.update(undef)
+        defined.update(_elf_defined(body))
+    # a symbol one member defines for another (the fp32 code's weights) is not the firmware's
     return {"file": path.name, **{f"{k[1:]}_bytes": v for k, v in total.items()},
-            "undefined_symbols": sorted(undefined)}
+            "undefined_symbols": sorted(undefined - defined)}
+
+
+def _elf_defined(data: bytes) -> set[str]:
+    """The global symbols one relocatable ELF object defines."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    symtab = ELFFile(io.BytesIO(data)).get_section_by_name(".symtab")
+    return {s.name for s in symtab.iter_symbols() if s.name and s["st_shndx"] != "SHN_UNDEF"
+            and s["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK")} if symtab else set()
 
 
 def export_library(export: Any, report: dict[str, Any], directory: str | os.PathLike) -> str:

@@ -91,6 +91,13 @@ class Target:
         return ",".join(self.features)
 
     @property
+    def has_fma(self) -> bool:
+        """A fused multiply-add instruction for float32 (VFPv4 / FPv5 VFMA, RV32F fmadd.s,
+        AArch64 fmla; not soft float, not wasm32's simd128): without one LLVM turns llvm.fma
+        into a call of fmaf, so code generation uses a multiply and an add instead."""
+        return self.has_fpu and self.family != "wasm32"
+
+    @property
     def bare_metal(self) -> bool:
         """True when sw2c writes the start-up code and linker script (Cortex-M, RV32,
         AArch64)."""
@@ -134,18 +141,21 @@ _M55_NO_EMULATOR = ("unicorn 2.1 models no Cortex-M55 (no Armv8.1-M, no MVE); bu
                     "work, running needs another emulator (e.g. qemu-system-arm -machine "
                     "mps3-an547)")
 
+# Arm triples have all four parts: LLVM picks the hard-float calling convention (floats in
+# s0-s15, as zig's C and compiler-rt for eabihf expect) from "<arch>-unknown-none-eabihf", but
+# not from the three-part "<arch>-none-eabihf", where it silently passes floats in r0-r3.
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    _cortex_m("cortex-m4", "thumbv7em-none-eabihf", "cortex-m4", ("+vfp4d16sp", "+dsp"),
+    _cortex_m("cortex-m4", "thumbv7em-unknown-none-eabihf", "cortex-m4", ("+vfp4d16sp", "+dsp"),
               "cortex_m4+vfp4d16sp", "Cortex-M4F: Armv7E-M, single-precision FPU, DSP (SMLAD)",
               _mcu_map(1 * MIB, 256 * KIB), "UC_CPU_ARM_CORTEX_M4"),
-    _cortex_m("cortex-m7", "thumbv7em-none-eabihf", "cortex-m7", ("+fp-armv8d16", "+dsp"),
+    _cortex_m("cortex-m7", "thumbv7em-unknown-none-eabihf", "cortex-m7", ("+fp-armv8d16", "+dsp"),
               "cortex_m7+fp_armv8d16", "Cortex-M7: Armv7E-M, double-precision FPv5, DSP",
               _mcu_map(2 * MIB, 1 * MIB), "UC_CPU_ARM_CORTEX_M7"),
-    _cortex_m("cortex-m33", "thumbv8m.main-none-eabihf", "cortex-m33",
+    _cortex_m("cortex-m33", "thumbv8m.main-unknown-none-eabihf", "cortex-m33",
               ("+fp-armv8d16sp", "+dsp"), "cortex_m33+fp_armv8d16sp+dsp",
               "Cortex-M33: Armv8-M Mainline, single-precision FPv5, DSP",
               _mcu_map(1 * MIB, 256 * KIB), "UC_CPU_ARM_CORTEX_M33"),
-    _cortex_m("cortex-m55", "thumbv8.1m.main-none-eabihf", "cortex-m55",
+    _cortex_m("cortex-m55", "thumbv8.1m.main-unknown-none-eabihf", "cortex-m55",
               ("+mve.fp", "+fp-armv8d16", "+dsp"), "cortex_m55+mve_fp+fp_armv8d16",
               "Cortex-M55: Armv8.1-M, Helium (MVE) 128-bit integer and float vectors",
               _mcu_map(4 * MIB, 2 * MIB), None, lanes=4, registers=8,

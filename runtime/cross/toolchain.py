@@ -256,10 +256,11 @@ def build(target: Target, sources: Sequence[str | os.PathLike], exports: Sequenc
            *(str(o) for o in objects), *_link_flags(target, out_dir, exports), "-o", str(out)]
     # No runtime library first: it keeps .text honest and the build fast (zig compiles
     # compiler-rt for a new target in ~15 s). Link compiler-rt only when the program calls
-    # into it (soft float on rv32imac, memcpy, 64-bit division).
+    # into it (soft float on rv32imac, memcpy, 64-bit division, zig's fminf / sqrtf / fmodf).
     res = _run([*cmd, "-nostdlib"], target, name)
     runtime = "none"
-    if res.returncode != 0 and "undefined symbol" in res.stderr and target.bare_metal:
+    if res.returncode != 0 and "undefined symbol" in res.stderr and (
+            target.bare_metal or target.family == "wasm32"):
         res, runtime = _run(cmd, target, name), "compiler-rt"
     if res.returncode != 0:
         raise CrossCompileError(f"zig cc failed to build {name} for {target.name} (exit "
