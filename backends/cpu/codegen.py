@@ -187,8 +187,6 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
         shifted, offsets = shift_slices(node)
         key = fingerprint(shifted, packed, chunks, ldc, noalias)
         fn = emitted.get(key) if key is not None else None
-        if fn is not None and "noinline" not in fn.attributes:
-            fn.attributes.add("noinline")  # called again: one copy of the code, not one per call
         if fn is None:
             fn = kernel_function(module, f"k{index}.{node.attrs['kind']}", node, noalias=noalias)
             with blame(f"kernel '{node.name}' (from node '{node.origin}')"):
