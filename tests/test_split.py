@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sw2c.backends.cpu.blocking import blocking
+from sw2c.backends.cpu.codegen import generate
 from sw2c.backends.cpu.matmul import MIN_STRIPS, _parts, split_grid
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Op, TensorType, Unary, Value, run
+from sw2c.passes.pipeline import cpu_pipeline, run_pipeline
 from sw2c.tests.ir_models import conv
 
 
@@ -64,6 +66,24 @@ def test_column_split_matches_the_interpreter(monkeypatch, hw, cin, cout):
         for name in graph.outputs:
             np.testing.assert_allclose(got[name], expect[name], rtol=1e-4, atol=1e-4,
                                        err_msg=f"{name} with {threads} threads")
+
+
+@pytest.mark.parametrize("stride,hw", [(1, 4), (2, 14)])
+def test_column_split_conv_builds_its_patches_once(monkeypatch, stride, hw):
+    """A conv whose chunks split the columns reads one patch matrix, built (split by rows)
+    in a step before it: the step is there, and the answer is the interpreter's."""
+    monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 0)
+    rng = np.random.default_rng(stride)
+    cin, cout = 16, 300
+    b = Builder("late", [Value("x", TensorType((1, cin, hw, hw)))])
+    w = rng.normal(0, (2 / (9 * cin)) ** 0.5, (cout, cin, 3, 3)).astype(np.float32)
+    graph = b.finish([conv(b, "x", w, rng.normal(0, 0.1, cout).astype(np.float32), stride)])
+    program = generate(run_pipeline(graph, cpu_pipeline("off")), "late", threads=2)
+    assert any(f.name.endswith(".patches") for f in program.module.functions)
+    x = rng.standard_normal((1, cin, hw, hw)).astype(np.float32)
+    got = compile_graph(graph, "late", threads=2, winograd="off").run({"x": x})
+    np.testing.assert_allclose(got[graph.outputs[0]], run(graph, {"x": x})[graph.outputs[0]],
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel,c,hw", [(3, 8, 11), (9, 2, 10)])  # 9x9: generic im2col

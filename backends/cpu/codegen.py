@@ -24,7 +24,7 @@ from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
-from .matmul import Matmul, can_split, emit_matmul, scratch_bytes
+from .matmul import Matmul, can_split, emit_matmul, emit_patches, scratch_bytes, shares_patches
 from .profile import Profiler
 from .rows import emit_rows
 from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team, sync_words
@@ -179,6 +179,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
         return b.bitcast(b.gep(weights_arg, [const(off)]), F32P)
 
     emitted: dict[Hashable, ir.Function] = {}  # identical kernels share one function
+    step = 0  # the team's steps so far: one per kernel, two for a conv that shares patches
     for index, node in enumerate(kernels):
         body: Graph = node.attrs["body"]
         packed = _packed_consts(node, graph)
@@ -201,20 +202,44 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
         args.append(b.gep(arena_arg, [const(scratch)]) if scratch is not None
                     else ir.Constant(I8P, None))
         started = profiler.start(b) if profiler else None
+        if parallel[index] and node.attrs["kind"] == "matmul" and shares_patches(
+                node, lambda i: _is_const(graph, i), bl, chunks):
+            patches = emitted.get((key, "patches")) if key is not None else None
+            if patches is None:
+                patches = _patches_function(module, f"k{index}.patches", shifted, noalias,
+                                            chunks)
+                if key is not None:
+                    emitted[key, "patches"] = patches
+            emit_split_call(b, patches, args, sync, tid, tag, step, chunks)
+            step += 1
         if parallel[index]:
             if profiler:  # time each chunk too
                 fn, args = profiler.wrap(fn, args, tid, index)
-            emit_split_call(b, fn, args, sync, tid, tag, index, chunks)
+            emit_split_call(b, fn, args, sync, tid, tag, step, chunks)
         else:
-            emit_solo_call(b, fn, args, sync, tid, tag, index, team=threads > 1)
+            emit_solo_call(b, fn, args, sync, tid, tag, step, team=threads > 1)
+        step += 1
         if profiler:
             profiler.stop(b, started, tid, index)
     b.ret_void()
-    words = sync_words(len(kernels))
+    words = sync_words(step)
     if threads > 1:
         emit_team(module, entry, 2 + n_in + n_out, words)
     emit_argv(module, entry)  # the one-pointer call of runtime/module.py
     return Program(module, weights, plan, graph, threads, words)
+
+
+def _patches_function(module: ir.Module, name: str, node: Node, noalias: bool,
+                      chunks: int) -> ir.Function:
+    """The step before a conv whose chunks share one patch matrix: chunk t of ``chunks``
+    builds its share of the rows (matmul.emit_patches)."""
+    fn = kernel_function(module, name, node, noalias=noalias)
+    b = ir.IRBuilder(fn.append_basic_block())
+    ptrs = {v.name: arg for v, arg in zip(node.attrs["body"].inputs, fn.args[1:-2])}
+    with blame(f"kernel '{node.name}' (from node '{node.origin}')"):
+        emit_patches(b, node, ptrs, fn.args[0], fn.args[-2], Team(fn.args[-1], chunks))
+    b.ret_void()
+    return fn
 
 
 def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,

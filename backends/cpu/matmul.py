@@ -136,15 +136,45 @@ def scratch_bytes(node: Node, is_const: Callable[[str], bool], bl: Blocking,
     b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
     runtime_b = not _b_is_const(node, is_const)
     size = 0
-    if mt.window is not None and batch > 1:
+    grid = _grid(m, n, chunks, batch, runtime_b and b_batches == 1, bl)
+    if mt.window is not None and (batch > 1 or _shares_patches(mt, batch, grid)):
         size += body.type_of(mt.window.name).nbytes
     elif mt.window is not None:
-        own_columns = runtime_b and b_batches == 1
-        parts = _parts(m, n, _grid(m, n, chunks, batch, own_columns, bl), bl.nr)
+        parts = _parts(m, n, grid, bl.nr)
         size += 4 * sum(block * k for _, block in _patch_slots(parts, k, bl.mr))
     if runtime_b:
         size += 4 * packed_b_floats(k, n, bl.nr) * b_batches
     return size
+
+
+def _shares_patches(mt: Matmul, batch: int, grid: tuple[int, int]) -> bool:
+    """Whether the chunks of a conv read one patch matrix, built before them by a step of
+    its own (emit_patches): when they split the columns, each would otherwise build the
+    patches of all its rows (a 7x7 layer cut into 8 column chunks: 8 times the im2col)."""
+    return mt.window is not None and batch == 1 and grid[1] > 1
+
+
+def shares_patches(node: Node, is_const: Callable[[str], bool], bl: Blocking,
+                   chunks: int) -> bool:
+    """_shares_patches of a matmul kernel split into ``chunks``: the caller runs
+    emit_patches, split over the team, before the kernel."""
+    body: Graph = node.attrs["body"]
+    mt = Matmul.of(body)
+    batch, m, _, n = mt.dims(body)
+    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
+    own_columns = not _b_is_const(node, is_const) and b_batches == 1
+    return _shares_patches(mt, batch, _grid(m, n, chunks, batch, own_columns, bl))
+
+
+def emit_patches(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
+                 scratch: ir.Value, team: Team) -> None:
+    """This chunk's share of the rows of a conv's whole patch matrix, into the kernel's
+    scratch (where emit_matmul reads it when _shares_patches)."""
+    body: Graph = node.attrs["body"]
+    mt = Matmul.of(body)
+    _, m, _, _ = mt.dims(body)
+    lo, hi = team.bounds(b, m)
+    _im2col(b, body, mt.window, ptrs, b.bitcast(scratch, F32P), lo, hi)
 
 
 def _b_is_const(node: Node, is_const: Callable[[str], bool]) -> bool:
@@ -242,9 +272,13 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     grid = _grid(m, n, team.size, batch, own_columns, bl)
     parts = _parts(m, n, grid, bl.nr)
     patches = cursor  # the chunks' patch blocks (im2col), before the packed B
+    shared = _shares_patches(mt, batch, grid)  # built by emit_patches before this kernel
     if mt.window is not None and batch > 1:  # every batch's patches, each filled by its chunk
         a_ptr = patches
         cursor = b.gep(cursor, [const(batch * m * k)])
+    elif shared:
+        a_ptr = patches
+        cursor = b.gep(cursor, [const(m * k)])
     elif mt.window is not None:
         slots = _patch_slots(parts, k, bl.mr)
         cursor = b.gep(cursor, [const(sum(block * k for _, block in slots))])
@@ -308,7 +342,7 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
               ) -> None:
         if own_columns:
             pack_columns(c0, cols)
-        if mt.window is None:
+        if mt.window is None or shared:
             gemm(b.gep(a_ptr, [b.mul(lo, const(lda))]), lo, rows, c0, cols)
             return
         offset, block = slot
@@ -328,8 +362,8 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         if rest:
             one(b.add(lo, const(full * block)), rest)
 
-    blocks = [0] * len(parts) if mt.window is None else [block for _, block in slots]
-    offsets = [0] * len(parts) if mt.window is None else [offset for offset, _ in slots]
+    blocks = [0] * len(parts) if mt.window is None or shared else [block for _, block in slots]
+    offsets = [0] * len(parts) if mt.window is None or shared else [off for off, _ in slots]
     if team.size == 1:
         lo, rows, c0, cols = parts[0]
         chunk(const(lo), rows, const(c0), cols, (const(offsets[0]), blocks[0]))
@@ -445,4 +479,5 @@ def _batch_offsets(body: Graph, mt: Matmul):
     return index_fn(mt.mm.inputs[0]), index_fn(mt.mm.inputs[1])
 
 
-__all__ = ["ChainEpilogue", "I64", "Matmul", "can_split", "emit_matmul", "scratch_bytes"]
+__all__ = ["ChainEpilogue", "I64", "Matmul", "can_split", "emit_matmul", "emit_patches",
+           "scratch_bytes", "shares_patches"]
