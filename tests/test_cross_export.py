@@ -114,3 +114,35 @@ def test_soft_float_target_lists_what_the_runtime_supplies(built, tmp_path):
     undefined = meta["library"]["undefined_symbols"]
     assert "__divsf3" in undefined and all(s.startswith("__") for s in undefined)
     assert "text_within_budget" not in meta  # the 8 KB budget is a Cortex-M figure
+
+
+def test_fp32_firmware_links_the_library_and_matches_the_module(tmp_path):
+    """The fp32 library (code, const float weights, arena) links into the same start-up code
+    and linker script with main_fp32.c; the firmware's float logits equal the emulated
+    module's bit for bit and onnxruntime's within verify's tolerance."""
+    for name in EXTRAS:
+        pytest.importorskip(name)
+    from sw2c.runtime.cross.toolchain import elf_sizes
+    from sw2c.runtime.verify import RTOL, reference_session
+
+    run = _example()
+    module = run.export(tmp_path, "fp32")
+    meta = json.loads((tmp_path / f"{module.name}.json").read_text())
+    assert meta["precision"] == "fp32" and meta["library"]["undefined_symbols"] == []
+    data = np.load(EXAMPLE.parent.parent / "digits_data.npz")
+    rng = np.random.default_rng(11)
+    images = [x[None] for x in data["test_images"][:3].astype(np.float32) * data["scale"]]
+    images += [rng.standard_normal((1, 1, 8, 8)).astype(np.float32) * 4 for _ in range(2)]
+    run.bake_float_inputs(images, 10, tmp_path)
+    elf = run.build_firmware(tmp_path, "main_fp32.c")
+    got = run.run_firmware(elf, len(images), 10, np.float32)
+    ort = reference_session(str(EXAMPLE.parent.parent / "digits_cnn.onnx"))
+    for x, g in zip(images, got):
+        np.testing.assert_array_equal(g, module(x).ravel())  # the very objects sw2c ran
+        want = ort.run(None, {"input": x})[0].ravel()
+        np.testing.assert_allclose(g, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+    assert len({g.tobytes() for g in got}) == len(images)  # not a constant output
+    assert got[:3].argmax(1).tolist() == data["test_labels"][:3].tolist()
+    sizes = elf_sizes(elf)
+    assert sizes[".rodata"] >= module.report["weights_bytes"]
+    assert sizes[".bss"] >= module.report["arena_bytes"]

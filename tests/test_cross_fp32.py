@@ -84,15 +84,18 @@ def test_threads_on_a_core_without_them_is_named():
 
 
 def test_fused_multiply_add_only_where_the_chip_has_it():
-    """llvm.fma is a soft fmaf call per MAC without hardware FMA: there it becomes fmuladd."""
-    from sw2c.backends.cpu.llvm import F32, intrinsic, module_text, new_module
+    """llvm.fma is a soft fmaf call per MAC without hardware FMA: there it becomes fmuladd,
+    also in a module that declares fmuladd itself (math.py's polynomials)."""
+    from sw2c.backends.cpu.llvm import F32, emit_object, intrinsic, new_module
 
     def text(target: str) -> str:
         m = new_module("t", lookup(target))
         fn = ir.Function(m, ir.FunctionType(F32, [F32] * 3), "f")
         b = ir.IRBuilder(fn.append_basic_block())
-        b.ret(b.call(intrinsic(m, "llvm.fma", [F32], F32, [F32] * 3), list(fn.args)))
-        return module_text(m)
+        x = b.call(intrinsic(m, "llvm.fmuladd", [F32], F32, [F32] * 3), list(fn.args))
+        b.ret(b.call(intrinsic(m, "llvm.fma", [F32], F32, [F32] * 3), [x, *fn.args[1:]]))
+        emit_object(m, reloc="static")  # LLVM takes it: one declaration of each intrinsic
+        return str(m)
 
     for target in ("rv32imac", "wasm32"):
         assert "llvm.fma." not in text(target) and "llvm.fmuladd.f32" in text(target)
@@ -251,3 +254,42 @@ def test_cli_bench_and_export_fp32(tmp_path, capsys):
     assert main([*args, "-o", str(tmp_path)]) == 0
     assert {"libdigits_cnn.a", "digits_cnn.h", "digits_cnn.json"} <= {
         p.name for p in tmp_path.iterdir()}
+
+
+def _pow_model():
+    model = make_model([helper.make_node("Pow", ["a", "b"], ["p"])], {"a": [48], "b": [48]},
+                       ["p"])
+    for out in model.graph.output:
+        out.CopyFrom(helper.make_tensor_value_info(out.name, TensorProto.FLOAT, [48]))
+    return model
+
+
+@pytest.mark.parametrize("target", ("cortex-m4", "wasm32"))
+def test_supplied_powf_is_accurate_and_has_c99s_special_cases(target):
+    """Pow (and LRN) call powf, which compiler-rt lacks: sw2c's own (exp(y log|x|) in float32)
+    is within 1e-5 of numpy and gets C99's special cases exactly (found by
+    benchmarks/fuzz_cross.py: a link error before)."""
+    _need(target)
+    nan, inf = np.nan, np.inf
+    special = [(0.0, 0.0), (nan, 0.0), (1.0, nan), (-1.0, inf), (-1.0, -inf), (0.0, -3.0),
+               (-0.0, -3.0), (-0.0, -2.0), (-0.0, 3.0), (-0.0, 2.5), (0.5, -inf), (2.0, -inf),
+               (0.5, inf), (2.0, inf), (-inf, -3.0), (-inf, -2.0), (-inf, 3.0), (-inf, 0.5),
+               (inf, -1.0), (-2.0, 0.5), (-2.0, 3.0), (-2.0, 2.0), (-3.0, 1e30), (nan, 1.0),
+               (2.0, nan), (3.0, -100.0), (-0.5, -7.0), (1e-45, 0.5)]
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.01, 10, 48).astype(np.float32)
+    b = rng.uniform(-8, 8, 48).astype(np.float32)
+    a[:len(special)], b[:len(special)] = zip(*special)
+    with np.errstate(all="ignore"):
+        want = np.power(a, b)
+    module = sw2c.compile(_pow_model(), target=f"cpu:{target}", verify=False)
+    assert any(p.name.endswith("_libm.o") for p in module.cross.objects)
+    got = module(a, b)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    exact = ~np.isfinite(want) | (want == 0) | (np.arange(48) < len(special) - 1)
+    ok = np.isnan(want) | (got == want)
+    assert ok[exact].all(), (a[exact & ~ok], b[exact & ~ok], got[exact & ~ok])
+    assert np.all(np.signbit(got[exact & ~np.isnan(want)]) == np.signbit(want[exact &
+                                                                             ~np.isnan(want)]))
+    finite = np.isfinite(want) & ~exact
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5)

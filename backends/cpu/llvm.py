@@ -108,7 +108,12 @@ def _mangle(t: ir.Type) -> str:
 def intrinsic(module: ir.Module, name: str, overloads: list[ir.Type], ret: ir.Type,
               args: list[ir.Type]) -> ir.Function:
     """Declare an overloaded LLVM intrinsic, mangling scalar, vector and pointer types
-    (llvmlite's declare_intrinsic does not know vectors)."""
+    (llvmlite's declare_intrinsic does not know vectors). Where the target has no fused
+    multiply-add (soft float, wasm32 without relaxed SIMD), LLVM would lower llvm.fma to a
+    call of the C library's fmaf per MAC: llvm.fmuladd is declared instead, which fuses
+    where the hardware can and is a multiply and an add elsewhere."""
+    if name == "llvm.fma" and not has_fma(module):
+        name = "llvm.fmuladd"
     full = ".".join([name, *(_mangle(t) for t in overloads)])
     existing = module.globals.get(full)
     if existing is not None:
@@ -147,28 +152,17 @@ def has_threads(module: ir.Module) -> bool:
     return is_host(target) or target.threads
 
 
-# LLVM lowers llvm.fma to a call of the C library's fmaf where the ISA has no fused
-# multiply-add (soft float, wasm32 without relaxed SIMD): a function call per MAC. fmuladd
-# fuses where the hardware can and is a multiply and an add elsewhere.
-_FMA = '@"llvm.fma.'
-_FMULADD = '@"llvm.fmuladd.'
-
-
-def module_text(module: ir.Module) -> str:
-    """``module``'s IR text for its target: llvm.fma becomes llvm.fmuladd on a cross target
-    without hardware FMA (the host's text is the module's, unchanged)."""
-    text = str(module)
+def has_fma(module: ir.Module) -> bool:
+    """Whether ``module``'s target has a fused multiply-add instruction."""
     target = target_of(module)
-    if not is_host(target) and not getattr(target, "has_fma", True):
-        text = text.replace(_FMA, _FMULADD)
-    return text
+    return is_host(target) or getattr(target, "has_fma", True)
 
 
 def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.ModuleRef:
     """Parse and optimize ``module`` for ``tm`` (O3, loop and SLP vectorizers on, no
     unrolling)."""
     _init()
-    ref = llvm.parse_assembly(module_text(module))
+    ref = llvm.parse_assembly(str(module))
     ref.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=opt)
     pto.loop_vectorization = True

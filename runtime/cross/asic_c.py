@@ -10,23 +10,20 @@ Each call can also count the instructions it executed.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from ...backends.asic.emit_c import emit_c
 from ...backends.asic.plan import AsicPlan
 from ...backends.asic.program import QProgram
-from .emulate import CAP, Call, open_emulator
+from .emulate import CAP, Call, EmulatedBuild
 from .errors import EmulationError
 from .targets import Target, lookup
 from .toolchain import Binary, build
 
 
-class CrossCExport:
+class CrossCExport(EmulatedBuild):
     """``emit_c(program, plan, name)`` linked for ``target`` (a ``Target`` or a name) into
     ``directory`` (a new temporary one if None). ``binary`` is the linked program (its
     ``sizes``); the emulator starts on the first call, so a target without one (Cortex-M55)
@@ -36,23 +33,13 @@ class CrossCExport:
                  directory: str | os.PathLike | None = None) -> None:
         self.program, self.name = program, name
         self.target = lookup(target) if isinstance(target, str) else target
-        self._owned = directory is None  # a temporary directory: close() removes it
-        self.directory = Path(directory or tempfile.mkdtemp(prefix=f"sw2c_{self.target.name}_"))
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._open_directory(self.target.name, directory)
         source, header = emit_c(program, plan, name)
         (self.directory / f"{name}.c").write_text(source)
         (self.directory / f"{name}.h").write_text(header)
         self.binary: Binary = build(self.target, [self.directory / f"{name}.c"],
                                     [f"{name}_run_int8", f"{name}_run"], directory=self.directory,
                                     name=name)
-        self._emulator = None
-
-    @property
-    def emulator(self):
-        """The emulator holding the program (started on first use)."""
-        if self._emulator is None:
-            self._emulator = open_emulator(self.binary)
-        return self._emulator
 
     def _shapes(self, dtype: type) -> list[tuple[tuple[int, ...], type]]:
         return [(self.program.tensors[n].shape, dtype) for n in self.program.outputs]
@@ -77,12 +64,6 @@ class CrossCExport:
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         """float32 in, float32 out (like ``CExport.run``)."""
         return self.call(feeds).outputs
-
-    def close(self) -> None:
-        """Drop the emulator and remove the build directory if this object made it."""
-        self._emulator = None
-        if self._owned:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> CrossCExport:
         return self

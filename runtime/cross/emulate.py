@@ -19,9 +19,14 @@ unit per wasm operator), always.
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +46,36 @@ class Call:
     outputs: list[np.ndarray]
     returned: int
     instructions: int | None
+
+
+class EmulatedBuild:
+    """What a cross build owns: its directory (a new temporary one unless given, removed when
+    the build is closed or collected, also when building fails: a fuzz soak makes
+    thousands) and the emulator of its ``binary``, started on first use, so that a target
+    without one (Cortex-M55) still builds and reports its size."""
+
+    binary: Binary
+
+    def _open_directory(self, target: str, directory: str | os.PathLike | None) -> None:
+        self._owned = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix=f"sw2c_{target}_"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.directory), True) \
+            if self._owned else None
+        self._emulator = None
+
+    @property
+    def emulator(self) -> UnicornEmulator | WasmEmulator:
+        """The emulator holding the program (started on first use)."""
+        if self._emulator is None:
+            self._emulator = open_emulator(self.binary)
+        return self._emulator
+
+    def close(self) -> None:
+        """Drop the emulator and remove the build directory if this object made it."""
+        self._emulator = None
+        if self._cleanup is not None:
+            self._cleanup()
 
 
 def open_emulator(binary: Binary) -> UnicornEmulator | WasmEmulator:

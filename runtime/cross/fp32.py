@@ -15,7 +15,7 @@ ABI: ``backends/cpu/llvm.py``), then:
   or wasmtime (``emulate.py``), which counts instructions (wasm32: fuel) per inference.
 
 * where the code calls a C math function compiler-rt lacks (``fmaximumf``, ``fminimumf``,
-  ``roundevenf``): a third object defining it (weak).
+  ``roundevenf``, ``powf``): a third object defining it (weak).
 
 ``export(DIR)`` archives the objects as ``lib<name>.a`` with ``<name>.h`` (the host
 export's header: ``int <name>_run(const float *in0, ..., float *out0, ...)``) and
@@ -25,11 +25,10 @@ export's header: ``int <name>_run(const float *in0, ..., float *out0, ...)``) an
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
-import tempfile
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...errors import CompileError, Sw2cError
-from .emulate import CAP, Call, open_emulator
+from .emulate import CAP, Call, EmulatedBuild
 from .errors import CrossCompileError, EmulationError
 from .targets import Target
 from .toolchain import Binary, build
@@ -77,8 +76,10 @@ def _add_run(module: ir.Module, name: str, arena_bytes: int, weights_bytes: int,
 
 # What LLVM lowers to a C library call that zig's compiler-rt (which has fminf, sqrtf, fmodf,
 # floorf, expf ...) lacks: C23's fmaximumf / fminimumf (llvm.maximum / llvm.minimum on soft
-# float) and roundevenf (llvm.roundeven without VRINTN: Cortex-M4's FPv4, soft float). sw2c
-# defines them in a third object when the code calls them, weak: a C library's own wins.
+# float), roundevenf (llvm.roundeven without VRINTN: Cortex-M4's FPv4, soft float) and powf
+# (Pow, LRN). sw2c defines them in a third object when the code calls them, weak: a C
+# library's own wins. (Also missing, not yet supplied: asinf, acosf, atanf, sinhf, coshf and
+# the inverse hyperbolics, tanhf / erff on float64: such a model is a CrossCompileError.)
 
 
 def _ordered_key(b: ir.IRBuilder, bits: ir.Value) -> ir.Value:
@@ -132,14 +133,91 @@ def _emit_roundeven(module: ir.Module, name: str) -> None:
     b.ret(b.select(b.fcmp_ordered("<", a, two23), r, x))
 
 
+def _emit_powf(module: ir.Module, name: str) -> None:
+    """powf (Pow, LRN's power) as exp(y log|x|) with the cpu backend's own float32 log and exp
+    (branch-free polynomials, about 1 ulp each; no call, no double: unicorn's Cortex-M7 has no
+    double-precision unit): relative error about |y log x| * 2**-24 more, within 1e-5 for any
+    result float32 can hold. C99's special cases, where the formula alone would give a NaN or
+    the wrong sign: y = 0 or x = 1 give 1 (even for a NaN), x = -1 with an infinite y gives
+    1, a negative x with an odd integer y negates the result, a finite negative x with a
+    finite non-integer y is NaN."""
+    from ...backends.cpu.llvm import intrinsic
+    from ...backends.cpu.math import _exp, _log
+
+    b, fn = _libm_function(module, name)
+    f32 = ir.FloatType()
+    x, y = fn.args
+
+    def call(op: str, *args: ir.Value) -> ir.Value:
+        return b.call(intrinsic(module, op, [f32], f32, [f32] * len(args)), list(args))
+
+    ax = call("llvm.fabs", x)
+    mag = _exp(b, b.fmul(y, _log(b, ax)))
+    half = b.fmul(y, ir.Constant(f32, 0.5))
+    integer = b.fcmp_ordered("==", call("llvm.trunc", y), y)  # false for inf, NaN
+    odd = b.and_(integer, b.fcmp_ordered("!=", call("llvm.trunc", half), half))
+    negative = b.fcmp_ordered("<", x, ir.Constant(f32, 0.0))  # -0 is not
+    signed = b.select(odd, call("llvm.copysign", mag, x), mag)
+    finite_y = b.fcmp_ordered("<", call("llvm.fabs", y), ir.Constant(f32, math.inf))
+    finite_x = b.fcmp_ordered("<", ax, ir.Constant(f32, math.inf))
+    bad = b.and_(b.and_(negative, finite_x), b.and_(finite_y, b.not_(integer)))
+    r = b.select(bad, ir.Constant(f32, math.nan), signed)
+    one = ir.Constant(f32, 1.0)
+    unit = b.or_(b.fcmp_ordered("==", x, one),
+                 b.and_(b.fcmp_ordered("==", x, ir.Constant(f32, -1.0)), b.not_(finite_y)))
+    r = b.select(b.or_(unit, b.fcmp_ordered("==", y, ir.Constant(f32, 0.0))), one, r)
+    b.ret(r)
+
+
 _LIBM_GAPS = {"fmaximumf": _emit_minmax, "fminimumf": _emit_minmax,
-              "roundevenf": _emit_roundeven}
+              "roundevenf": _emit_roundeven, "powf": _emit_powf}
+
+
+def _wasm_imports(obj: bytes) -> set[str]:
+    """The functions a wasm object file imports: its undefined symbols (the import section,
+    id 2: module name, field name, kind, then a kind-dependent description)."""
+    from .toolchain import _leb
+
+    def name(pos: int) -> tuple[str, int]:
+        n, pos = _leb(obj, pos)
+        return obj[pos:pos + n].decode(), pos + n
+
+    def limits(pos: int) -> int:
+        flags = obj[pos]
+        _, pos = _leb(obj, pos + 1)
+        return _leb(obj, pos)[1] if flags & 1 else pos
+
+    found: set[str] = set()
+    pos = 8
+    while pos < len(obj):
+        kind, (size, pos) = obj[pos], _leb(obj, pos + 1)
+        end = pos + size
+        if kind == 2:
+            count, pos = _leb(obj, pos)
+            for _ in range(count):
+                _, pos = name(pos)
+                field, pos = name(pos)
+                what, pos = obj[pos], pos + 1
+                if what == 0:  # a function: its type index
+                    found.add(field)
+                    pos = _leb(obj, pos)[1]
+                elif what == 1:  # a table: reference type, limits
+                    pos = limits(pos + 1)
+                elif what == 2:  # a memory: limits
+                    pos = limits(pos)
+                elif what == 3:  # a global: value type, mutability
+                    pos += 2
+                else:  # a tag: attribute, type index
+                    pos = _leb(obj, pos + 1)[1]
+        pos = end
+    return found
 
 
 def undefined_symbols(obj: bytes, target: Target) -> set[str]:
-    """The symbols an ELF object file leaves undefined (wasm32: none are looked for)."""
+    """The symbols an object file leaves undefined (ELF; wasm32: the functions it
+    imports)."""
     if target.family == "wasm32":
-        return set()
+        return _wasm_imports(obj)
     import io
 
     from elftools.elf.elffile import ELFFile
@@ -154,13 +232,18 @@ def libm_object(name: str, target: Target, needed: set[str]) -> bytes | None:
     is needed)."""
     from ...backends.cpu.llvm import emit_object, new_module
 
-    gaps = sorted(needed & set(_LIBM_GAPS))
+    gaps = needed & set(_LIBM_GAPS)
     if not gaps:
         return None
-    module = new_module(f"{name}_libm", target)
-    for fn in gaps:
-        _LIBM_GAPS[fn](module, fn)
-    return emit_object(module, reloc="static")
+    while True:  # until what the object calls is in it too (powf's exp rounds: roundevenf)
+        module = new_module(f"{name}_libm", target)
+        for fn in sorted(gaps):
+            _LIBM_GAPS[fn](module, fn)
+        obj = emit_object(module, reloc="static")
+        more = undefined_symbols(obj, target) & set(_LIBM_GAPS) - gaps
+        if not more:
+            return obj
+        gaps |= more
 
 
 def _escaped(data: np.ndarray) -> str:
@@ -203,7 +286,7 @@ def _check_fits(name: str, target: Target, weights: int, arena: int) -> None:
                         f"byte stack; {target.name} has {ram:,} bytes of RAM")
 
 
-class Fp32Build:
+class Fp32Build(EmulatedBuild):
     """The float program of ``graph`` built for ``target`` in ``directory`` (a new temporary
     one if None): ``objects`` are the code (``<name>.o``), the weights (``<name>_weights.o``)
     and, if needed, math functions (``<name>_libm.o``); ``binary`` the linked test program;
@@ -230,12 +313,7 @@ class Fp32Build:
         _check_fits(name, target, program.weights.size, program.plan.arena_bytes)
         _add_run(program.module, name, program.plan.arena_bytes, program.weights.size,
                  len(self.inputs), len(self.outputs))
-        self._owned = directory is None
-        self.directory = Path(directory or tempfile.mkdtemp(prefix=f"sw2c_{target.name}_"))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # a temporary build directory goes with the build (the module holds the build)
-        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.directory), True) \
-            if self._owned else None
+        self._open_directory(target.name, directory)
         try:
             code = emit_object(program.module, reloc="static")
         except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
@@ -264,14 +342,6 @@ class Fp32Build:
                 f"{name} on {target.name} calls {', '.join(sorted(set(missing)))}, which a "
                 "freestanding build has no library for (compiler-rt has no C math library): "
                 "the model uses an operator sw2c lowers to a libm call on this target") from e
-        self._emulator = None
-
-    @property
-    def emulator(self):
-        """The emulator holding the program (started on first use)."""
-        if self._emulator is None:
-            self._emulator = open_emulator(self.binary)
-        return self._emulator
 
     def call(self, arrays: Sequence[np.ndarray], count: bool = False,
              cap: int | None = None) -> Call:
@@ -285,12 +355,6 @@ class Fp32Build:
         if result.returned != 0:
             raise EmulationError(f"{self.name} on {self.target.name} returned {result.returned}")
         return result
-
-    def close(self) -> None:
-        """Drop the emulator and remove the build directory if this object made it."""
-        self._emulator = None
-        if self._cleanup is not None:
-            self._cleanup()
 
 
 def export_fp32(fp32: Fp32Build, report: dict[str, Any], directory: str | os.PathLike) -> str:
