@@ -83,7 +83,11 @@ def compile(model: Any, *, target: str = "cpu",
         precision: ``"fp32"`` (default) or ``"int8"``: with ``target="cpu:NAME"`` (a cross
             target: cortex-m4, rv32imac, aarch64, wasm32 ...) the asic target's int8 program
             as C built for that chip and run in its emulator (``pip install 'sw2c[cross]'``);
-            ``report`` gives instructions per inference (not cycles) and section sizes.
+            ``report`` gives instructions per inference (not cycles) and section sizes. With
+            ``target="asic..."``: ``"int8"`` (the default), ``"int16"`` (int16 activations,
+            int8 weights, 64-bit accumulators: TFLite's 16x8) or ``"auto"``: per layer the
+            cheapest precision (energy from the target file) whose output SQNR on the
+            calibration data meets ``min_sqnr_db`` (``report["layers"][i]["bits"]``).
         profile: cpu only: count cycles per kernel in ``module.profile`` (a
             ``KernelProfile``: ``reset()``, run, ``seconds()``); ``sw2c bench --per-kernel``.
 

@@ -62,7 +62,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL.onnx")
     p.add_argument("--target", default="cpu",
                    help="cpu (default), asic (the default accelerator), asic:NAME (a shipped "
-                   "target: tiny, edge) or asic:PATH.toml")
+                   "target: tiny, edge, mcu) or asic:PATH.toml")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="asic: calibration inputs (arrays keyed by input name, samples stacked "
                    "along the batch axis)")
@@ -71,9 +71,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default: 1)")
     p.add_argument("--join", action="append", type=_join, default=[], metavar="OUT=IN",
                    help="with several models: feed output OUT into input IN")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int16", "auto"),
                    help="int8 with --target cpu:NAME (cortex-m4, rv32imac, aarch64, wasm32 ...): "
-                   "the int8 program built for that chip and run in an emulator")
+                   "the int8 program built for that chip and run in an emulator; with --target "
+                   "asic: int8 (default), int16 (int16 activations, int8 weights) or auto (per "
+                   "layer, the cheapest that meets --min-sqnr-db)")
     p.add_argument("--winograd", default="auto", choices=("auto", "off", "2", "4"),
                    help="cpu: 3x3 convs through Winograd F(4x4,3x3) / F(2x2,3x3) (default: auto)")
     p.add_argument("--version", action="version", version=f"sw2c {__version__}")
@@ -94,7 +96,8 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime cross-check")
     p.add_argument("--min-sqnr-db", type=float, default=10.0, metavar="DB",
                    help="asic: fail verification when an int8 output's SQNR against float is "
-                   "under DB (default 10)")
+                   "under DB (default 10); with --precision auto, the budget each layer's "
+                   "precision is chosen to meet")
     p.add_argument("--emit-qdq", metavar="FILE.onnx",
                    help="asic: also write the quantized model as QDQ ONNX (for onnxruntime)")
     return p
@@ -208,7 +211,7 @@ def _bench(args: argparse.Namespace) -> None:
             raise Sw2cError("--per-kernel times the kernels of target cpu; target asic "
                             "reports its layers with plain `sw2c bench`")
         result = bench_asic(args.models, target=args.target, calibration=args.calibration,
-                            input_shapes=dict(args.input_shape))
+                            input_shapes=dict(args.input_shape), precision=args.precision)
         print(json.dumps(result, indent=1) if args.json else format_asic_result(result))
         return
     if args.per_kernel:

@@ -110,23 +110,28 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
 
 
 def compile_asic(graph: Graph, name: str, *, spec: str | None, calibration: Any,
-                 dump_ir: str | os.PathLike | None, started: float) -> Module:
-    """IR graph -> int8 program for the target described by ``spec`` -> a simulated Module."""
+                 dump_ir: str | os.PathLike | None, started: float, precision: str = "int8",
+                 min_sqnr_db: float | None = None) -> Module:
+    """IR graph -> int8 program for the target described by ``spec`` -> a simulated Module.
+    ``precision``: int8, int16 (16x8) or auto (per layer, to ``min_sqnr_db``)."""
     from .backends.asic.build import build
     from .backends.asic.report import layers, totals
     from .backends.asic.target import load_target
     from .runtime.simulator import SimulatedModule, Simulator
 
-    for v in graph.inputs:  # the int8 pipeline quantizes float32 activations
-        if v.type.dtype != "float32":
+    for v in graph.inputs:  # the int8 pipeline quantizes float32 activations; integer
+        # inputs (token ids, masks) are coded as they are (backends/asic/sequence.py)
+        if v.type.dtype != "float32" and v.type.dtype not in ("int64", "int32"):
             raise ModelError(
                 f"input '{v.name}' is {v.type.dtype}: target 'asic' compiles float32 inputs "
                 "only (token ids, masks and other typed tensors run on target 'cpu')")
-    b = build(graph, load_target(spec), calibration, dump_ir)
+    b = build(graph, load_target(spec), calibration, dump_ir, precision, min_sqnr_db)
     report: dict[str, Any] = {"name": name, "threads": 1, "flops": count_flops(b.graph),
                               **totals(b), "layers": layers(b)}
     module = SimulatedModule(name, b.program, Simulator(b.program, b.plan, b.costs), report,
-                             exporter=partial(_export_c, b, name, report))
+                             exporter=partial(_export_c, b, name, report),
+                             dtypes={v.name: v.type.dtype for v in graph.inputs})
+    module.input_ranges = index_ranges(graph)  # valid token ids, for random verify inputs
     module.graph, module.plan, module.build = b.graph, b.plan, b
     report["compile_seconds"] = round(time.perf_counter() - started, 3)
     return module
@@ -161,7 +166,12 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
     if kind not in ("cpu", "asic"):
         raise Sw2cError(f"unknown target '{target}'; available targets: cpu, cpu:NAME (a "
                         "cross target), asic, asic:NAME (a shipped target), asic:PATH.toml")
-    check_precision(kind, spec, precision)
+    if kind == "asic":  # int8 (or the default word fp32), int16 or auto
+        from .backends.asic.precision import check_precision as check_asic_precision
+
+        asic_precision = check_asic_precision(precision, min_sqnr_db)
+    else:
+        check_precision(kind, spec, precision)
     if kind == "cpu" and spec:  # a cross target: a known name (the error lists them) first
         from .runtime.cross import lookup
 
@@ -195,7 +205,8 @@ def compile_model(model: Any, *, target: str, input_shapes: Mapping[str, Sequenc
 
         floor = check_min_sqnr(min_sqnr_db)
         module = compile_asic(graph, _model_name(models[0], protos[0], name), spec=spec or None,
-                              calibration=calibration, dump_ir=dump_ir, started=started)
+                              calibration=calibration, dump_ir=dump_ir, started=started,
+                              precision=asic_precision, min_sqnr_db=floor)
         module.report["dynamic_dims"] = dynamic_dims(proto)  # for the wrong-shape hint
         if verify:
             from .runtime.verify import verify_asic

@@ -64,14 +64,18 @@ def bench_model(models: Sequence[str], *, target: str = "cpu", threads: int = 1,
 
 def bench_asic(models: Sequence[str], *, target: str = "asic",
                input_shapes: Mapping[str, Sequence[int]] | None = None,
-               calibration: Any = None) -> dict[str, Any]:
-    """The asic target's figures per inference (static, from the schedule) and the int8 vs
-    fp32 output SQNR measured against onnxruntime on the calibration inputs."""
+               calibration: Any = None, precision: str = "int8") -> dict[str, Any]:
+    """The asic target's figures per inference (static, from the schedule) and the int8 (or
+    int16: ``precision``) vs fp32 output SQNR measured against onnxruntime on the calibration
+    inputs."""
     import sw2c
 
+    if precision == "auto":  # its budget is a floor, which bench does not hold SQNR to
+        raise sw2c.Sw2cError("precision 'auto' needs a budget: use sw2c compile --precision "
+                             "auto --min-sqnr-db DB (its report has the figures)")
     # the SQNR is measured and shown here, not held to a floor
     module = sw2c.compile(list(models), target=target, input_shapes=input_shapes,
-                          calibration=calibration, min_sqnr_db=None)
+                          calibration=calibration, min_sqnr_db=None, precision=precision)
     r = module.report
     keys = ("target", "target_description", "cycles", "latency_us", "energy_uj", "macs",
             "arena_bytes", "arena_lower_bound_bytes", "arena_naive_bytes", "sram_bytes",

@@ -15,7 +15,11 @@ three more things on fresh inputs:
   under a large signal). The outputs' SQNR against onnxruntime's fp32 is measured too: under
   ``SQNR_DB`` with every step within tolerance, the loss is quantization error grown through
   the graph or saturation, not a miscompile ("lossy", benign, counted);
-* an op or a size the target does not take (UnsupportedOpError, TargetError) is "skipped".
+* an op or a size the target does not take (UnsupportedOpError, TargetError) is "skipped";
+* patch-based tiling (``backends/asic/tiling.py``): a seeded random run of the program's
+  layers, computed in a seeded random grid of tiles, gives the untiled simulator's codes on
+  the integer reference, the simulator (on its own memory plan, and on one with half of it
+  spilled to external RAM) and the exported C (on the spilled plan).
 
 The graphs come from ``fuzz.random_model`` with the op weights biased toward what the
 target lowers (``ASIC_WEIGHTS``); the shrinker, the child-process isolation and the soak are
@@ -49,6 +53,14 @@ SQNR_DB = 10.0  # an output under this is looked at (int8 usually gives 25-45 dB
 # codes: the requantization rounds once (0.5 code); the Q31 multiplier, the int32 bias and
 # float32 in the ideal add far less (the soak measures at most 0.5 on every kind)
 STEP_TOLERANCE = 1.0
+MAX_GRID = 4  # tiles per axis of the random tilings checked (check_tiled)
+# precisions by seed (seed % 4): int16 (16x8) and auto (mixed, through CONVERT steps) too.
+# An int16 step's distance is counted in int16 codes divided by WIDE_CODES (its int16
+# multiplier is Q15, its tables interpolated: a few codes), a table's or softmax's in
+# int8-sized codes (/256: an interpolated table is checked to be as good as an int8 one)
+PRECISIONS = ("int8", "int16", "int8", "auto")
+AUTO_SQNR_DB = 30.0  # auto's budget (an output under it, as for int8's floor: "lossy")
+WIDE_CODES = 16
 
 # mismatch: verify's oracles disagree with the simulator (VerificationError) or the C export
 # does on random codes; inaccurate: a step further than STEP_TOLERANCE from its float ideal;
@@ -146,8 +158,8 @@ def step_errors(module, qfeeds: Sequence[np.ndarray]) -> list[StepError]:
     dequantized int8 codes it read (with int8 weights, for the MAC array), clamped to its
     output's range (values outside the calibrated range saturate by design). Steps that fuse
     no node (the rescaling before a concat) are checked as part of the concat."""
-    from sw2c.backends.asic.fixed_point import Q_MAX, Q_MIN, dequantize
-    from sw2c.backends.asic.program import MAC_ARRAY
+    from sw2c.backends.asic.fixed_point import code_range, dequantize
+    from sw2c.backends.asic.program import MAC_ARRAY, Kind
     from sw2c.backends.asic.reference import run_reference
     from sw2c.ir import Op
     from sw2c.ir.interp import evaluate
@@ -162,13 +174,19 @@ def step_errors(module, qfeeds: Sequence[np.ndarray]) -> list[StepError]:
         c = g.const(name)
         if c is not None and name not in p.tensors:  # (a CONST step's operand: its codes)
             return int8_weights(c, weights is Op.MATMUL) if weights and c.ndim else c
+        shape = g.type_of(name).shape
+        name = reads.get(name, name)  # the conversion the step read instead, if any
         t = p.tensors[name]
-        return dequantize(codes[name], t.scale, t.zero_point).reshape(g.type_of(name).shape)
+        return dequantize(codes[name], t.scale, t.zero_point).reshape(shape)
 
     errors = []
+    made = {s.output: s.inputs[0] for s in p.steps if s.kind is Kind.CONVERT}
+    reads: dict[str, str] = {}
     for i, step in enumerate(p.steps):
         if not step.fused:
             continue
+        reads.clear()
+        reads.update({made[x]: x for x in step.inputs if x in made})
         env: dict[str, np.ndarray] = {}
         with np.errstate(all="ignore"):
             for name in step.fused:
@@ -182,10 +200,13 @@ def step_errors(module, qfeeds: Sequence[np.ndarray]) -> list[StepError]:
                 env[name] = evaluate(node, [env[x] if x in env else read(x, weights)
                                             for x in node.inputs])
         t = p.tensors[step.output]
-        lo, hi = t.scale * (Q_MIN - t.zero_point), t.scale * (Q_MAX - t.zero_point)
+        q_min, q_max = code_range(t.bits)
+        lo, hi = t.scale * (q_min - t.zero_point), t.scale * (q_max - t.zero_point)
         ideal = np.clip(np.nan_to_num(env[step.output].astype(np.float64), nan=0.0), lo, hi)
         got = (codes[step.output].astype(np.float64) - t.zero_point) * t.scale
         off = np.abs(got.reshape(ideal.shape) - ideal) / t.scale
+        if t.bits == 16:
+            off = off / (256 if step.kind in (Kind.LUT, Kind.SOFTMAX) else WIDE_CODES)
         errors.append(StepError(i, step.kind.value, step.origin, float(off.max(initial=0.0)),
                                 float(np.sqrt(np.mean(off * off))) if off.size else 0.0))
     return errors
@@ -246,18 +267,23 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
             warnings.simplefilter("ignore")  # overflow in quantize of huge values, by design
             try:
                 # no SQNR floor: ``accuracy`` below tells quantization loss from a bug
+                precision = PRECISIONS[seed % len(PRECISIONS)]
                 module = sw2c.compile(model, target="asic", calibration=calibration_feeds(
-                    model, seed), verify=True, min_sqnr_db=None)
+                    model, seed), verify=True, precision=precision,
+                    min_sqnr_db=AUTO_SQNR_DB if precision == "auto" else None)
             except (sw2c.UnsupportedOpError, TargetError) as e:
                 return Failure("skipped", str(e), _skip_label(model, e))
+            except sw2c.AccuracyError as e:  # auto's budget missed: quantization loss
+                return Failure("lossy", str(e).splitlines()[0], "")
             except sw2c.VerificationError as e:
                 return Failure("mismatch", f"verify: {e}",
                                "VerificationError")
             p = module.program
             rng = np.random.default_rng(seed)
             cases = [quantize_inputs(p, [feeds[n] for n in p.inputs]),
-                     [rng.integers(-128, 128, p.tensors[n].shape, dtype=np.int8)
-                      for n in p.inputs]]
+                     [rng.integers(np.iinfo(p.tensors[n].dtype).min,
+                                   np.iinfo(p.tensors[n].dtype).max + 1, p.tensors[n].shape,
+                                   dtype=p.tensors[n].dtype) for n in p.inputs]]
             stage = "simulator"
             sim = [module.run_int8(q) for q in cases]
             cc, _ = find_compiler()
@@ -267,12 +293,77 @@ def classify(model: onnx.ModelProto, seed: int, *, threads: int = 1) -> Failure 
                     for name, w, c in zip(p.outputs, want, got):
                         if not np.array_equal(w, c):
                             return Failure("mismatch", _c_mismatch(name, k, w, c), "C")
+            stage = "tiling"
+            if (failure := check_tiled(module, cases, sim, cc, seed)) is not None:
+                return failure
             stage = "accuracy"
             return accuracy(module, feeds, ref)
     except Exception as e:  # noqa: BLE001 (anything but a Sw2cError is a compiler bug)
         if (raw := fuzz.raw_exception(e)) is not None:
             return fuzz.raw_failure(raw, stage)
         return Failure("error", f"{type(e).__name__} ({stage}): {e}", type(e).__name__)
+
+
+def random_tiling(program, seed: int):
+    """A seeded random tileable run of ``program`` in a random grid (at most MAX_GRID tiles
+    per axis): (tiled program, description), or None when no run can be tiled."""
+    from sw2c.backends.asic import tiling
+
+    n = len(program.steps)
+    runs = [r for s in range(n) for e in range(s, n) if (r := tiling.tileable(program, s, e))]
+    if not runs:
+        return None
+    rng = np.random.default_rng(seed)
+    run = runs[int(rng.integers(len(runs)))]
+    y = program.tensors[run.exit]
+    grid = tuple(int(rng.integers(1, min(MAX_GRID, y.shape[a]) + 1))
+                 for a in run.axes[run.exit])
+    if np.prod(grid) == 1:
+        return None
+    try:
+        tiled, _ = tiling.rewrite(program, run, grid)
+    except tiling.Untileable:  # a tile wholly inside a window's padding
+        return None
+    steps = program.steps
+    return tiled, (f"steps {run.start}..{run.end} ({steps[run.start].origin} .. "
+                   f"{steps[run.end].origin}) in {'x'.join(map(str, grid))} tiles")
+
+
+def check_tiled(module, cases: Sequence[Sequence[np.ndarray]], sim: list[list[np.ndarray]],
+                cc: str | Sequence[str] | None, seed: int) -> Failure | None:
+    """A random tiling of the module's program (``random_tiling``) against the untiled
+    simulator's outputs ``sim``: the integer reference, the simulator on the tiled program's
+    own plan and, with ``cc``, its C export. Failure("mismatch") when any differs."""
+    from sw2c.backends.asic.c_runner import CExport
+    from sw2c.backends.asic.plan import plan_program, plan_spilled
+    from sw2c.backends.asic.reference import run_reference
+    from sw2c.backends.asic.schedule import schedule
+    from sw2c.runtime.simulator import Simulator
+
+    picked = random_tiling(module.program, seed)
+    if picked is None:
+        return None
+    tiled, what = picked
+    plan = plan_program(tiled)
+    # and half its arena spilled to external RAM (plan_spilled): the C export runs on that
+    far = plan_spilled(tiled, max(plan.arena_bytes // 2, 4)) or plan
+    target = module.build.target
+    runs = {"integer reference": [[run_reference(tiled, list(q))[n] for n in tiled.outputs]
+                                  for q in cases]}
+    for how, layout in (("simulator", plan), ("simulator (half spilled)", far)):
+        machine = Simulator(tiled, layout, schedule(tiled, target, layout.external_tensors()))
+        runs[how] = [machine.run(list(q))[0] for q in cases]
+    if cc is not None:
+        with CExport(tiled, far, module.name + "_tiled", cc) as lib:
+            runs["C export"] = [lib.run_int8(q) for q in cases]
+    for how, got in runs.items():
+        for k, (want, mine) in enumerate(zip(sim, got)):
+            for name, w, g in zip(tiled.outputs, want, mine):
+                if not np.array_equal(w, g):
+                    return Failure("mismatch", f"tiled ({what}), {how}: "
+                                   f"{_c_mismatch(name, k, w, g).partition(': ')[2]}",
+                                   "tiling")
+    return None
 
 
 def _c_mismatch(name: str, case: int, want: np.ndarray, got: np.ndarray) -> str:

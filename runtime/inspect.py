@@ -66,6 +66,9 @@ def plot_plan(plan: MemoryPlan, path: str | os.PathLike, title: str = "memory pl
         ax.add_patch(Rectangle((b.first - 0.45, b.offset / kib), b.last - b.first + 0.9,
                                b.size / kib, facecolor=cmap(i % 20), edgecolor="black",
                                linewidth=0.4, alpha=0.85))
+    for i, (first, last) in enumerate(getattr(plan, "tiles", ())):  # asic patch-based tiling
+        ax.axvspan(first - 0.5, last + 0.5, color="grey" if i % 2 else "silver", alpha=0.25,
+                   zorder=0, label="patches (one band per tile)" if i == 0 else None)
     steps = max((b.last for b in plan.buffers), default=0) + 1
     ax.axhline(plan.arena_bytes / kib, color="black", linewidth=1,
                label=f"arena {plan.arena_bytes / kib:,.1f} KiB")

@@ -35,7 +35,7 @@ class Simulator:
         t = self.program.tensors[name]
         b = self.buffers[self.plan.roots[name]]
         lo = self.plan.offsets[name]
-        hi = lo + t.size
+        hi = lo + t.nbytes
         who = self.program.steps[step].origin if self.program.steps else "entry"
         if not b.first <= step <= b.last:
             raise SimulationError(f"step {step} ({who}) {verb} tensor '{name}' outside its "
@@ -59,7 +59,8 @@ class Simulator:
 
         def write(step: int, name: str, y: np.ndarray) -> None:
             where = self._where(step, name, "writes")
-            arena[where] = y.reshape(-1)
+            t = p.tensors[name]  # int16 codes are stored as their bytes (native order)
+            arena[where] = np.ascontiguousarray(y, t.dtype).reshape(-1).view(np.int8)
             owner[where] = self.owner[name]
 
         def read(step: int, name: str) -> np.ndarray:
@@ -67,7 +68,8 @@ class Simulator:
             if np.any(owner[where] != self.owner[name]):
                 raise SimulationError(f"step {step} reads tensor '{name}' but its bytes were "
                                       "overwritten: the memory plan overlaps live tensors")
-            return arena[where].reshape(p.tensors[name].shape).copy()
+            t = p.tensors[name]
+            return arena[where].view(t.dtype).reshape(t.shape).copy()
 
         for name, x in zip(p.inputs, qfeeds):
             write(0, name, x)
@@ -88,8 +90,11 @@ class SimulatedModule(Module):
     portable C99."""
 
     def __init__(self, name: str, program: QProgram, simulator: Simulator,
-                 report: dict[str, Any], exporter: Any = None) -> None:
-        sig = [(n, program.tensors[n].shape, "float32") for n in program.inputs]
+                 report: dict[str, Any], exporter: Any = None,
+                 dtypes: Mapping[str, str] | None = None) -> None:
+        # ``dtypes``: integer inputs (token ids, masks) keep theirs; their codes are the ids
+        sig = [(n, program.tensors[n].shape, (dtypes or {}).get(n, "float32"))
+               for n in program.inputs]
         out = [(n, program.tensors[n].shape, "float32") for n in program.outputs]
         self._describe(name, sig, out, report, exporter)
         self.program, self.simulator = program, simulator
@@ -119,18 +124,19 @@ class SimulatedModule(Module):
         """Float values of input ``name`` (default: the only input) -> its int8 codes,
         rounded and saturated exactly as ``module(x)`` and the exported ``_run`` do."""
         t = self._coded(name, self.program.inputs, "input")
-        return quantize(np.asarray(x, np.float32), t.scale, t.zero_point)
+        return quantize(np.asarray(x, np.float32), t.scale, t.zero_point, t.bits)
 
     def dequantize(self, q: Any, name: str | None = None) -> np.ndarray:
         """int8 codes of output ``name`` (default: the only output) -> float32 values."""
         t = self._coded(name, self.program.outputs, "output")
         q = np.asarray(q)
+        info = np.iinfo(t.dtype)
         codes = np.issubdtype(q.dtype, np.integer) and (
-            q.size == 0 or -128 <= q.min() <= q.max() <= 127)
+            q.size == 0 or info.min <= q.min() <= q.max() <= info.max)
         if not codes:
-            raise InputError(f"dequantize takes the int8 codes (-128..127) of output "
-                             f"'{t.name}', got {q.dtype} values")
-        return dequantize(q.astype(np.int8), t.scale, t.zero_point)
+            raise InputError(f"dequantize takes the int{t.bits} codes ({info.min}..{info.max}) "
+                             f"of output '{t.name}', got {q.dtype} values")
+        return dequantize(q.astype(t.dtype), t.scale, t.zero_point)
 
     def run_int8(self, qfeeds: Sequence[np.ndarray] | Mapping[str, np.ndarray] | np.ndarray
                  ) -> list[np.ndarray]:
@@ -156,12 +162,13 @@ class SimulatedModule(Module):
                              f"got {len(qfeeds)}")
         qfeeds = [np.asarray(q) if isinstance(q, np.generic) else q for q in qfeeds]  # 0-d
         for (name, shape, _), q in zip(self.inputs, qfeeds):
-            if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.shape != shape:
+            t = self.program.tensors[name]
+            if not isinstance(q, np.ndarray) or q.dtype != t.dtype or q.shape != shape:
                 got = (f"{q.dtype} {q.shape}" if isinstance(q, np.ndarray) else
                        "nothing" if q is None else type(q).__name__)
-                raise InputError(f"input '{name}' must be an int8 array of shape {shape}, got "
-                                 f"{got} (module.quantize(x, '{name}') gives the codes of "
-                                 "float values)")
+                raise InputError(f"input '{name}' must be an int{t.bits} array of shape "
+                                 f"{shape}, got {got} (module.quantize(x, '{name}') gives "
+                                 "the codes of float values)")
         with self._lock:
             outs, _ = self.simulator.run(qfeeds)
         return outs

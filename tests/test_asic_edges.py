@@ -300,12 +300,20 @@ def test_calibration_of_inputs_with_different_batches():
 
 
 def test_typed_inputs_are_refused_on_asic_by_name():
-    """The int8 pipeline quantizes float activations; ids and masks are for target cpu."""
+    """The int8 pipeline quantizes float activations and codes integer ones (token ids,
+    masks: a cast of them to float is a view of their codes); other types are for target
+    cpu."""
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)],
-                          "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(sw2c.ModelError, match="input 'ids' is int64: target 'asic'"):
-        sw2c.compile(model, target="asic")
+    def cast_model(dtype: int) -> onnx.ModelProto:
+        g = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)],
+                              "g", [helper.make_tensor_value_info("ids", dtype, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    with pytest.raises(sw2c.ModelError, match="input 'ids' is bool: target 'asic'"):
+        sw2c.compile(cast_model(TensorProto.BOOL), target="asic")
+    module = sw2c.compile(cast_model(TensorProto.INT64), target="asic",
+                          calibration=np.arange(-8, 8, dtype=np.int64).reshape(4, 1, 4))
+    ids = np.array([[-3, 0, 7, 127]], np.int64)
+    np.testing.assert_array_equal(module(ids), ids.astype(np.float32))

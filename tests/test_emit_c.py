@@ -41,9 +41,11 @@ def _weights(rng: np.random.Generator, *shape: int, scale: float = 0.3) -> np.nd
 
 
 def _program(model: onnx.ModelProto | Path, calib: list[dict[str, np.ndarray]] | None,
-             seed: int, shapes: dict | None = None) -> tuple[QProgram, Feeds]:
-    """Import, run the float passes, calibrate (on ``calib`` or random normals) and lower;
-    returns the program and a few random float feeds for it."""
+             seed: int, shapes: dict | None = None, bits: Callable | None = None
+             ) -> tuple[QProgram, Feeds]:
+    """Import, run the float passes, calibrate (on ``calib`` or random normals) and lower
+    (at the precisions ``bits(regions)``, default int8); returns the program and a few random
+    float feeds for it."""
     graph = run_pipeline(import_model(model, shapes), ASIC_PIPELINE)
     rng = np.random.default_rng(seed)
 
@@ -52,8 +54,17 @@ def _program(model: onnx.ModelProto | Path, calib: list[dict[str, np.ndarray]] |
 
     if calib is None:
         calib = [dict(zip((v.name for v in graph.inputs), normal())) for _ in range(8)]
-    program = quantize_graph(graph, lambda names: calibrate(graph, names, calib))
+    program = quantize_graph(graph, lambda names: calibrate(graph, names, calib), bits)
     return program, [normal() for _ in range(3)]
+
+
+def _all16(regions: list) -> dict[str, int]:
+    return {r.output: 16 for r in regions}
+
+
+def _alternate(regions: list) -> dict[str, int]:
+    """Every other layer int16: CONVERT steps both ways between int8 and int16 kernels."""
+    return {r.output: 16 if k % 2 else 8 for k, r in enumerate(regions)}
 
 
 def digits() -> tuple[QProgram, Feeds]:
@@ -66,7 +77,7 @@ def digits() -> tuple[QProgram, Feeds]:
     return program, [[x[None]] for x in (*calib[:3], *test[:3])]
 
 
-def windows() -> tuple[QProgram, Feeds]:
+def windows(bits: Callable | None = None) -> tuple[QProgram, Feeds]:
     """Depthwise (stride 2, pads), average pool with pads not counted (per-position
     multipliers), max pool with pads, global average pool, a dilated strided conv with
     asymmetric pads, reductions over axes."""
@@ -88,10 +99,10 @@ def windows() -> tuple[QProgram, Feeds]:
     ]
     model = make_model(nodes, {"x": [1, 8, 9, 9]}, ["mp", "gap", "c", "rmax", "rmean"], inits,
                        opset=18)
-    return _program(model, None, 1)
+    return _program(model, None, 1, bits=bits)
 
 
-def elementwise() -> tuple[QProgram, Feeds]:
+def elementwise(bits: Callable | None = None) -> tuple[QProgram, Feeds]:
     """Tables (sigmoid, per-channel affines along the last axis and along axis 1), ADD/SUB/MUL
     of two activations with broadcasting (ranks differ for one), softmax over the last axis
     and over axis 1, transpose, strided slice, pad, concat of inputs on different scales."""
@@ -123,7 +134,7 @@ def elementwise() -> tuple[QProgram, Feeds]:
     ]
     model = make_model(nodes, {"x": [1, 4, 4, 8], "z": [1, 1, 1, 8], "v": [4, 1, 8]},
                        ["pd", "cat", "mv", "e2", "sm1", "sm2"], inits)
-    return _program(model, None, 2)
+    return _program(model, None, 2, bits=bits)
 
 
 def conv_1d_3d() -> tuple[QProgram, Feeds]:
@@ -182,7 +193,7 @@ def fixed_point_edges() -> tuple[QProgram, Feeds]:
     return program, feeds
 
 
-def attention() -> tuple[QProgram, Feeds]:
+def attention(bits: Callable | None = None) -> tuple[QProgram, Feeds]:
     """Matmuls of two activations (broadcast batch axes, a scaled one), softmaxes with a
     constant causal mask (-inf and moderate entries), with a mask tensor, and without;
     constants loaded by CONST steps (a concatenated token, an added table over two axes, a
@@ -209,12 +220,36 @@ def attention() -> tuple[QProgram, Feeds]:
     ]
     model = make_model(nodes, {"q": [1, 2, 4, 8], "k": [1, 1, 5, 8], "v": [2, 5, 6],
                                "bias": [1, 1, 1, 5]}, ["ctx", "p2", "p", "p3"], inits)
-    return _program(model, None, 5)
+    return _program(model, None, 5, bits=bits)
+
+
+def sequence(bits: Callable | None = None) -> tuple[QProgram, Feeds]:
+    """An embedding lookup by token ids (negative ones wrap, the feeds' out-of-range codes
+    clamp) plus a float input, then a LayerNorm over the last axis with per-channel gamma
+    (some negative) and beta (backends/asic/sequence.py)."""
+    rng = np.random.default_rng(6)
+    gamma = (rng.random(16) + 0.5).astype(np.float32)
+    gamma[::3] *= -1
+    inits = {"table": _weights(rng, 100, 16, scale=1.0), "gamma": gamma,
+             "beta": _weights(rng, 16)}
+    nodes = [node("Gather", ["table", "ids"], ["e"], axis=0), node("Add", ["e", "x"], ["h"]),
+             node("LayerNormalization", ["h", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
+    model = make_model(nodes, {"ids": [1, 6], "x": [1, 6, 16]}, ["y", "e"], inits)
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    calib = [{"ids": rng.integers(-100, 100, (1, 6)),
+              "x": rng.standard_normal((1, 6, 16)).astype(np.float32)} for _ in range(8)]
+    return _program(model, calib, 6, bits=bits)
 
 
 PROGRAMS: dict[str, Callable[[], tuple[QProgram, Feeds]]] = {
     "digits": digits, "windows": windows, "elementwise": elementwise,
     "conv_1d_3d": conv_1d_3d, "edges": fixed_point_edges, "attention": attention,
+    # int16 (16x8) kernels, alone and mixed with int8 ones through CONVERT steps
+    "windows16": lambda: windows(_all16), "elementwise16": lambda: elementwise(_all16),
+    "windows_mixed": lambda: windows(_alternate),
+    "elementwise_mixed": lambda: elementwise(_alternate),
+    "attention16": lambda: attention(_all16), "attention_mixed": lambda: attention(_alternate),
+    "sequence": sequence, "sequence16": lambda: sequence(_all16),
 }
 
 
@@ -292,16 +327,25 @@ def test_source_is_plain_c99(built):
         # C99's _Pragma operator, for clang's loop hints on DSP cores only (c_kernels.py)
         assert all(p.startswith('_Pragma("clang loop ') for p in re.findall(r"_Pragma\(.*", code))
         funcs = _functions(code)
-        assert {"mbqm", "quantize", "dequantize", f"{name}_run", f"{name}_run_int8",
-                f"{name}_steps"} <= set(funcs), (name, sorted(funcs))
-        # 64-bit arithmetic only inside the requantization multiply
-        # (and in the convs' copy of it, conv_mbqm, when the program has a conv)
-        assert "int64_t" not in code.replace(funcs["mbqm"], "").replace(
-            funcs.get("conv_mbqm", "mbqm"), ""), name
+        assert {"mbqm", f"{name}_run", f"{name}_run_int8", f"{name}_steps"} <= set(funcs), (
+            name, sorted(funcs))
+        assert {"quantize", "quantize16"} & set(funcs), name
+        assert {"dequantize", "dequantize16"} & set(funcs), name
+        # 64-bit arithmetic only inside the requantization multiply (and in the convs' copy
+        # of it, conv_mbqm, when the program has a conv); int16 programs: also in the 16x8
+        # kernels' int64 accumulators, their int64 biases and their multiply (mbqm64); and
+        # the integer LayerNorm's int64 variance, its square root and its epsilon
+        wide = ("mbqm", "conv_mbqm", "mbqm64", "rq_wide", "conv16", "depthwise16", "matmul16",
+                "isqrt64", "layer_norm")
+        rest = re.sub(r"static const int64_t s\d+_bias\[[^;]*;", "", code)
+        rest = re.sub(r"typedef struct \{[^}]*\} ln_t;|static const ln_t [^;]*;", "", rest)
+        for f in wide:
+            rest = rest.replace(funcs.get(f, "\0"), "")
+        assert "int64_t" not in rest, name
         # float only at the boundary
         rest = code
-        for f in ("quantize", "dequantize", f"{name}_run"):
-            rest = rest.replace(funcs[f], "")
+        for f in ("quantize", "dequantize", "quantize16", "dequantize16", f"{name}_run"):
+            rest = rest.replace(funcs.get(f, "\0"), "")
         assert not re.search(r"\bfloat\b", rest), name
         up = name.upper()
         for macro in ("ARENA_BYTES", "IN0_SCALE", "IN0_ZERO_POINT", "OUT0_SIZE"):

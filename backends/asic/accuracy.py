@@ -53,13 +53,14 @@ def format_sqnr_table(layers: Sequence[Mapping[str, Any]], mark: int | None,
     around the culprit."""
     first = 0 if mark is None else max(0, min(mark - rows // 2, len(layers) - rows))
     end = min(len(layers), first + rows)
-    lines = [f"  {'kernel':<32} {'kind':<10} {'SQNR dB':>8}"]
+    lines = [f"  {'kernel':<32} {'kind':<10} {'prec':<5} {'SQNR dB':>8}"]
     if first:
         lines.append(f"  ... {first} earlier layer(s)")
     for i in range(first, end):
         r = layers[i]
         flag = "  <- first under the floor" if i == mark else ""
-        lines.append(f"  {str(r['name'])[:32]:<32} {r['kind']:<10} {_db(r['sqnr_db']):>8}{flag}")
+        lines.append(f"  {str(r['name'])[:32]:<32} {r['kind']:<10} "
+                     f"{r.get('precision', 'int8'):<5} {_db(r['sqnr_db']):>8}{flag}")
     if end < len(layers):
         lines.append(f"  ... {len(layers) - end} later layer(s)")
     return "\n".join(lines)

@@ -16,11 +16,12 @@ from ...passes.pipeline import CPU_PIPELINE, Pass, run_pipeline
 from .calibrate import QParams, calibrate, calibration_feeds, run_float
 from .fixed_point import dequantize
 from .lower import quantize_graph
-from .plan import AsicPlan, plan_program
+from .plan import AsicPlan, plan_program, plan_spilled
 from .program import QProgram
 from .reference import quantize_inputs, run_reference
 from .schedule import Cost, schedule
 from .target import Target
+from .tiling import Tiling, tile_to_fit
 
 # the cpu passes up to fusion, with the layout rules the asic's matcher knows, and without the
 # cpu's own rewrites of what the matcher recognizes (grouped convs, softmax, 3x3 convs)
@@ -40,14 +41,16 @@ class AsicBuild:
     costs: list[Cost]
     qparams: dict[str, QParams]
     feeds: list[dict[str, np.ndarray]]  # the calibration feeds
+    tiling: Tiling | None = None  # the patch-based tiling that made the arena fit, if any
 
 
-def _fits(name: str, plan: AsicPlan, program: QProgram, t: Target) -> None:
-    if plan.arena_bytes > t.sram_bytes:
+def _fits(name: str, plan: AsicPlan, program: QProgram, t: Target, why: str = "") -> None:
+    if plan.sram_bytes > t.sram_bytes:
         raise TargetError(
             f"{name} needs {plan.arena_bytes:,} bytes of SRAM for activations (lower bound "
-            f"{plan.lower_bound_bytes:,}); target '{t.name}' has {t.sram_bytes:,}: pick a "
-            "larger target (--target asic:edge, or your own .toml) or a smaller input")
+            f"{plan.lower_bound_bytes:,}); target '{t.name}' has {t.sram_bytes:,}"
+            f"{'; ' + why if why else ''}: pick a larger target (--target asic:edge, or "
+            "your own .toml) or a smaller input")
     if program.weights_bytes > t.weight_bytes:
         raise TargetError(
             f"{name} needs {program.weights_bytes:,} bytes of weight memory; target "
@@ -55,7 +58,9 @@ def _fits(name: str, plan: AsicPlan, program: QProgram, t: Target) -> None:
 
 
 def build(graph: Graph, target: Target, calibration: Any,
-          dump_ir: str | os.PathLike | None = None) -> AsicBuild:
+          dump_ir: str | os.PathLike | None = None, precision: str = "int8",
+          min_sqnr_db: float | None = None) -> AsicBuild:
+    """``precision``: int8, int16 (16x8) or auto (per layer, to ``min_sqnr_db``)."""
     optimized = run_pipeline(graph, ASIC_PIPELINE, dump_dir=dump_ir)
     feeds = calibration_feeds(calibration, optimized)
     qparams: dict[str, QParams] = {}
@@ -64,11 +69,27 @@ def build(graph: Graph, target: Target, calibration: Any,
         qparams.update(calibrate(optimized, names, feeds))
         return qparams
 
-    program = quantize_graph(optimized, measure)
+    if precision == "int8":
+        program = quantize_graph(optimized, measure)
+    else:
+        from .precision import choose_bits
+
+        program = choose_bits(optimized, measure, precision, target, feeds, min_sqnr_db)
     plan = plan_program(program)
-    _fits(graph.name, plan, program, target)
-    return AsicBuild(target, optimized, program, plan, schedule(program, target), qparams,
-                     feeds)
+    tiling, why = None, ""
+    if plan.arena_bytes > target.sram_bytes:  # compute the early layers patch by patch
+        fit = tile_to_fit(program, plan, target)
+        program, plan, tiling, why = fit.program, fit.plan, fit.tiling, fit.why
+    if plan.sram_bytes > target.sram_bytes and target.external_bytes:  # spill what stays over
+        far = plan_spilled(program, target.sram_bytes)
+        if far is not None and far.external_bytes <= target.external_bytes:
+            plan = far
+        elif far is not None:
+            why += (f"; spilling to external RAM needs {far.external_bytes:,} bytes of it, "
+                    f"the target has {target.external_bytes:,}")
+    _fits(graph.name, plan, program, target, why)
+    return AsicBuild(target, optimized, program, plan,
+                     schedule(program, target, plan.external_tensors()), qparams, feeds, tiling)
 
 
 def sqnr_db(signal: float, noise: float) -> float:

@@ -64,14 +64,16 @@ static int32_t mbqm(int32_t x, int32_t multiplier, int32_t shift)
 }
 """)
 
-_snippet("requant", ["mbqm"], """
+_snippet("rq_type", [], """
 /* Requantization of one step: multiplier/shift arrays of n entries, n = 1 (one value),
  * n = the output's channels (entry = flat index % n) or n = the output's size. */
 typedef struct {
     const int32_t *mult, *shift;
     int32_t n, zp, lo, hi;
 } rq_t;
+""")
 
+_snippet("requant", ["mbqm", "rq_type"], """
 /* clamp(mbqm(acc) + zp, lo, hi) (fixed_point.requantize); clamped before adding the zero
  * point so that no int32 overflow is possible. */
 static int8_t rq_at(const rq_t *rq, int32_t acc, int32_t k)
@@ -784,14 +786,16 @@ static void load_const(const int8_t *values, int8_t *y, int32_t n)
 }
 """)
 
-_snippet("copy", ["index"], """
+_snippet("copy_type", [], """
 /* A strided copy: the data-movement kinds are all one walk over dims, reading x at
  * x0 + idx . xs and writing y at y0 + idx . ys. */
 typedef struct {
     int32_t rank, dims[8], xs[8], ys[8];
     int32_t x0, y0;
 } copy_t;
+""")
 
+_snippet("copy", ["index", "copy_type"], """
 static void copy_strided(const int8_t *x, int8_t *y, const copy_t *g)
 {
     const int32_t r = g->rank - 1, n = g->dims[r], sx = g->xs[r], sy = g->ys[r];

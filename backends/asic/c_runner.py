@@ -115,13 +115,17 @@ class CExport:
         if code != 0:
             raise CompileError(f"{symbol} returned {code}")
 
-    def _outputs(self, dtype: type) -> list[np.ndarray]:
-        return [np.empty(self.program.tensors[n].shape, dtype) for n in self.program.outputs]
+    def _outputs(self, dtype: type | None) -> list[np.ndarray]:
+        """Output arrays of ``dtype`` (None: each output's code type, int8 or int16)."""
+        ts = [self.program.tensors[n] for n in self.program.outputs]
+        return [np.empty(t.shape, dtype or t.dtype) for t in ts]
 
     def run_int8(self, qfeeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``<name>_run_int8``: int8 codes in (one array per input), int8 codes out."""
-        ins = [np.ascontiguousarray(q, np.int8) for q in qfeeds]
-        outs = self._outputs(np.int8)
+        """``<name>_run_int8``: int8 codes in (one array per input), int8 codes out (int16
+        for 16-bit tensors)."""
+        ts = [self.program.tensors[n] for n in self.program.inputs]
+        ins = [np.ascontiguousarray(q, t.dtype) for q, t in zip(qfeeds, ts)]
+        outs = self._outputs(None)
         self.call(f"{self.name}_run_int8", [*ins, *outs])
         return outs
 

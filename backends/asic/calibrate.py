@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class QParams:
     lo: float  # the real range the int8 codes cover
     hi: float
     method: str  # which calibration candidate won
+    amax: float = 0.0  # the largest |value| seen (0: unknown): an int16 range covers it all
 
 
 def qparams(lo: float, hi: float, method: str = "minmax") -> QParams:
@@ -78,7 +79,8 @@ class Stats:
     def result(self) -> QParams:
         if not self.parts:
             return qparams(0.0, 0.0)
-        return choose(np.concatenate(self.parts), self.lo, self.hi)
+        q = choose(np.concatenate(self.parts), self.lo, self.hi)
+        return replace(q, amax=float(max(abs(self.lo), abs(self.hi))))
 
 
 def _samples_of(x: Any, shape: tuple[int, ...], name: str, dtype: str) -> np.ndarray:
@@ -97,7 +99,8 @@ def _samples_of(x: Any, shape: tuple[int, ...], name: str, dtype: str) -> np.nda
                          f"{dtype}: convert it as the model's preprocessing does (e.g. "
                          f"x.astype(np.float32) / 255 for 8-bit images, or x.astype(np.float32) "
                          "if the model takes raw values)")
-    x = x.astype(np.float32)
+    # integer inputs (token ids, masks: asic/sequence.py) keep their dtype for onnxruntime
+    x = x.astype(np.float32 if np.issubdtype(np.dtype(dtype), np.floating) else dtype)
     if not shape:
         if x.ndim <= 1:
             return x.reshape(-1)
@@ -226,3 +229,11 @@ def calibrate(graph: Graph, names: set[str], feeds: list[dict[str, np.ndarray]]
         for n, x in run_float(graph, feed, names).items():
             stats[n].add(x, len(feeds))
     return {n: s.result() for n, s in stats.items()}
+
+
+def params16(q: QParams) -> QParams:
+    """The int16 parameters of a tensor calibrated as ``q`` (TFLite's 16x8): symmetric, zero
+    point 0, the whole range seen (no clipping: 16 bits resolve it 256 times finer)."""
+    amax = q.amax if q.amax > 0 else max(abs(q.lo), abs(q.hi))
+    scale = amax / 32767.0 if amax > 0 else 1.0 / 32767.0
+    return QParams(scale, 0, -32768 * scale, 32767 * scale, q.method, amax)

@@ -22,6 +22,7 @@ from math import prod
 import numpy as np
 
 from .c_kernels import BOUNDARY, library
+from .c_sequence import BUILDERS as SEQUENCE_BUILDERS
 from .fixed_point import I32_MIN
 from .plan import AsicPlan
 from .program import Kind, QProgram, QTensor, Requant, Step
@@ -154,15 +155,26 @@ class _Emitter:
         self.statics: list[str] = []
         self.calls: list[str] = []
         self.kernels: set[str] = set()
+        self.arrays: dict[str, str] = {}  # an array's declaration without its name -> name
 
     def t(self, name: str) -> QTensor:
         return self.p.tensors[name]
 
     def ptr(self, name: str) -> str:
-        return f"arena + {self.plan.offsets[name]}"  # the local of <name>_steps
+        at = f"arena + {self.plan.offsets[name]}"  # the local of <name>_steps
+        return at if self.t(name).bits == 8 else f"(int16_t *)({at})"
 
     def static(self, decl: str) -> None:
-        """A constant declaration; one-line ones are wrapped to 100 columns."""
+        """A constant declaration; one-line ones are wrapped to 100 columns. An array equal
+        to one already declared (a tiled layer's weights, once per tile: tiling.py) becomes
+        a macro naming that one, so the weight memory holds it once."""
+        head = re.match(r"static const \w+ (\w+)\[\d+\] = ", decl)
+        if head:
+            first = self.arrays.setdefault(decl[:head.start(1)] + decl[head.end(1):],
+                                           head.group(1))
+            if first != head.group(1):
+                self.statics.append(f"#define {head.group(1)} {first}\n")
+                return
         one_line = decl.count("\n") == 1 and decl.endswith("\n")
         self.statics.append(_wrap(decl[:-1], "") + "\n" if one_line else decl)
 
@@ -367,7 +379,11 @@ class _Emitter:
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         if b.shape[-2] != k or out.shape[-2:] != (m, n):
             raise ValueError(f"step {i}: matmul {a.shape} @ {b.shape} -> {out.shape}")
-        batch = out.shape[:-2]
+        # numpy's batch broadcasting, which the reference computes (then reshapes to out,
+        # whose batch axes may be shaped otherwise: [2, 6, 7] @ [2, 7, 6] -> [2, 1, 6, 6])
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        if prod(batch) * m * n != out.size:
+            raise ValueError(f"step {i}: matmul {a.shape} @ {b.shape} -> {out.shape}")
 
         def strides(t: QTensor) -> list[int]:
             lead = (1,) * (len(batch) - len(t.shape[:-2])) + tuple(t.shape[:-2])
@@ -432,6 +448,16 @@ class _Emitter:
 
     # --- the files -------------------------------------------------------------------------
     def step(self, i: int, s: Step) -> None:
+        # (the sequence kernels read int8 or int16 codes themselves: c_sequence.py)
+        if s.kind not in SEQUENCE_BUILDERS and (s.kind is Kind.CONVERT or any(
+                self.t(n).bits != 8 for n in (*s.inputs, s.output))):
+            from .emit_c16 import build16  # int16 steps (16x8) and precision conversions
+
+            call, kernel = build16(self, i, s, *(self.t(n) for n in (*s.inputs, s.output)))
+            self.kernels.add(kernel)
+            self.calls.append(_block_comment(f"{i}: {s.kind.value} ({s.origin}) in int16 -> "
+                                             f"'{s.output}'", "    ") + "\n" + _wrap(call, "    "))
+            return
         build = _BUILDERS.get(s.kind)
         if build is None:
             raise NotImplementedError(f"C export: no kernel for a {s.kind.value} step")
@@ -457,9 +483,26 @@ class _Emitter:
         """The prototypes of <name>_run and <name>_run_int8."""
         ins, outs = self.io()
         fargs = [f"const float *{p}" for p, _, _ in ins] + [f"float *{p}" for p, _, _ in outs]
-        qargs = [f"const int8_t *{p}" for p, _, _ in ins] + [f"int8_t *{p}" for p, _, _ in outs]
+        qargs = [f"const int{t.bits}_t *{p}" for p, _, t in ins] + [
+            f"int{t.bits}_t *{p}" for p, _, t in outs]
         return (_wrap(f"int {self.name}_run({', '.join(fargs)})", ""),
                 _wrap(f"int {self.name}_run_int8({', '.join(qargs)})", ""))
+
+    def boundary(self) -> str:
+        """The quantize/dequantize functions the entry points use (int8 and/or int16)."""
+        ins, outs = self.io()
+        if all(t.bits == 8 for _, _, t in (*ins, *outs)):
+            return BOUNDARY
+        from .c_kernels16 import BOUNDARY16
+
+        q8, _, d8 = BOUNDARY.partition("\n/* fixed_point.dequantize")
+        q16, _, d16 = BOUNDARY16.partition("\n/* fixed_point.dequantize")
+        parts = [q8 if any(t.bits == 8 for _, _, t in ins) else "",
+                 "/* fixed_point.dequantize" + d8 if any(t.bits == 8 for _, _, t in outs)
+                 else "", q16 if any(t.bits == 16 for _, _, t in ins) else "",
+                 "/* fixed_point.dequantize" + d16 if any(t.bits == 16 for _, _, t in outs)
+                 else ""]
+        return "\n".join(p for p in parts if p)
 
     def arena_bytes(self) -> int:
         return max(self.plan.arena_bytes, 4)  # a C array cannot be empty
@@ -512,26 +555,38 @@ class _Emitter:
             " * address (modref and pure-const lose the store; GCC 11 and 12 at -O3 are right).",
             " * One load per run. */",
             f"static int8_t *volatile {n}_arena_at = {n}_arena.bytes;", "",
-            "/* ---- kernels ---- */", library(self.kernels), BOUNDARY,
+            "/* ---- kernels ---- */", library(self.kernels), self.boundary(),
             "/* ---- constants: weights [N][K] or [taps][C], biases, tables, requantization"
             " ---- */", *self.statics,
             f"static void {n}_steps(void)", "{", f"    int8_t *const arena = {n}_arena_at;",
             "", "\n\n".join(self.calls), "}", ""]
         body = [run, "{", "    int32_t i;"]
-        body += [f"    for (i = 0; i < {m}_SIZE; ++i)\n        ARENA[{off[t.name]} + i] = "
-                 f"quantize({p}[i], {m}_SCALE, {m}_ZERO_POINT);" for p, m, t in ins]
+        body += [f"    for (i = 0; i < {m}_SIZE; ++i)\n        {_elem(t, off)} = "
+                 f"quantize{_wide(t)}({p}[i], {m}_SCALE, {m}_ZERO_POINT);" for p, m, t in ins]
         body.append(f"    {n}_steps();")
         body += [f"    for (i = 0; i < {m}_SIZE; ++i)\n        {p}[i] = "
-                 f"dequantize(ARENA[{off[t.name]} + i], {m}_SCALE, {m}_ZERO_POINT);"
+                 f"dequantize{_wide(t)}({_elem(t, off)}, {m}_SCALE, {m}_ZERO_POINT);"
                  for p, m, t in outs]
         body += ["    return 0;", "}", "", run_int8, "{", "    int32_t i;"]
-        body += [f"    for (i = 0; i < {m}_SIZE; ++i) ARENA[{off[t.name]} + i] = {p}[i];"
+        body += [f"    for (i = 0; i < {m}_SIZE; ++i) {_elem(t, off)} = {p}[i];"
                  for p, m, t in ins]
         body.append(f"    {n}_steps();")
-        body += [f"    for (i = 0; i < {m}_SIZE; ++i) {p}[i] = ARENA[{off[t.name]} + i];"
+        body += [f"    for (i = 0; i < {m}_SIZE; ++i) {p}[i] = {_elem(t, off)};"
                  for p, m, t in outs]
         body += ["    return 0;", "}", ""]
         return "\n".join(head + body)
+
+
+def _elem(t: QTensor, offsets: dict[str, int]) -> str:
+    """Element i of an entry point's tensor in the arena (int16 codes through a cast)."""
+    if t.bits == 8:
+        return f"ARENA[{offsets[t.name]} + i]"
+    return f"((int16_t *)&ARENA[{offsets[t.name]}])[i]"
+
+
+def _wide(t: QTensor) -> str:
+    """The suffix of the boundary function of t's codes."""
+    return "16" if t.bits == 16 else ""
 
 
 _Builder = Callable[..., str]
@@ -544,6 +599,7 @@ _BUILDERS: dict[Kind, _Builder] = {
     Kind.CONCAT: _Emitter.concat, Kind.BATCH_MATMUL: _Emitter.matmul,
     Kind.CONST: _Emitter.load_const,
 }
+_BUILDERS.update(SEQUENCE_BUILDERS)  # embedding lookup, LayerNorm (c_sequence.py)
 _SHARED = {Kind.ADD: "add_sub", Kind.SUB: "add_sub", Kind.SUM_POOL: "pool", Kind.MAX_POOL: "pool"}
 _KERNEL = {k: _SHARED.get(k, k.value) for k in Kind}  # -> snippet
 _NEEDS_REQUANT = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL, Kind.ADD, Kind.SUB,

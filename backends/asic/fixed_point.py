@@ -66,22 +66,25 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: np.ndarray,
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
-               lo: int = Q_MIN, hi: int = Q_MAX) -> np.ndarray:
-    """int32 accumulators -> int8: scaled, offset by the output zero point, clamped."""
+               lo: int = Q_MIN, hi: int = Q_MAX, dtype: type = np.int8) -> np.ndarray:
+    """int32 accumulators -> int8 (``dtype`` int16 for 16-bit codes): scaled, offset by the
+    output zero point, clamped."""
     y = multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
-    return np.clip(y, lo, hi).astype(np.int8)
+    return np.clip(y, lo, hi).astype(dtype)
 
 
-def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float -> int8 at the model's input, in float32 like the C export (see module doc)."""
+def quantize(x: np.ndarray, scale: float, zero_point: int, bits: int = 8) -> np.ndarray:
+    """float -> int8 (or int16) at the model's input, in float32 like the C export (see
+    module doc)."""
     v = np.asarray(x, np.float32) / np.float32(scale)
-    lo, hi = np.float32(Q_MIN - zero_point), np.float32(Q_MAX - zero_point)
+    q_min, q_max = code_range(bits)
+    lo, hi = np.float32(q_min - zero_point), np.float32(q_max - zero_point)
     with np.errstate(invalid="ignore"):
         v = np.where(v >= lo, v, lo)  # NaN lands here too
         v = np.where(v <= hi, v, hi)
         half = np.where(v >= 0, np.float32(0.5), np.float32(-0.5)).astype(np.float32)
         r = np.trunc((v + half).astype(np.float32))
-    return np.asarray(r.astype(np.int32) + zero_point).astype(np.int8)  # 0-d stays an array
+    return np.asarray(r.astype(np.int32) + zero_point).astype(code_dtype(bits))  # 0-d: array
 
 
 ALL_CODES = np.arange(Q_MIN, Q_MAX + 1).astype(np.int8)  # what a lookup table is indexed by
@@ -90,3 +93,36 @@ ALL_CODES = np.arange(Q_MIN, Q_MAX + 1).astype(np.int8)  # what a lookup table i
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """int8 -> float32 at the model's outputs: (q - zp) * scale in float32."""
     return np.asarray((q.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale))
+
+
+# --- 16-bit activations (TFLite's 16x8: int16 symmetric activations, int8 weights) ---------
+Q16_MIN, Q16_MAX = -(1 << 15), (1 << 15) - 1
+WIDE_ACC_LIMIT = 1 << 47  # |int64 accumulator| fed to mbqm64 (TFLite's bound)
+
+
+def code_range(bits: int) -> tuple[int, int]:
+    """The (lowest, highest) code of a signed ``bits``-bit activation (8 or 16)."""
+    if bits not in (8, 16):
+        raise ValueError(f"activations are 8 or 16 bits, not {bits}")
+    return (Q_MIN, Q_MAX) if bits == 8 else (Q16_MIN, Q16_MAX)
+
+
+def code_dtype(bits: int) -> type:
+    """The numpy dtype of ``bits``-bit codes."""
+    code_range(bits)
+    return np.int8 if bits == 8 else np.int16
+
+
+def multiply_by_quantized_multiplier_wide(acc: np.ndarray, multiplier: np.ndarray,
+                                          shift: np.ndarray) -> np.ndarray:
+    """TFLite's int64 MultiplyByQuantizedMultiplier (the 16x8 kernels' requantization): the
+    accumulator saturated to +-2^47, times the Q31 multiplier rounded to Q15 (``(m + 2^15)
+    >> 16``, at most 2^15 - 1), rounded to nearest (ties toward +inf) by 2^(15 - shift) and
+    saturated to int32. |acc * m15| < 2^62: int64 throughout, as the C export does it."""
+    x = np.clip(np.asarray(acc, np.int64), -WIDE_ACC_LIMIT, WIDE_ACC_LIMIT - 1)
+    m = np.asarray(multiplier, np.int64)
+    m15 = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - np.asarray(shift, np.int64)  # shift in [-31, 14] -> 1..46
+    if np.any(total < 1):
+        raise ValueError("a 16x8 requantization multiplier over 2^14")
+    return saturate((x * m15 + (np.int64(1) << (total - 1))) >> total)

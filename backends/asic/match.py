@@ -23,6 +23,7 @@ from ...ir import Graph, Node, Op
 from ...ir.ops import Binary, Reduce, Unary
 from .emit_c import MAX_RANK
 from .program import Kind
+from .sequence_match import layer_norm, sequence_region
 
 ACCUMULATING = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.SUM_POOL})
 MOVES = {Op.TRANSPOSE: Kind.TRANSPOSE, Op.SLICE: Kind.SLICE, Op.PAD: Kind.PAD,
@@ -51,6 +52,7 @@ class Region:
     clamp: tuple[float, float] | None = None
     axis: int | None = None  # the axis a per-channel lookup table is indexed by
     mask: np.ndarray | None = None  # a softmax's additive constant mask (real units)
+    eps: float | None = None  # a LayerNorm's epsilon (gain/offset: its gamma/beta)
 
 
 def unsupported(node: Node, detail: str) -> UnsupportedOpError:
@@ -149,6 +151,8 @@ class Matcher:
             return Region(MOVES[node.op], node, tuple(ins), node.name, [node])
         if self.mask_add(node):
             return None  # absorbed by the softmax that follows
+        if (seq := self.sequence(node)) is not None:
+            return seq if isinstance(seq, Region) else None
         if node.op is Op.BINARY and len(set(self.operands(node))) == 2:
             if node.attrs["fn"] not in TWO_TENSOR:
                 raise unsupported(node, f"{node.attrs['fn'].value} of two tensors")
@@ -195,6 +199,12 @@ class Matcher:
             return False
         self.masks[node.name] = scores
         return True
+
+    def sequence(self, node: Node) -> Region | bool | None:
+        """An embedding lookup, a cast of token ids or of a 0/1 mask (a view: the codes are
+        the values), a mask's AND with a constant or WHERE of scalars; see
+        ``sequence_match``."""
+        return sequence_region(self, node)
 
     # --- MAC array ------------------------------------------------------------------------
     def conv(self, node: Node) -> Region:
@@ -287,6 +297,8 @@ class Matcher:
 
     def global_reduce(self, node: Node) -> Region:
         fn = node.attrs["fn"]
+        if fn is Reduce.MEAN and (norm := layer_norm(self, node)) is not None:
+            return norm
         if fn is Reduce.MAX and (soft := self.softmax(node)) is not None:
             return soft
         kind = Kind.MAX_POOL if fn is Reduce.MAX else Kind.SUM_POOL

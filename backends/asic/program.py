@@ -5,6 +5,9 @@ Lowering turns the optimized float graph into a ``QProgram``; the integer refere
 arena, and the C export translates it. Every activation is int8 with one scale and zero point
 (``real = scale * (q - zero_point)``); weights are int8 symmetric per output channel, biases
 int32, requantization an int32 multiplier and shift per channel (see ``fixed_point.py``).
+With ``precision="int16"`` or ``"auto"`` a tensor may be int16 instead (``QTensor.bits``,
+TFLite's 16x8: zero point 0, int8 weights, int64 biases and accumulators in the MAC kinds,
+``Requant.wide``); a step's inputs and output share one width, and CONVERT steps change it.
 """
 
 from __future__ import annotations
@@ -31,11 +34,17 @@ class Kind(enum.Enum):
     BATCH_MATMUL = "matmul"  # a [.., M, K] @ b [.., K, N] of two activations, requantized
     CONST = "load_const"  # copies consts["values"] (int8) from weight memory into the arena
     LUT = "lut"  # y = table[x + 128], or table[c, x + 128] with c the index along attrs["axis"]
+    # sequence kernels (sequence.py): an embedding row per index code (consts["table"]
+    # int8 [rows, ..]); an integer LayerNorm over the last axis (I-BERT: isqrt, per channel)
+    GATHER = "gather"
+    LAYERNORM = "layer_norm"
     # data movement (the output keeps the input's scale and zero point)
     TRANSPOSE = "transpose"  # attrs: perm
     SLICE = "slice"  # attrs: starts, steps (counts = the output shape)
     PAD = "pad"  # attrs: pads (begin per axis, then end); pads with the quantized pad value
     CONCAT = "concat"  # attrs: axis; inputs already share the output's scale
+    # a change of precision: x (8 or 16 bits) -> y on y's scale and width, requantize(x - zx)
+    CONVERT = "convert"
 
 
 MAC_ARRAY = frozenset({Kind.CONV, Kind.DEPTHWISE, Kind.BATCH_MATMUL})
@@ -44,17 +53,28 @@ MOVES = frozenset({Kind.TRANSPOSE, Kind.SLICE, Kind.PAD, Kind.CONCAT})
 
 @dataclass(frozen=True)
 class QTensor:
-    """An int8 activation; ``view_of`` names the tensor it reshapes (sharing its bytes)."""
+    """An int8 (``bits`` 8) or int16 (``bits`` 16, TFLite's 16x8: zero point 0) activation;
+    ``view_of`` names the tensor it reshapes (sharing its bytes)."""
 
     name: str
     shape: tuple[int, ...]
     scale: float
     zero_point: int
     view_of: str = ""
+    bits: int = 8
 
     @property
     def size(self) -> int:
+        """Elements (not bytes: see ``nbytes``)."""
         return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * (self.bits // 8)
+
+    @property
+    def dtype(self) -> type:
+        return np.int16 if self.bits == 16 else np.int8
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,7 @@ class Requant:
     zero_point: int
     lo: int = -128
     hi: int = 127
+    wide: bool = False  # an int64 accumulator (16x8): fixed_point's *_wide multiply
 
 
 @dataclass(eq=False)
@@ -116,9 +137,9 @@ class QProgram:
     @property
     def weights_bytes(self) -> int:
         """Bytes of weight memory: weights, biases, tables and requantization parameters."""
-        return sum(sum(c.nbytes for c in s.consts.values())
-                   + (s.requant.multiplier.nbytes + s.requant.shift.nbytes if s.requant else 0)
-                   for s in self.steps)
+        arrays = {id(a): a for s in self.steps for a in (  # a tiled layer's steps share them
+            *s.consts.values(), *((s.requant.multiplier, s.requant.shift) if s.requant else ()))}
+        return sum(a.nbytes for a in arrays.values())
 
     def producer(self) -> dict[str, Step]:
         return {s.output: s for s in self.steps}

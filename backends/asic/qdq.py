@@ -57,6 +57,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .fixed_point import Q_MAX, Q_MIN
 from .program import Kind, QProgram, QTensor, Requant, Step
+from .sequence import qdq_gather, qdq_layer_norm
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: loadable by any runtime supporting that opset
@@ -125,11 +126,11 @@ class _Builder:
 
     def _qparams(self, t: QTensor) -> tuple[str, str]:
         """Scale and zero point initializers, shared by every tensor with the same pair."""
-        key = (float(np.float32(t.scale)), t.zero_point)
+        key = (float(np.float32(t.scale)), t.zero_point, t.bits)
         if key not in self.qparams:
             prefix, self.prefix = self.prefix, ""
             self.qparams[key] = (self.const("scale", np.array(t.scale, np.float32)),
-                                 self.const("zero_point", np.array(t.zero_point, np.int8)))
+                                 self.const("zero_point", np.array(t.zero_point, t.dtype)))
             self.prefix = prefix
         return self.qparams[key]
 
@@ -395,6 +396,7 @@ STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
     Kind.TRANSPOSE: _transpose,
     Kind.SLICE: _slice, Kind.PAD: _pad, Kind.CONCAT: _concat,
     Kind.BATCH_MATMUL: _batch_matmul, Kind.CONST: _load_const,
+    Kind.GATHER: qdq_gather, Kind.LAYERNORM: qdq_layer_norm,  # sequence.py
 }
 
 
@@ -402,6 +404,13 @@ def to_qdq(program: QProgram, int8_outputs: bool = False) -> onnx.ModelProto:
     """The QDQ ONNX model of ``program``: float inputs and outputs under the program's names;
     with ``int8_outputs``, then every program tensor's int8 codes, in ``program.tensors``
     order (their names are ``<tensor>.q8``, suffixed if that is taken)."""
+    wide = next((s for s in program.steps if program.tensors[s.output].bits != 8), None)
+    if wide is not None:  # int16 QuantizeLinear needs opset 21: not exported yet
+        from ...errors import Sw2cError
+
+        raise Sw2cError(f"the QDQ export is int8 only; layer '{wide.origin}' is "
+                        f"int{program.tensors[wide.output].bits}: compile with "
+                        "precision='int8' to export QDQ")
     g = _Builder(program)
     for name in program.inputs:
         g.int8_values[name] = g.quantize(name, g.tensor(name), g.fresh(f"{name}.q8"))

@@ -13,12 +13,15 @@ import numpy as np
 
 from ...ir.interp import window as window_patches
 from .fixed_point import (
+    code_dtype,
     multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_wide,
     quantize,
     requantize,
     shift_left_saturating,
 )
 from .program import Kind, QProgram, QTensor, Step
+from .sequence import gather, layer_norm
 
 I32 = np.int32
 
@@ -45,7 +48,7 @@ def depthwise(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
     """Patches [N, *O, *K, C] * weights [*K, C], summed over the kernel axes, + bias [C]."""
     p = _centered(_patches(step, x), tx)
     n = len(step.window.kernel)
-    acc = (p * step.consts["weights"].astype(I32)).sum(axis=tuple(range(-1 - n, -1)))
+    acc = (p * step.consts["weights"].astype(np.int64)).sum(axis=tuple(range(-1 - n, -1)))
     return acc.astype(np.int64) + step.consts["bias"]
 
 
@@ -83,12 +86,34 @@ def mul(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTensor) -> n
 
 def lut(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
     table = step.consts["table"]
+    if tx.bits == 16:
+        return lut16(step, x)
     idx = x.astype(np.intp) + 128
     if table.ndim == 1:
         return table[idx]
     shape = [1] * x.ndim  # [C, 256]: one row per index along attrs["axis"]
     shape[step.attrs["axis"]] = table.shape[0]
     return table[np.arange(table.shape[0]).reshape(shape), idx]
+
+
+LUT16_ENTRIES = 513  # an int16 table: 512 segments of 128 codes, and the last end point
+
+
+def lut16(step: Step, x: np.ndarray) -> np.ndarray:
+    """TFLite's int16 table (``lut_lookup``): the segment i = 256 + (x >> 7) of ``table``
+    [513] (or [C, 513]), linearly interpolated by the low 7 bits: t[i] + ((t[i+1] - t[i]) *
+    (x & 127) + 64 >> 7); never outside [t[i], t[i+1]], so no clamp is needed."""
+    table = step.consts["table"].astype(np.int32)
+    v = x.astype(np.int32)
+    i, frac = 256 + (v >> 7), v & 127
+    if table.ndim == 2:  # one row per index along attrs["axis"]
+        shape = [1] * x.ndim
+        shape[step.attrs["axis"]] = table.shape[0]
+        rows = np.arange(table.shape[0]).reshape(shape)
+        base, nxt = table[rows, i], table[rows, i + 1]
+    else:
+        base, nxt = table[i], table[i + 1]
+    return base + (((nxt - base) * frac + 64) >> 7)
 
 
 # a constant mask's codes are clipped to +-MASK_LIMIT (-inf masks out; z - max stays in
@@ -116,9 +141,26 @@ def softmax(step: Step, x: np.ndarray, tx: QTensor, mask: np.ndarray | None = No
         c = _centered(mask, tmask)
         m = multiply_by_quantized_multiplier(c, *step.attrs["mask_rescale"])
         z = np.where(c != 0, m, z) if step.attrs.get("mask_absorbs") else z + m
-    d = z - z.max(axis=axes, keepdims=True) + (table.size - 1)
+    d = z - z.max(axis=axes, keepdims=True)
+    if "exp_interp" in step.attrs:  # int16 codes: an interpolated table
+        e = exp_interpolated(d, table, step.attrs["exp_interp"])
+        return q30_ratio(e, e.sum(axis=axes, keepdims=True))
+    d = d + (table.size - 1)
     e = np.where(d >= 0, table[np.maximum(d, 0)], 0).astype(np.int64)
     return q30_ratio(e, e.sum(axis=axes, keepdims=True))
+
+
+def exp_interpolated(d: np.ndarray, table: np.ndarray, rescale: tuple[int, int]
+                     ) -> np.ndarray:
+    """An int16 softmax's exp: the difference d <= 0 (input codes) on the table's grid with 7
+    fraction bits, u = MBQM(d, *rescale); entry p = (u >> 7) + L - 1 of the Q15 table,
+    linearly interpolated by u & 127 toward entry p + 1; 0 below the table."""
+    u = multiply_by_quantized_multiplier(d, *rescale)
+    p, f = (u >> 7) + (table.size - 1), u & 127
+    t = table.astype(np.int64)
+    base = t[np.clip(p, 0, t.size - 1)]
+    nxt = t[np.clip(p + 1, 0, t.size - 1)]
+    return np.where(p >= 0, base + (((nxt - base) * f + 64) >> 7), 0).astype(np.int64)
 
 
 def q30_ratio(e: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -136,6 +178,11 @@ def batch_matmul(step: Step, a: np.ndarray, b: np.ndarray, ta: QTensor, tb: QTen
     """(a - za) @ (b - zb), batch axes broadcast (exact in float64: |acc| < 2^31)."""
     acc = np.matmul(_centered(a, ta).astype(np.float64), _centered(b, tb).astype(np.float64))
     return acc.astype(np.int64)
+
+
+def convert(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
+    """A change of precision (or scale): x - zx, requantized to the output's."""
+    return _centered(x, tx)
 
 
 def transpose(step: Step, x: np.ndarray, tx: QTensor) -> np.ndarray:
@@ -160,7 +207,8 @@ def concat(step: Step, *xs: np.ndarray) -> np.ndarray:
 UNARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
     Kind.CONV: conv, Kind.DEPTHWISE: depthwise, Kind.SUM_POOL: sum_pool,
     Kind.MAX_POOL: max_pool, Kind.LUT: lut, Kind.SOFTMAX: softmax, Kind.TRANSPOSE: transpose,
-    Kind.PAD: pad,
+    Kind.PAD: pad, Kind.CONVERT: convert,
+    Kind.GATHER: gather, Kind.LAYERNORM: layer_norm,  # sequence.py
 }
 BINARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
     Kind.ADD: add_sub, Kind.SUB: add_sub, Kind.MUL: mul, Kind.BATCH_MATMUL: batch_matmul,
@@ -168,7 +216,7 @@ BINARY_STEPS: dict[Kind, Callable[..., np.ndarray]] = {
 
 
 def run_step(step: Step, xs: list[np.ndarray], tensors: Mapping[str, QTensor]) -> np.ndarray:
-    """One step on int8 inputs; returns its int8 output, shaped as its output tensor."""
+    """One step on int8/int16 inputs; returns its output codes, shaped as its output tensor."""
     ts = [tensors[i] for i in step.inputs]
     out = tensors[step.output]
     if step.kind in UNARY_STEPS:  # (a softmax's mask tensor follows: xs[1], ts[1])
@@ -183,15 +231,25 @@ def run_step(step: Step, xs: list[np.ndarray], tensors: Mapping[str, QTensor]) -
         y = step.consts["values"]
     else:
         raise NotImplementedError(step.kind)
-    if step.requant is not None:  # the accumulating kinds: int32 -> int8
+    if step.requant is not None:  # the accumulating kinds: int32 (int64) -> int8 (int16)
         r = step.requant
-        y = requantize(y.reshape(out.shape), r.multiplier, r.shift, r.zero_point, r.lo, r.hi)
-    return np.ascontiguousarray(y, dtype=np.int8).reshape(out.shape)
+        if r.wide:
+            y = multiply_by_quantized_multiplier_wide(y.reshape(out.shape), r.multiplier,
+                                                      r.shift) + r.zero_point
+            y = np.clip(y, r.lo, r.hi)
+        elif out.bits == 16:
+            y = requantize(y.reshape(out.shape), r.multiplier, r.shift, r.zero_point, r.lo,
+                           r.hi, np.int16)
+        else:
+            y = requantize(y.reshape(out.shape), r.multiplier, r.shift, r.zero_point, r.lo,
+                           r.hi)
+    return np.ascontiguousarray(y, dtype=code_dtype(out.bits)).reshape(out.shape)
 
 
 def quantize_inputs(program: QProgram, feeds: list[np.ndarray]) -> list[np.ndarray]:
     ts = [program.tensors[n] for n in program.inputs]
-    return [quantize(x, t.scale, t.zero_point).reshape(t.shape) for x, t in zip(feeds, ts)]
+    return [quantize(x, t.scale, t.zero_point, t.bits).reshape(t.shape)
+            for x, t in zip(feeds, ts)]
 
 
 def run_reference(program: QProgram, qfeeds: list[np.ndarray],

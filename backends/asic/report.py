@@ -20,14 +20,20 @@ def totals(b: AsicBuild) -> dict[str, Any]:
         "latency_us": round(total.cycles / t.clock_mhz, 3),
         "energy_uj": round(total.energy_pj(t) / 1e6, 4),
         "macs": total.macs,
-        "arena_bytes": b.plan.arena_bytes,
+        "arena_bytes": b.plan.sram_bytes,
         "arena_lower_bound_bytes": b.plan.lower_bound_bytes,
         "arena_naive_bytes": b.plan.naive_bytes,
         "sram_bytes": t.sram_bytes,
         "weights_bytes": b.program.weights_bytes,
         "weight_memory_bytes": t.weight_bytes,
         "kernels": len(b.program.steps),
+        "int16_kernels": sum(b.program.tensors[s.output].bits == 16 for s in b.program.steps),
         "calibration_samples": len(b.feeds),
+        **({"tiling": b.tiling.as_json()} if b.tiling else {}),
+        **({"spill": {"external_bytes": b.plan.external_bytes, "tensors": len(b.plan.spilled),
+                      "traffic_bytes": total.ext_bytes,
+                      "energy_uj": round(total.ext_bytes * t.e_external_byte / 1e6, 4)}}
+           if b.plan.spilled else {}),
     }
 
 
@@ -44,6 +50,7 @@ def layers(b: AsicBuild) -> list[dict[str, Any]]:
             "name": step.origin, "kind": step.kind.value, "output": y.name,
             "unit": "mac_array" if step.kind in MAC_ARRAY else "vector", "start_cycle": start,
             "shape": list(y.shape), "scale": y.scale, "zero_point": y.zero_point,
+            "bits": y.bits, "precision": f"int{y.bits}",
             "calibration": softmax_params(q).method if q and step.kind is Kind.SOFTMAX
             else q.method if q else "constant" if step.kind is Kind.CONST else "inherited",
             "sqnr_db": accuracy.get(y.name), "cycles": cost.cycles, "macs": cost.macs,
@@ -54,13 +61,15 @@ def layers(b: AsicBuild) -> list[dict[str, Any]]:
 
 
 def format_layers(rows: list[dict[str, Any]]) -> str:
-    head = f"{'kernel':<28} {'kind':<10} {'scale':>10} {'zp':>5} {'SQNR dB':>8} {'cycles':>10}" \
+    head = f"{'kernel':<28} {'kind':<10} {'prec':<5} {'scale':>10} {'zp':>5} {'SQNR dB':>8} " \
+           f"{'cycles':>10}" \
            f" {'MACs':>12} {'uJ':>9}  calibration"
     lines = [head]
     for r in rows:
         sq = "exact" if r["sqnr_db"] == float("inf") else (
             "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
-        lines.append(f"{r['name'][:28]:<28} {r['kind']:<10} {r['scale']:>10.4g} "
+        lines.append(f"{r['name'][:28]:<28} {r['kind']:<10} {r.get('precision', 'int8'):<5} "
+                     f"{r['scale']:>10.4g} "
                      f"{r['zero_point']:>5} {sq:>8} {r['cycles']:>10,} {r['macs']:>12,} "
                      f"{r['energy_uj']:>9.3f}  {r['calibration']}")
     return "\n".join(lines)
@@ -77,8 +86,22 @@ def format_totals(r: dict[str, Any]) -> list[str]:
         f"  weights       {r['weights_bytes']:,} bytes of {r['weight_memory_bytes']:,} weight "
         "memory",
     ]
+    if "tiling" in r:  # the recompute patch-based tiling costs (tiling.py)
+        t = r["tiling"]
+        lines.append(f"  tiling        {t['layers']} steps ({t['run'][0]} .. {t['run'][1]}) in "
+                     f"{'x'.join(map(str, t['grid']))} patches: arena "
+                     f"{t['arena_before_bytes']:,} -> {t['arena_after_bytes']:,} bytes; "
+                     f"recompute +{t['extra_macs']:,} MACs (+{t['extra_macs_pct']}%), "
+                     f"+{t['extra_cycles']:,} cycles (+{t['extra_cycles_pct']}%)")
+    if "spill" in r:  # activations in external RAM (plan.plan_spilled)
+        x = r["spill"]
+        lines.append(f"  spilled       {x['tensors']} tensors to external RAM "
+                     f"({x['external_bytes']:,} bytes): {x['traffic_bytes']:,} bytes moved, "
+                     f"{x['energy_uj']:.4g} uJ")
     if "output_sqnr_db" in r:
         sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
-        lines.append(f"  int8 vs fp32  output SQNR {sq} ({r['calibration_samples']} "
+        wide = r.get("int16_kernels", 0)
+        label = "int8" if not wide else "int16" if wide == r["kernels"] else "mixed"
+        lines.append(f"  {label + ' vs fp32':<14}output SQNR {sq} ({r['calibration_samples']} "
                      "calibration samples)")
     return lines

@@ -20,7 +20,7 @@ known at compile time; the simulator adds them up as it executes.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from math import ceil, prod
 
 import numpy as np
@@ -30,7 +30,15 @@ from .target import Target
 
 # vector operations per element (softmax: max, subtract, table, sum, a divide of ~4 ops)
 VECTOR_PASSES = {Kind.ADD: 3, Kind.SUB: 3, Kind.MUL: 2, Kind.LUT: 1, Kind.SOFTMAX: 8}
+# LayerNorm per element: the sum, d and its square, d again, the Q30 product, mbqm, beta
+VECTOR_PASSES[Kind.LAYERNORM] = 8
+ISQRT_OPS = 2 * 31 + 4  # per LayerNorm row: the bitwise isqrt, the reciprocal's divide
 PSUM_BYTES = 4  # int32 partial sums
+# a 16x8 MAC (int16 activation, int8 weight, int64 accumulator) against an 8x8 one: twice the
+# multiplier's partial products and twice the accumulator's width (Horowitz, ISSCC 2014:
+# multiplier energy grows with the product of the operand widths)
+WIDE_MAC_ENERGY = 2.0
+VECTOR_PASSES[Kind.CONVERT] = 1  # a change of precision: center, then the requantization
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class Cost:
     sram_write: int = 0
     weight_read: int = 0
     acc_bytes: int = 0  # accumulator traffic: partial sums read and written, outputs staged
+    wide_macs: int = 0  # of ``macs``, those on int16 activations (16x8)
+    ext_bytes: int = 0  # external RAM traffic (activations spilled there: plan_spilled)
 
     def __add__(self, o: Cost) -> Cost:
         return Cost(*(a + b for a, b in zip(self.astuple(), o.astuple())))
@@ -53,7 +63,9 @@ class Cost:
         return (self.macs * t.e_mac + self.vector_ops * t.e_vector_op
                 + (self.sram_read + self.sram_write) * t.e_sram_byte
                 + self.weight_read * t.e_weight_byte
-                + self.acc_bytes * t.e_accumulator_access / PSUM_BYTES)
+                + self.acc_bytes * t.e_accumulator_access / PSUM_BYTES
+                + self.wide_macs * t.e_mac * (WIDE_MAC_ENERGY - 1)
+                + self.ext_bytes * t.e_external_byte)
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,12 @@ def step_cost(step: Step, program: QProgram, t: Target, hidden: int = 0) -> Cost
         return batch_matmul_cost(step, program, t)
     if step.kind is Kind.CONST:  # a constant operand: weight memory -> SRAM
         return Cost(_vector_step(out, 0, out, params, t), 0, 0, 0, out, params)
+    if step.kind is Kind.GATHER:  # embedding rows: weight memory -> SRAM, one per index
+        return Cost(_vector_step(out, ins[0], out, out, t), 0, 0, ins[0], out, out)
+    if step.kind is Kind.LAYERNORM:  # + a 31-step isqrt and a divide per row
+        rows = out // max(ts[step.output].shape[-1], 1)
+        ops = out * VECTOR_PASSES[step.kind] + rows * ISQRT_OPS
+        return Cost(_vector_step(ops, 2 * out, out, params, t), 0, ops, 2 * out, out, params)
     if step.kind in VECTOR_PASSES:
         ops = out * VECTOR_PASSES[step.kind] + requant
         read = out * len(ins)
@@ -224,15 +242,51 @@ def _hideable(step: Step, t: Target) -> int:
     return _port(weight_fill(_params(step), t), t.weight_bytes_per_cycle)
 
 
-def schedule(program: QProgram, target: Target) -> list[Cost]:
+def widened(cost: Cost, step: Step, program: QProgram, t: Target) -> Cost:
+    """The cost of a step on int16 activations: its SRAM traffic in bytes (the counts above
+    are elements) and its MACs as 16x8 ones; its cycles at least what the SRAM port needs
+    for that traffic (the units' cycles are the int8 step's)."""
+    ts = program.tensors
+    out = ts[step.output].bits // 8
+    ins = max((ts[i].bits // 8 for i in step.inputs), default=1)
+    if out == 1 and ins == 1:
+        return cost
+    read, write = cost.sram_read * ins, cost.sram_write * out
+    cycles = max(cost.cycles, _port(read + write, t.sram_bytes_per_cycle)
+                 + t.step_overhead_cycles)
+    return replace(cost, cycles=cycles, sram_read=read, sram_write=write,
+                   wide_macs=cost.macs if ins == 2 else 0)
+
+
+def spilled(cost: Cost, step: Step, program: QProgram, t: Target, external: frozenset[str]
+            ) -> Cost:
+    """A step whose operands or result live in external RAM (``plan.plan_spilled``): that
+    share of its SRAM traffic goes over the external port instead, and the step lasts at
+    least as long as that port is busy."""
+    ts = program.tensors
+    sizes = [ts[i].nbytes for i in step.inputs]
+    far = sum(n for i, n in zip(step.inputs, sizes) if i in external)
+    read = cost.sram_read * far // max(sum(sizes), 1)
+    write = cost.sram_write if step.output in external else 0
+    if not read and not write:
+        return cost
+    busy = _port(read + write, t.external_bytes_per_cycle) + t.step_overhead_cycles
+    return replace(cost, cycles=max(cost.cycles, busy), sram_read=cost.sram_read - read,
+                   sram_write=cost.sram_write - write, ext_bytes=read + write)
+
+
+def schedule(program: QProgram, target: Target, external: frozenset[str] = frozenset()
+             ) -> list[Cost]:
     """The cost of every step, in execution order. A step's first weight fill is prefetched
     into the weight buffer's free half while the previous step runs, as far as that step
-    leaves the weight port idle."""
+    leaves the weight port idle. ``external``: the tensors the plan spilled to external RAM."""
     costs: list[Cost] = []
     idle = 0
     for step in program.steps:
         hidden = min(idle, _hideable(step, target))
-        cost = step_cost(step, program, target, hidden)
+        cost = widened(step_cost(step, program, target, hidden), step, program, target)
+        if external:
+            cost = spilled(cost, step, program, target, external)
         costs.append(cost)
         idle = max(cost.cycles - _port(cost.weight_read, target.weight_bytes_per_cycle), 0)
     return costs

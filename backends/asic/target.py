@@ -46,6 +46,10 @@ class Target:
     vector_overlaps_mac: bool = False  # the vector unit requantizes while the array runs
     accumulator_bytes: int | None = None  # int32 partial sums; None: not priced
     e_accumulator_access: float = 0.0  # pJ per int32 partial-sum read or write
+    # memory-mapped external RAM for activations that do not fit the SRAM (spilled: plan.py)
+    external_bytes: int = 0  # 0: none
+    external_bytes_per_cycle: float | None = None
+    e_external_byte: float = 0.0  # pJ per byte read or written
 
     @property
     def tile_bytes(self) -> int:
@@ -130,4 +134,7 @@ def load_target(spec: str | None = None) -> Target:
         vector_overlaps_mac=bool(_optional(doc, c, "vector_overlaps_mac", bool, path)),
         accumulator_bytes=_optional(doc, m, "accumulator_bytes", int, path),
         e_accumulator_access=_optional(doc, e, "accumulator_access", float, path) or 0.0,
+        external_bytes=_optional(doc, m, "external_bytes", int, path) or 0,
+        external_bytes_per_cycle=_optional(doc, m, "external_bytes_per_cycle", float, path),
+        e_external_byte=_optional(doc, e, "external_byte", float, path) or 0.0,
     )
