@@ -197,33 +197,37 @@ def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
                     chunks: int) -> None:
     """Entry code for split kernel number ``index``: a call of its runner (below), and the
     end of this thread's run when the runner says the run is over for it."""
-    runner = _split_runner(b.module, kernel, index, chunks)
-    go_on = b.call(runner, [*args, sync, tid, tag])
+    runner = _split_runner(b.module, kernel, chunks)
+    go_on = b.call(runner, [*args, sync, tid, tag, const(index)])
     with b.if_then(b.not_(go_on)):
         b.ret_void()
 
 
-def _split_runner(module: ir.Module, kernel: ir.Function, index: int,
-                  chunks: int) -> ir.Function:
-    """`i1 <kernel>.run<index>(<kernel args>, i64* sync, i64 tid, i64 tag)`: take chunks
-    until none is left; thread 0 then waits for every chunk and publishes progress
-    ``index + 1``; false when this run is over for the calling thread (a late worker). A
-    function of its own, not code in the entry: the entry of a model with hundreds of split
-    kernels would hold hundreds of loops, and LLVM's loop passes grow faster than linearly
-    with a function's loops (DenseNet-121 spent a fifth of its compile rotating them)."""
+def _split_runner(module: ir.Module, kernel: ir.Function, chunks: int) -> ir.Function:
+    """`i1 <kernel>.run<chunks>(<kernel args>, i64* sync, i64 tid, i64 tag, i64 index)`: take
+    chunks of step ``index`` until none is left; thread 0 then waits for every chunk and
+    publishes progress ``index + 1``; false when this run is over for the calling thread (a
+    late worker). A function of its own, not code in the entry: the entry of a model with
+    hundreds of split kernels would hold hundreds of loops, and LLVM's loop passes grow
+    faster than linearly with a function's loops (DenseNet-121 spent a fifth of its compile
+    rotating them); one per kernel function, whatever the steps that call it."""
+    name = f"{kernel.name}.run{chunks}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
     params = [a.type for a in kernel.args[:-1]]
-    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [*params, I64P, I64, I64]),
-                     f"{kernel.name}.run{index}")
+    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [*params, I64P, I64, I64, I64]),
+                     name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
-    *args, sync, tid, tag = fn.args
+    *args, sync, tid, tag, index = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
     yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
-    word = b.gep(sync, [const(SLOT * (1 + 2 * index))])
-    done = b.gep(sync, [const(SLOT * (2 + 2 * index))])
+    word = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(SLOT))])
+    done = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(2 * SLOT))])
     with b.if_then(b.icmp_unsigned("!=", tid, const(0))):  # workers: wait for the inputs
-        ready = b.call(wait_function(module), [sync, tag, const(index)])
+        ready = b.call(wait_function(module), [sync, tag, index])
         with b.if_then(b.not_(ready)):
             b.ret(no)
     head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
@@ -244,7 +248,7 @@ def _split_runner(module: ir.Module, kernel: ir.Function, index: int,
     b.position_at_end(out)
     with b.if_then(b.icmp_unsigned("==", tid, const(0))):
         b.call(wait_function(module), [done, tag, const(chunks)])
-        b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
+        b.store_atomic(b.or_(tag, b.add(index, const(1))), sync, "release", 8)
     b.ret(yes)
     return fn
 
