@@ -382,6 +382,20 @@ def test_recurrent_cells_keep_their_state_in_int16(op):
     assert db >= RECURRENT_FLOOR_DB, db
 
 
+def test_auto_precision_keeps_the_recurrent_state_int16():
+    """precision="auto" starts from int8 mode's precisions: a budget that int8 meets keeps
+    the cell's state int16 all the same."""
+    model = recurrent_model("LSTM")
+    feeds = normal_feeds(1, 32, (6, 1, 4))
+    wide = []
+    for precision in ("int8", "auto"):
+        p = sw2c.compile(model, target="asic:edge", calibration=feeds, precision=precision,
+                         min_sqnr_db=1.0 if precision == "auto" else None).program
+        wide.append({s.output for s in p.steps
+                     if s.kind is Kind.ADD and p.tensors[s.output].bits == 16})
+    assert len(wide[0]) == 5 and wide[0] <= wide[1]
+
+
 @pytest.fixture(scope="module")
 def digits() -> dict[str, np.ndarray]:
     return digits_sequences()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from .match import Region, match
 from .program import QProgram
 from .reference import quantize_inputs, run_reference
 from .schedule import Cost, schedule
+from .sequence_match import recurrent_states
 from .target import Target
 
 PRECISIONS = ("int8", "int16", "auto")
@@ -60,6 +61,7 @@ class Search:
     qparams: Mapping[str, QParams]
     feeds: list[dict[str, np.ndarray]]
     target: Target
+    floor: Mapping[str, int] = field(default_factory=dict)  # layers never below these bits
     evaluations: int = 0
 
     def __post_init__(self) -> None:
@@ -67,7 +69,8 @@ class Search:
         self.refs = [run_float(self.graph, f, outs) for f in self.feeds]
 
     def program(self, bits: Mapping[str, int]) -> QProgram:
-        return lower(self.graph, self.qparams, self.regions, self.views, bits)
+        return lower(self.graph, self.qparams, self.regions, self.views,
+                     {**bits, **self.floor})
 
     def score(self, bits: Mapping[str, int]) -> tuple[float, float]:
         """(output SQNR in dB, energy in pJ) of the program with precisions ``bits``."""
@@ -167,6 +170,8 @@ def choose_bits(graph: Graph, calibrate_fn: Callable[[set[str]], Mapping[str, QP
         return lower(graph, qparams, regions, views)
     if precision == "int16":
         return lower(graph, qparams, regions, views, {r.output: 16 for r in regions})
-    search = Search(graph, regions, views, qparams, feeds[:SEARCH_SAMPLES], target)
+    # the recurrent state of an unrolled LSTM/GRU cell stays int16, as in int8 mode
+    floor = dict.fromkeys(recurrent_states(regions), 16)
+    search = Search(graph, regions, views, qparams, feeds[:SEARCH_SAMPLES], target, floor)
     bits = auto_bits(search, float(budget))
-    return lower(graph, qparams, regions, views, {n: bits.get(n, 8) for n in layers})
+    return search.program({n: bits.get(n, 8) for n in layers})
