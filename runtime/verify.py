@@ -21,10 +21,13 @@ RTOL_HALF = 1e-2
 
 def reference_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1):
     """An onnxruntime session on ``model``; give a path for models over protobuf's 2 GB limit
-    (onnxruntime then reads their external data itself)."""
+    (onnxruntime then reads their external data itself). Its graph optimizations are off: the
+    oracle is the operators as written, and onnxruntime 1.32's fusions are where its own bugs
+    are (LayerNormalization over a leading axis gets an InvStdDev of the wrong shape)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3

@@ -175,6 +175,25 @@ def layer_norm() -> tuple[onnx.ModelProto, sw2c.Module]:
     return model, module
 
 
+def test_qdq_layer_norm_of_a_constant_row_is_beta_not_nan():
+    """Over 2 channels of a wide range, epsilon is 0 in the kernel's units; the QDQ export
+    still gives a constant row beta (its float 0 / 0 would be NaN), as the kernel does."""
+    from sw2c.backends.asic.qdq import to_qdq
+
+    module = sw2c.compile(layer_norm_model(2), target="asic:edge",
+                          calibration=normal_feeds(1, 16, (1, SEQ, 2)))
+    p = module.program
+    step = next(s for s in p.steps if s.kind is Kind.LAYERNORM)
+    assert step.attrs["eps"] == 0
+    session = ort.InferenceSession(to_qdq(p).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    x = np.full((1, SEQ, 2), 0.5, np.float32)  # every row constant
+    (got,) = session.run(None, {p.inputs[0]: x})
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, module.run({"x": x})[p.outputs[0]],
+                               atol=p.tensors[p.outputs[0]].scale * 1.01)
+
+
 def test_layer_norm_is_one_integer_step(layer_norm):
     model, module = layer_norm
     kinds = [s.kind for s in module.program.steps]

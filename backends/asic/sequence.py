@@ -82,6 +82,9 @@ def _bit_length(r: np.ndarray) -> np.ndarray:
     return np.array([int(v).bit_length() for v in flat], np.int64).reshape(np.shape(r))
 
 
+EPS_SLIVER = 2.0 ** -20  # the QDQ export's epsilon, in S units, where it rounded to 0
+
+
 def normalized_q30(x: np.ndarray, tx: QTensor, eps: int) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) over the last axis, as d / isqrt(S) in Q30 (int64)."""
     xc = x.astype(np.int64) - tx.zero_point
@@ -136,8 +139,11 @@ def layer_norm_reals(step: Step, x: QTensor, y: QTensor) -> tuple[np.ndarray, np
     m = c["mult"].astype(np.float64) * np.exp2(c["shift"].astype(np.float64) - 31)
     fine = 2.0 ** OUT_FRACTION / y.scale
     gamma = c["sign"] * m * 2.0 ** Q30 / (fine * np.sqrt(ch))
-    eps = step.attrs["eps"] * float(x.scale) ** 2 / ch ** 3
-    return gamma, c["beta"] / fine, eps
+    # an epsilon that rounded to 0 units is exported as a sliver of one (S >= 1 on any row
+    # that is not constant): float's 0 / 0 on a constant row would be NaN where the integer
+    # kernel's d = 0 gives beta, as the model's own epsilon does
+    units = step.attrs["eps"] or EPS_SLIVER
+    return gamma, c["beta"] / fine, units * float(x.scale) ** 2 / ch ** 3
 
 
 # --- QDQ export (``qdq._Builder`` as g) --------------------------------------------------------
