@@ -16,7 +16,8 @@ import time
 
 from llvmlite import ir
 
-from ..backends.cpu.llvm import F32, I64, intrinsic, jit, new_module, vector_lanes
+from ..backends.cpu.blocking import blocking
+from ..backends.cpu.llvm import F32, I64, intrinsic, jit, new_module
 from ..backends.cpu.loops import for_range
 
 CHAINS = 16  # independent accumulators: 2 pipes x 4-cycle latency, twice over
@@ -24,7 +25,7 @@ CHAINS = 16  # independent accumulators: 2 pipes x 4-cycle latency, twice over
 
 def _kernel() -> tuple[object, int]:
     """``void fma_loop(i64 n, float* out)``: n x CHAINS vector FMAs; (engine, lanes)."""
-    lanes = vector_lanes()
+    lanes = blocking().lanes
     vec = ir.VectorType(F32, lanes)
     module = new_module("fma_peak")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, vec.as_pointer()]), "fma_loop")
@@ -69,7 +70,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0)
     args = p.parse_args()
     print(f"measured FMA peak: {measure(args.seconds):.1f} GFLOP/s on one thread "
-          f"({vector_lanes()} fp32 lanes)")
+          f"({blocking().lanes} fp32 lanes)")
 
 
 if __name__ == "__main__":

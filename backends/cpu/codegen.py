@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from llvmlite import ir
@@ -28,6 +28,9 @@ from .matmul import Matmul, can_split, emit_matmul, emit_patches, scratch_bytes,
 from .profile import Profiler
 from .rows import emit_rows
 from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team, sync_words
+
+if TYPE_CHECKING:
+    from ...runtime.cross.targets import Target
 
 ALIGN = 64
 
@@ -135,7 +138,7 @@ def _parallel(node: Node, graph: Graph, bl: Blocking) -> bool:
 
 
 def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
-             profile: bool = False, target: Any = None) -> Program:
+             profile: bool = False, target: Target | None = None) -> Program:
     """Plan memory and emit the module for ``graph`` (after the pass pipeline), for a team of
     ``threads`` threads that each call the entry with their index and the run's generation.
     Big kernels are split into chunks the team takes (team.py); small ones run on thread 0.

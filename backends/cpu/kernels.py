@@ -11,8 +11,9 @@ from llvmlite import ir
 from ...ir import Binary, Graph, Node, Op, Reduce
 from ...ir.interp import lowest
 from . import dtypes
+from .blocking import blocking_of
 from .expr import BodyEmitter, Coords, keeps_last_axis, linear, store, typed_binary
-from .llvm import F32P, I8P, I64, target_of, vector_lanes
+from .llvm import F32P, I8P, I64
 from .loops import Split, const, for_range, loop_nest
 from .math import REASSOC
 from .team import Team
@@ -61,7 +62,7 @@ def _vectors_along_rows(body: Graph, shape: tuple[int, ...]) -> bool:
 def _elementwise_vectors(b: ir.IRBuilder, body: Graph, ptrs: dict[str, ir.Value],
                          out: ir.Value, shape: tuple[int, ...], team: Team) -> None:
     """Each row of the last axis as full vectors in a loop, then one shorter vector."""
-    lanes = vector_lanes(target_of(b.module))
+    lanes = blocking_of(b.module).lanes
     full, rest = divmod(shape[-1], lanes)
     root = body.outputs[0]
     with team.share(b, shape, range(len(shape) - 1)) as split, \
@@ -118,7 +119,7 @@ def _reduce_vectors(b: ir.IRBuilder, body: Graph, red: Node, ptrs: dict[str, ir.
     one store writes it. Full groups take turns in a run-time loop, so the code is one group
     and the tail whatever the channel count (832-channel pools were 2k instructions each)."""
     oshape = red.type.shape
-    lanes = vector_lanes(target_of(b.module))
+    lanes = blocking_of(b.module).lanes
     span = GROUP * lanes
     full, tail = divmod(oshape[-1], span)
     with loop_nest(b, oshape[:-1], split) as idx:

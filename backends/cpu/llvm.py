@@ -53,19 +53,6 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def vector_lanes(target: Target | None = None) -> int:
-    """fp32 lanes of the widest vector register of ``target`` (default the host: 16 with
-    AVX-512, 8 with AVX2)."""
-    if not is_host(target):
-        return target.vector_lanes
-    features = host_cpu()[1]
-    if "+avx512f" in features:
-        return 16
-    if "+avx2" in features or "+avx" in features:
-        return 8
-    return 4
-
-
 def features(target: Target | None = None) -> str:
     """The LLVM feature string of ``target`` (default the host)."""
     return host_cpu()[1] if is_host(target) else target.feature_string

@@ -15,9 +15,9 @@ from llvmlite import ir
 
 from ...ir import Graph, Node, Op, Reduce
 from . import dtypes
+from .blocking import blocking_of
 from .expr import BodyEmitter, Coords, keeps_last_axis, store, typed_binary
 from .kernels import REDUCE_OP, accumulate, identity
-from .llvm import target_of, vector_lanes
 from .loops import const, for_range, loop_nest
 from .math import splat
 from .team import Team
@@ -30,7 +30,7 @@ def emit_rows(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Va
     body: Graph = node.attrs["body"]
     shape = node.type.shape
     width = shape[-1]
-    lanes = min(vector_lanes(target_of(b.module)), width) if keeps_last_axis(body) else 1
+    lanes = min(blocking_of(b.module).lanes, width) if keeps_last_axis(body) else 1
     whole = width - width % lanes if lanes > 1 else 0  # the vector loop's end
     reds = [n for n in body.nodes if n.op is Op.REDUCE]
     totals: dict[str, ir.Value] = {}  # this row's reductions, as scalars

@@ -188,8 +188,9 @@ def host() -> Target:
     call)."""
     import llvmlite.binding as llvm
 
-    llvm.initialize_native_target()
-    cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    from ...backends.cpu.llvm import host_cpu
+
+    cpu, features = host_cpu()
     feats = tuple(f for f in features.split(",") if f)
     lanes = 16 if "+avx512f" in feats else 8 if ("+avx2" in feats or "+avx" in feats) else 4
     registers = 32 if ("+avx512f" in feats or "+neon" in feats) else 16
