@@ -96,7 +96,7 @@ def compile_graph(graph: Graph, name: str, *, target: str = "cpu", threads: int 
                     report, keepalive=[engine],
                     team=team_code(symbol, name, threads, program.sync_words),
                     argv=symbol(f"{name}_argv"))
-    native = Native(name, objects[0], weights, plan.arena_bytes, threads, program.sync_words)
+    native = Native(name, tuple(objects), weights, plan.arena_bytes, threads, program.sync_words)
     # a weak reference: the module owns its exporter, which must not keep it (and its
     # worker threads) alive
     module._exporter = partial(_export, native, weakref.ref(module), sig_in, sig_out, report)

@@ -30,11 +30,11 @@ def permute_weight_rows(rw: Rewriter, node: Node) -> str | None:
     shape = rw.type_of(x).shape
     if flat.type.shape != (shape[0], w.shape[0]):
         return None
-    # position i of the transposed rows holds x's row order[i]
-    rows = np.arange(w.shape[0]).reshape(shape[1:])
-    order = np.transpose(rows, [p - 1 for p in t.attrs["perm"][1:]]).reshape(-1)
-    w_x = np.empty_like(w)
-    w_x[order] = w
+    # W's rows are indexed by the transposed axes: undo the transpose on them, keeping each
+    # row whole (a copy of rows, where a scatter by row index took 1 s on VGG-19's fc6)
+    perm = [p - 1 for p in t.attrs["perm"][1:]]
+    w_t = w.reshape(*(shape[1 + p] for p in perm), w.shape[1])
+    w_x = np.ascontiguousarray(w_t.transpose(*np.argsort(perm), len(perm))).reshape(w.shape)
     flat_x = rw.emit(Op.RESHAPE, (x,), flat.origin, shape=flat.type.shape)
     return rw.emit(Op.MATMUL, (flat_x, rw.constant(w_x)), node.origin)
 

@@ -32,7 +32,7 @@ class Native:
     """What export needs of a JIT-compiled program."""
 
     name: str
-    code: bytes  # the object file the JIT loaded (backends/cpu/llvm.py `jit`)
+    code: tuple[bytes, ...]  # the object files the JIT loaded (backends/cpu/llvm.py `jit`)
     weights: np.ndarray  # the weights blob the module runs with (uint8)
     arena_bytes: int
     threads: int  # the team the code was generated for
@@ -146,7 +146,9 @@ def export_program(native: Native, directory: str | os.PathLike, inputs: Signatu
                            "install gcc or clang, or set CC")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.o").write_bytes(native.code)
+    parts = [f"{name}.{i}.o" for i in range(len(native.code))]
+    for part, code in zip(parts, native.code):
+        (out / part).write_bytes(code)
     wrapper = _wrapper(native, len(inputs), len(outputs))
     (out / f"{name}_run.o").write_bytes(emit_object(wrapper))
     blob = out / f"{name}.weights"
@@ -155,10 +157,10 @@ def export_program(native: Native, directory: str | os.PathLike, inputs: Signatu
                                                            max(native.weights.size, 1)))
     lib = out / f"lib{name}.so"
     # in the output directory, on relative names: .incbin finds the blob there
-    cmd = [cc, "-shared", "-o", lib.name, f"{name}.o", f"{name}_run.o", f"{name}_weights.S",
+    cmd = [cc, "-shared", "-o", lib.name, *parts, f"{name}_run.o", f"{name}_weights.S",
            *_team_sources(native, 2 + len(inputs) + len(outputs)), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
-    for tmp in (f"{name}.o", f"{name}_run.o", f"{name}_weights.S", f"{name}.weights"):
+    for tmp in (*parts, f"{name}_run.o", f"{name}_weights.S", f"{name}.weights"):
         (out / tmp).unlink(missing_ok=True)
     if proc.returncode != 0:
         raise CompileError(f"linking {lib} failed: {proc.stderr.strip()[:500]}")

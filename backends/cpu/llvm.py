@@ -9,11 +9,20 @@ of the host.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import llvmlite.binding as llvm
 from llvmlite import ir
+
+from .llvm_worker import optimize_text
+from .partition import split
 
 if TYPE_CHECKING:
     from ...runtime.cross.targets import Target
@@ -146,33 +155,83 @@ def has_fma(module: ir.Module) -> bool:
 
 
 def optimize(module: ir.Module, tm: llvm.TargetMachine, opt: int = 3) -> llvm.ModuleRef:
-    """Parse and optimize ``module`` for ``tm`` (O3, loop and SLP vectorizers on, no
-    unrolling)."""
+    """Parse and optimize ``module`` for ``tm`` (``llvm_worker.optimize_text``)."""
     _init()
-    ref = llvm.parse_assembly(str(module))
-    ref.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    # the generators unroll what pays (GEMM micro-kernels, small windows); LLVM's own
-    # unroller multiplied compile time by 5 on ShuffleNet for ~10% of run time
-    pto.loop_unrolling = False
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(ref, pb)
-    return ref
+    return optimize_text(str(module), tm, opt)
+
+
+PARALLEL_INSTRUCTIONS = 4000  # a program this large compiles in parts (~0.4 s of LLVM)
+WORKER_TIMEOUT = 900  # seconds: a worker that takes longer is abandoned, its part compiled here
+
+
+def _compile_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# runs llvm_worker.py as __main__ with neither its folder (backends/cpu has a math.py) nor the
+# current directory on sys.path
+_WORKER = "import runpy, sys; sys.path.pop(0); runpy.run_path(sys.argv[1], run_name='__main__')"
+
+
+def _start_worker(text: str, tm_args: dict) -> tuple[subprocess.Popen, Future] | None:
+    """A worker process compiling ``text`` (llvm_worker.py): the future holds its stdout.
+    None if no process could be started."""
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER,
+                                 str(Path(__file__).with_name("llvm_worker.py"))],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError:
+        return None
+    data = (json.dumps(tm_args) + "\n" + text).encode()
+    pool = ThreadPoolExecutor(1)  # feeds and drains the pipes while this thread compiles
+    future = pool.submit(proc.communicate, data, WORKER_TIMEOUT)
+    pool.shutdown(wait=False)
+    return proc, future
+
+
+def _worker_object(worker: tuple[subprocess.Popen, Future] | None, text: str) -> bytes:
+    """The worker's object file; compiled here instead if the worker failed (it could not
+    start, died or timed out), so a worker never changes what compiles."""
+    if worker is not None:
+        proc, future = worker
+        try:
+            out, _ = future.result()
+            if proc.returncode == 0 and out:
+                return out
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+    tm = target_machine(reloc="pic")
+    return tm.emit_object(optimize_text(text, tm))
 
 
 def jit(module: ir.Module, objects: list[bytes] | None = None) -> llvm.ExecutionEngine:
     """Compile ``module`` in this process; keep the returned engine alive while calling it.
+    A large module compiles in parts on the machine's cores (``partition.split``), the
+    parts after the first in worker processes, and the JIT links their objects.
     Position-independent code: the JIT maps code anywhere in the address space, where the
-    absolute 32-bit addresses of static code (jump tables) would not reach. The object file
-    the JIT loaded is appended to ``objects`` when given: linked into a shared library, it is
-    the very code that ran here, at no second compile."""
+    absolute 32-bit addresses of static code (jump tables) would not reach. The object files
+    the JIT loaded are appended to ``objects`` when given: linked into a shared library, they
+    are the very code that ran here, at no second compile."""
     tm = target_machine(reloc="pic")
-    ref = optimize(module, tm)
-    engine = llvm.create_mcjit_compiler(ref, tm)
+    size = sum(len(b.instructions) for f in module.functions for b in f.blocks)
+    parts = min(_compile_cores(), 4) if size >= PARALLEL_INSTRUCTIONS else 1
+    texts = split(module, parts) if parts > 1 else [str(module)]
+    cpu, feats = host_cpu()
+    tm_args = {"triple": llvm.get_process_triple(), "cpu": cpu, "features": feats,
+               "opt": 3, "reloc": "pic", "codemodel": "default"}
+    workers = [_start_worker(text, tm_args) for text in texts[1:]]
+    codes = [tm.emit_object(optimize_text(texts[0], tm))]  # while the workers compile theirs
+    codes += [_worker_object(worker, text) for worker, text in zip(workers, texts[1:])]
+    empty = llvm.parse_assembly(f'target triple = "{llvm.get_process_triple()}"')
+    engine = llvm.create_mcjit_compiler(empty, tm)
+    for code in codes:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
     if objects is not None:
-        engine.set_object_cache(lambda _, obj: objects.append(bytes(obj)))
+        objects += codes
     engine.finalize_object()
     return engine
 

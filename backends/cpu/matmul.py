@@ -133,17 +133,16 @@ def scratch_bytes(node: Node, is_const: Callable[[str], bool], bl: Blocking,
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
     batch, m, k, n = mt.dims(body)
-    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
     runtime_b = not _b_is_const(node, is_const)
     size = 0
-    grid = _grid(m, n, chunks, batch, runtime_b and b_batches == 1, bl)
+    grid = _grid(body, mt, chunks, runtime_b, bl)
     if mt.window is not None and (batch > 1 or _shares_patches(mt, batch, grid)):
         size += body.type_of(mt.window.name).nbytes
     elif mt.window is not None:
         parts = _parts(m, n, grid, bl.nr)
         size += 4 * sum(block * k for _, block in _patch_slots(parts, k, bl.mr))
     if runtime_b:
-        size += 4 * packed_b_floats(k, n, bl.nr) * b_batches
+        size += 4 * packed_b_floats(k, n, bl.nr) * _b_batches(body, mt)
     return size
 
 
@@ -160,10 +159,8 @@ def shares_patches(node: Node, is_const: Callable[[str], bool], bl: Blocking,
     emit_patches, split over the team, before the kernel."""
     body: Graph = node.attrs["body"]
     mt = Matmul.of(body)
-    batch, m, _, n = mt.dims(body)
-    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
-    own_columns = not _b_is_const(node, is_const) and b_batches == 1
-    return _shares_patches(mt, batch, _grid(m, n, chunks, batch, own_columns, bl))
+    grid = _grid(body, mt, chunks, not _b_is_const(node, is_const), bl)
+    return _shares_patches(mt, mt.dims(body)[0], grid)
 
 
 def emit_patches(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
@@ -266,10 +263,10 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     lda = k  # the patch matrix's, or A's own (a_columns)
     cursor = b.bitcast(scratch, F32P)
     b_name = mt.mm.inputs[1]
-    b_batches = int(np.prod(body.type_of(b_name).shape[:-2]))
-    own_columns = b_name not in packed and batch == 1 and b_batches == 1
+    b_batches = _b_batches(body, mt)
+    own_columns = _own_columns(body, mt, b_name not in packed)
     bl = blocking_of(b.module)
-    grid = _grid(m, n, team.size, batch, own_columns, bl)
+    grid = _grid(body, mt, team.size, b_name not in packed, bl)
     parts = _parts(m, n, grid, bl.nr)
     patches = cursor  # the chunks' patch blocks (im2col), before the packed B
     shared = _shares_patches(mt, batch, grid)  # built by emit_patches before this kernel
@@ -409,13 +406,25 @@ def _im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value
         store(b, dst, idx, wshape, emitter.value(window.name, idx))
 
 
-def _grid(m: int, n: int, chunks: int, batch: int, own_columns: bool,
+def _b_batches(body: Graph, mt: Matmul) -> int:
+    """The matrices in the kernel's right-hand side (1 unless a batched B)."""
+    return int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
+
+
+def _own_columns(body: Graph, mt: Matmul, runtime_b: bool) -> bool:
+    """Whether each chunk packs the panels of its own columns: a run-time B of one matrix,
+    in an unbatched GEMM (two row parts would pack the same panels)."""
+    return runtime_b and mt.dims(body)[0] == 1 and _b_batches(body, mt) == 1
+
+
+def _grid(body: Graph, mt: Matmul, chunks: int, runtime_b: bool,
           bl: Blocking) -> tuple[int, int]:
-    """How the chunks cut the GEMM: by batch when batched; by columns only when each chunk
-    packs its own share of a run-time B (two row parts would pack the same panels)."""
+    """How the chunks cut the GEMM: by batch when batched; by columns when each chunk packs
+    its own columns (``_own_columns``); else rows, then columns (``split_grid``)."""
+    batch, m, _, n = mt.dims(body)
     if batch > 1:
         return chunks, 1
-    return (1, chunks) if own_columns else split_grid(m, n, chunks, bl)
+    return (1, chunks) if _own_columns(body, mt, runtime_b) else split_grid(m, n, chunks, bl)
 
 
 def can_split(node: Node, is_const: Callable[[str], bool], nr: int) -> bool:
@@ -425,9 +434,7 @@ def can_split(node: Node, is_const: Callable[[str], bool], nr: int) -> bool:
     mt = Matmul.of(body)
     if _b_is_const(node, is_const):
         return True
-    batch, _, _, n = mt.dims(body)
-    b_batches = int(np.prod(body.type_of(mt.mm.inputs[1]).shape[:-2]))
-    return batch == 1 and b_batches == 1 and -(-n // nr) >= 2
+    return _own_columns(body, mt, True) and -(-mt.dims(body)[3] // nr) >= 2
 
 
 def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, k: int, n: int,
