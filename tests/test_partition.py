@@ -105,3 +105,12 @@ def test_a_worker_that_cannot_start_changes_nothing(in_parts, monkeypatch):
     module = compile_graph(residual_cnn(), "fallback")
     assert started == [None]  # the part compiled here instead
     np.testing.assert_array_equal(module(x), expected)
+
+
+def test_compile_jobs_are_the_users_to_limit(monkeypatch):
+    monkeypatch.setenv("SW2C_COMPILE_JOBS", "1")
+    assert cpu_llvm._compile_cores() == 1
+    monkeypatch.setenv("SW2C_COMPILE_JOBS", "3")
+    assert cpu_llvm._compile_cores() == 3
+    monkeypatch.setattr(cpu_llvm.sys, "executable", "/usr/bin/uwsgi")  # an embedding program
+    assert cpu_llvm._compile_cores() == 1

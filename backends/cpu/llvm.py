@@ -165,6 +165,13 @@ WORKER_TIMEOUT = 900  # seconds: a worker that takes longer is abandoned, its pa
 
 
 def _compile_cores() -> int:
+    """Processes a compile may use: the cores this process may run on, or SW2C_COMPILE_JOBS;
+    1 where the interpreter is embedded (``sys.executable`` is then not a Python to start)."""
+    if not Path(sys.executable or "-").name.lower().startswith("python"):
+        return 1
+    jobs = os.environ.get("SW2C_COMPILE_JOBS", "")
+    if jobs.isdigit() and int(jobs) >= 1:
+        return int(jobs)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
