@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -41,8 +42,18 @@ def _spec(name: str, shape: tuple[int, ...], dtype: str) -> Spec:
     return name, tuple(shape), dt, tuple(strides)
 
 
+PREFAULT_FROM = 4 << 20  # bytes: a buffer this large is mapped with its pages in place
+
+
 def _aligned_buffer(nbytes: int) -> np.ndarray:
-    """A zeroed uint8 buffer whose data starts on a 64-byte boundary."""
+    """A zeroed uint8 buffer whose data starts on a 64-byte boundary. A large one (weights,
+    big arenas) is a mapping of its own, populated in one system call: first touching VGG-19's
+    815 MB of packed weights page by page took 0.8-1.8 s of its compile here, populated
+    0.4-0.5 s (and the copy itself 0.1 s)."""
+    if nbytes >= PREFAULT_FROM and hasattr(mmap, "MAP_POPULATE"):
+        pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                          | mmap.MAP_POPULATE)  # anonymous: zeroed, page aligned
+        return np.frombuffer(pages, dtype=np.uint8)
     raw = np.zeros(nbytes + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start:start + nbytes]
