@@ -179,8 +179,9 @@ def _group(graph: Graph) -> _Groups:
     return g
 
 
-def _kernel(graph: Graph, members: list[Node], kind: str | None = None) -> Node:
-    order = {n.name: i for i, n in enumerate(graph.nodes)}
+def _kernel(graph: Graph, members: list[Node], order: dict[str, int],
+            kind: str | None = None) -> Node:
+    """The KERNEL node of a group; ``order``: each node's position in ``graph``."""
     members = sorted(members, key=lambda n: order[n.name])
     root = members[-1]  # every other member feeds it, so it comes last
     inside = {n.name for n in members}
@@ -210,7 +211,7 @@ def fuse(graph: Graph) -> Graph:
     for node in graph.nodes:
         if node.name in roots:
             i = roots[node.name]
-            nodes.append(_kernel(graph, g.groups[i], g.kinds.get(i)))
+            nodes.append(_kernel(graph, g.groups[i], order, g.kinds.get(i)))
         elif node.name not in g.group_of:
             nodes.append(node)
     return eliminate_dead_code(graph.replace(nodes))
