@@ -13,6 +13,7 @@ from __future__ import annotations
 import sw2c
 from sw2c.runtime.cross import TARGETS
 from sw2c.runtime.cross.asic_c import CrossCExport
+from sw2c.runtime.cross.emulate import unavailable
 from sw2c.tests.asic_models import DIGITS, digits_data
 
 
@@ -31,12 +32,12 @@ def main() -> None:
             s = c.binary.sizes
             text, ro, bss = (s.get(".text", s.get("code")), s.get(".rodata", s.get("data")),
                              s.get(".bss", 0))
-            if target.emulator == "none":
+            if unavailable(target):  # no emulator here (M55 without qemu-system-arm)
                 print(f"{name:<11} {'-':>10} {'-':>9} {text:>6} {ro:>7} {bss:>5}  "
-                      f"{c.binary.runtime} (no emulator)")
+                      f"{c.binary.runtime} (no emulator: {unavailable(target)})")
                 continue
             n = c.call_int8([q], count=True).instructions
-            unit = " fuel" if target.emulator == "wasmtime" else ""
+            unit = {"wasmtime": " fuel", "qemu": " (qemu -icount)"}.get(target.emulator, "")
             print(f"{name:<11} {n:>10,} {n / macs:>9.1f} {text:>6} {ro:>7} {bss:>5}  "
                   f"{c.binary.runtime}{unit}")
 

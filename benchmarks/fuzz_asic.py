@@ -22,8 +22,11 @@ three more things on fresh inputs:
   spilled to external RAM) and the exported C (on the spilled plan).
 
 The graphs come from ``fuzz.random_model`` with the op weights biased toward what the
-target lowers (``ASIC_WEIGHTS``); the shrinker, the child-process isolation and the soak are
-fuzz.py's. The command line::
+target lowers (``ASIC_WEIGHTS``), or for one seed in five (``SEQUENCE_SHARE``) from
+``sequence_model``: embedding lookups of int64/int32 token-id inputs (int16 ids past 128
+rows, a cast or reshape on the way, position embeddings, two tables) and then ops weighted
+toward a transformer layer (``SEQUENCE_WEIGHTS``: LayerNorm, matmuls, attention,
+softmax). The shrinker, the child-process isolation and the soak are fuzz.py's. The command line::
 
     python -m sw2c.benchmarks.fuzz_asic --count 2000 [--seed 0] [--minutes 20] [--jobs 1]
     python -m sw2c.benchmarks.fuzz_asic --replay benchmarks/fuzz_failures_asic/123.onnx
@@ -33,6 +36,7 @@ Minimized failures are saved to ``benchmarks/fuzz_failures_asic/``.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections import Counter
@@ -85,8 +89,65 @@ ASIC_WEIGHTS: dict[str, float] = {
 
 
 def asic_model(seed: int) -> onnx.ModelProto:
-    """The case ``seed``: fuzz.random_model biased toward the int8 target's ops."""
+    """The case ``seed``: fuzz.random_model biased toward the int8 target's ops, or (one case
+    in SEQUENCE_SHARE, drawn apart so the other seeds keep their graphs) a sequence model
+    that starts from token ids (``sequence_model``)."""
+    if np.random.default_rng([seed, SEQUENCE_STREAM]).random() < SEQUENCE_SHARE:
+        return sequence_model(seed)
     return fuzz.random_model(seed, ASIC_WEIGHTS)
+
+
+# --------------------------------------------------------------------------- token ids
+SEQUENCE_SHARE = 0.2
+SEQUENCE_STREAM = 12  # the seed's second stream, picking the sequence cases
+# after the lookups, the ops of a transformer layer weigh more
+SEQUENCE_WEIGHTS: dict[str, float] = {**ASIC_WEIGHTS, "Conv": 1, "AveragePool": 0.5,
+                                      "LayerNormalization": 4, "MatMul": 4, "Einsum": 2.5,
+                                      "Softmax": 2.5, "Erf": 1.5, "Gemm": 1}
+MAX_ROWS = 600  # an embedding table's rows: over 128, the ids are int16 codes
+
+
+def token_ids(b: fuzz.Builder) -> str:
+    """An int64/int32 ids input [T], [N, T] or [N, T, K] (``fuzz.ids_input``: sometimes
+    through a reshape or a cast on the way)."""
+    rank = b.choice((1, 2, 2, 2, 3))
+    shape = tuple([b.randint(1, 2)] * (rank > 1) + [b.randint(1, 16)]
+                  + [b.randint(1, 4)] * (rank > 2))
+    return fuzz.ids_input(b, shape)
+
+
+def embedding(b: fuzz.Builder, ids: str, dim: int) -> str:
+    """Gather of a constant table [V, dim] by the token ``ids``, sometimes plus constant
+    position embeddings [T, dim] (a constant multi-axis add)."""
+    ishape = b.shapes[ids]
+    rows = b.randint(2, 128) if b.coin(0.7) else b.randint(129, MAX_ROWS)
+    table = b.const(b.floats((rows, dim)), "emb")
+    y = b.op1("Gather", [table, ids], ishape + (dim,), axis=0 if b.coin(0.3) else None)
+    if b.coin(0.5):
+        pos = b.const(b.floats(ishape[-1:] + (dim,), 0.3), "pos")
+        y = b.op1("Add", [y, pos], ishape + (dim,))
+    return y
+
+
+def sequence_model(seed: int) -> onnx.ModelProto:
+    """A random graph (as ``fuzz.random_model``) whose first tensors are embedding lookups
+    of token ids: sometimes a second table summed in (BERT's token types: other ids of the
+    same shape, or the same ids), sometimes beside a float input of the same shape."""
+    b = fuzz.Builder(np.random.default_rng(seed))
+    b.typed_ok = False  # no masks or casts of floats to ids (the target takes ids inputs only)
+    ids, dim = token_ids(b), fuzz.wide(b, 16, 48)
+    y = embedding(b, ids, dim)
+    if b.coin(0.4):
+        other = fuzz.ids_input(b, b.shapes[ids]) if b.coin(0.5) else ids
+        b.op1("Add", [y, embedding(b, other, dim)], b.shapes[y])
+    if b.coin(0.2):
+        b.add_input(b.shapes[y])
+    fuzz.grow(b, b.randint(3, 15), SEQUENCE_WEIGHTS)
+    # float outputs only (the reshaped or cast ids are no output of an int8 program)
+    outputs = [o for o in fuzz.choose_outputs(b) if b.elem(o) == onnx.TensorProto.FLOAT]
+    model = fuzz.assemble(b, outputs, f"fuzz_{seed}")
+    fuzz.validate(model, b.shapes)
+    return model
 
 
 def calibration_feeds(model: onnx.ModelProto, seed: int) -> list[dict[str, np.ndarray]]:
@@ -329,6 +390,30 @@ def random_tiling(program, seed: int):
                    f"{steps[run.end].origin}) in {'x'.join(map(str, grid))} tiles")
 
 
+def second_tiling(program, what: str, seed: int):
+    """On one seed in two, another random run of a tiled ``program`` (clear of the steps
+    already tiled) tiled too, with its own tile tags, as spill.py's search does."""
+    from sw2c.backends.asic import tiling
+
+    if seed % 2 == 0:
+        return program, what
+    fresh = [i for i, s in enumerate(program.steps) if "@" not in s.output]
+    runs = [r for s in fresh for e in fresh if e >= s and set(range(s, e + 1)) <= set(fresh)
+            and (r := tiling.tileable(program, s, e))]
+    rng = np.random.default_rng([seed, 2])
+    if not runs:
+        return program, what
+    run = runs[int(rng.integers(len(runs)))]
+    y = program.tensors[run.exit]
+    grid = tuple(int(rng.integers(1, min(MAX_GRID, y.shape[a]) + 1))
+                 for a in run.axes[run.exit])
+    try:
+        tiled, _ = tiling.rewrite(program, run, grid, "u")
+    except tiling.Untileable:
+        return program, what
+    return tiled, f"{what}; then steps {run.start}..{run.end} in {'x'.join(map(str, grid))}"
+
+
 def check_tiled(module, cases: Sequence[Sequence[np.ndarray]], sim: list[list[np.ndarray]],
                 cc: str | Sequence[str] | None, seed: int) -> Failure | None:
     """A random tiling of the module's program (``random_tiling``) against the untiled
@@ -338,15 +423,21 @@ def check_tiled(module, cases: Sequence[Sequence[np.ndarray]], sim: list[list[np
     from sw2c.backends.asic.plan import plan_program, plan_spilled
     from sw2c.backends.asic.reference import run_reference
     from sw2c.backends.asic.schedule import schedule
+    from sw2c.backends.asic.spill import root_traffic
     from sw2c.runtime.simulator import Simulator
 
     picked = random_tiling(module.program, seed)
     if picked is None:
         return None
     tiled, what = picked
+    tiled, what = second_tiling(tiled, what, seed)
     plan = plan_program(tiled)
     # and half its arena spilled to external RAM (plan_spilled): the C export runs on that
-    far = plan_spilled(tiled, max(plan.arena_bytes // 2, 4)) or plan
+    traffic = root_traffic(tiled, module.build.target) if seed % 2 else None  # spill.py's rule
+    far = plan_spilled(tiled, max(plan.arena_bytes // 2, 4), traffic) or plan
+    if log := os.environ.get("SW2C_FUZZ_TILED_LOG"):  # which cases were tiled (soak counts)
+        with open(log, "a") as f:
+            f.write(f"{seed}\t{bool(far.spilled)}\t{what}\n")
     target = module.build.target
     runs = {"integer reference": [[run_reference(tiled, list(q))[n] for n in tiled.outputs]
                                   for q in cases]}

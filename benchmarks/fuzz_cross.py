@@ -2,18 +2,20 @@
 
 Each seed is one case: a precision (``seed % 2``: fp32, int8) and a cross target (the next
 bits of the seed pick one of ``TARGETS``, or of ``--target``'s). The graph is compiled for that
-chip, linked with zig and run in its emulator (unicorn, wasmtime), then:
+chip, linked with zig and run in its emulator (unicorn, wasmtime; qemu-system-arm for
+``--target cortex-m55``), then:
 
 * fp32: the graph is ``fuzz.random_model(seed)``; the emulator's outputs on
   ``fuzz.random_feeds(seed)`` must equal onnxruntime's within ``verify``'s tolerance (rtol
   1e-3 of the largest finite output; NaN where onnxruntime has NaN, its payload and sign not
   compared; ints and bools exactly);
-* int8: the graph is ``fuzz_asic.asic_model(seed)`` (biased toward what the int8 program
-  lowers), calibrated on fuzz_asic's feeds; the emulated C's int8 codes must equal the
-  simulator's bit for bit on the quantized test feed, seeded random codes and all -128 / all
-  127 (every requantization saturates somewhere), and its float entry (``<name>_run``: the C's
-  quantize / dequantize boundary) must give the simulator's dequantized outputs exactly, on
-  the test feed and on a saturating one.
+* int8: the graph is ``fuzz.random_model(seed, fuzz_asic.ASIC_WEIGHTS)`` (biased toward what
+  the int8 program lowers; float inputs: not fuzz_asic's token-id models), calibrated on
+  fuzz_asic's feeds; the emulated C's int8 codes must equal the simulator's bit for bit on
+  the quantized test feed, seeded random codes and all -128 / all 127 (every requantization
+  saturates somewhere), and its float entry (``<name>_run``: the C's quantize / dequantize
+  boundary) must give the simulator's dequantized outputs exactly, on the test feed and on a
+  saturating one.
 
 Outcomes that are not failures: "ok" and "skipped" (an op or a size the int8 program does not
 take, a model too big for the chip's flash, RAM or stack). The shrinker, the child-process
@@ -45,9 +47,11 @@ from . import fuzz, fuzz_asic
 from .fuzz import Failure
 
 FAILURE_DIR = Path(__file__).resolve().parent / "fuzz_failures_cross"
-# the targets with an emulator here (Cortex-M55 has none in unicorn 2.1)
+# the targets with a pip emulator (unicorn, wasmtime); the Cortex-M55 runs in qemu-system-arm,
+# a system package: --target cortex-m55 where it is installed
 TARGETS = ("cortex-m4", "cortex-m7", "cortex-m33", "rv32imac", "rv32imafc", "aarch64",
            "wasm32")
+CHOICES = (*TARGETS, "cortex-m55")
 PRECISIONS = ("fp32", "int8")
 SATURATING = 3e4  # an input value far outside any calibrated range: quantizes to -128 / 127
 
@@ -70,9 +74,13 @@ def case(seed: int, targets: Sequence[str] = TARGETS,
 
 def cross_model(seed: int, targets: Sequence[str] = TARGETS,
                 precisions: Sequence[str] = PRECISIONS) -> onnx.ModelProto:
-    """The graph of case ``seed``: fuzz.py's for fp32, fuzz_asic.py's for int8."""
+    """The graph of case ``seed``: fuzz.py's for fp32, fuzz_asic.py's float-input graphs for
+    int8 (not its token-id sequence models: the cross int8 build quantizes float32 inputs
+    only)."""
     _, precision = case(seed, targets, precisions)
-    return fuzz_asic.asic_model(seed) if precision == "int8" else fuzz.random_model(seed)
+    if precision == "int8":
+        return fuzz.random_model(seed, fuzz_asic.ASIC_WEIGHTS)
+    return fuzz.random_model(seed)
 
 
 def _one_threaded(seed: int) -> int:
@@ -270,7 +278,7 @@ def _split_options(argv: Sequence[str] | None) -> tuple[list[str], list[str], li
     import argparse
 
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--target", action="append", choices=TARGETS,
+    p.add_argument("--target", action="append", choices=CHOICES,
                    type=lambda name: name.removeprefix("cpu:"))
     p.add_argument("--precision", action="append", choices=PRECISIONS)
     known, rest = p.parse_known_args(argv)

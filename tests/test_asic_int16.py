@@ -141,9 +141,9 @@ def test_int16_reference_simulator_and_c_are_bit_exact(make):
     steps = module.program.steps
     assert all(module.program.tensors[s.output].bits == 16 for s in steps)
     assert {s.kind for s in steps} >= {Kind.CONV}
-    oracles = module.report["oracles"]  # verify=True ran them too (QDQ: int8 only)
+    oracles = module.report["oracles"]  # verify=True ran them too (QDQ: opset 21's int16)
     assert oracles["reference"]["result"] == "bit-exact"
-    assert not oracles["qdq"]["ran"] and "int16" in oracles["qdq"]["reason"]
+    assert oracles["qdq"]["ran"], oracles["qdq"]
     _c_matches(module, _feeds(model, calib))
 
 
@@ -247,11 +247,14 @@ def test_a_kind_without_an_int16_kernel_is_an_error_naming_the_layer(monkeypatch
         _compile(model, "int16", calibration=_calib(model))
 
 
-def test_qdq_export_refuses_int16_programs_by_name():
+def test_qdq_export_of_int16_programs_is_opset_21():
+    """int16 Quantize/DequantizeLinear are ONNX from opset 21 (tests/test_qdq.py checks the
+    export against the integer reference); an all-int8 program stays opset 17."""
     model = mlp()
-    module = _compile(model, "int16", calibration=_calib(model), verify=False)
-    with pytest.raises(sw2c.Sw2cError, match="QDQ export is int8 only; layer 'fc1'"):
-        to_qdq(module.program)
+    calib = _calib(model)
+    for precision, opset in (("int16", 21), ("int8", 17)):
+        module = _compile(model, precision, calibration=calib, verify=False)
+        assert to_qdq(module.program).opset_import[0].version == opset
 
 
 def test_int16_lookup_tables_interpolate_within_a_code_or_two():

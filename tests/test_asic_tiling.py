@@ -14,7 +14,7 @@ import sw2c
 from onnx import TensorProto, helper
 from sw2c.backends.asic import tiling
 from sw2c.backends.asic.c_runner import CExport, find_compiler
-from sw2c.backends.asic.plan import plan_program
+from sw2c.backends.asic.plan import plan_program, plan_spilled
 from sw2c.backends.asic.program import Kind
 from sw2c.backends.asic.reference import run_reference
 from sw2c.backends.asic.report import format_totals
@@ -218,15 +218,109 @@ def test_mobilenet_v2_96_fits_64_kib_by_tiling():
         np.testing.assert_array_equal(m.run_int8(x)[0], want)
 
 
-def test_resnet18_fits_the_mcu_part_by_spilling():
+def _spill_only(untiled, target) -> Cost:
+    """The untiled program with whole tensors spilled until it fits (largest first)."""
+    far = plan_spilled(untiled, target.sram_bytes)
+    return sum(schedule(untiled, target, far.external_tensors()), Cost())
+
+
+def test_tiling_plus_spilling_when_no_tiling_fits(small, roomy, tmp_path):
+    """2 KiB: no tiling fits, so runs are tiled (more than one) and what stays over (the
+    runs' entries and exits, read once a patch) spills: less external traffic and fewer
+    cycles than spilling the untiled program, the outputs the untiled program's on the
+    simulator and the C export, the report naming both."""
+    m = sw2c.compile(small_cnn(), target=_target(tmp_path, 2048, external=True),
+                     verify=False, calibration=small.build.feeds)
+    b, plan, r = m.build, m.plan, m.report
+    t = b.tiling
+    assert t is not None and t.more and plan.spilled and plan.sram_bytes <= 2048
+    assert len(plan.tiles) == sum(prod(x.grid) for x in (t, *t.more))
+    total = sum(b.costs, Cost())
+    alone = _spill_only(t.untiled, b.target)
+    assert 0 < total.ext_bytes < alone.ext_bytes and total.cycles < alone.cycles
+    assert r["spill"]["traffic_bytes"] == total.ext_bytes and r["spill"]["extra_cycles"] > 0
+    text = "\n".join(format_totals(r))
+    assert "tiling" in text and "spilled" in text and len(r["tiling"]["more_runs"]) == len(t.more)
+    x = RNG.integers(-128, 128, (3, 1, 3, 24, 24), dtype=np.int8)
+    for q in x:
+        np.testing.assert_array_equal(m.run_int8(q)[0], roomy.run_int8(q)[0])
+    if find_compiler()[0] is not None:
+        with CExport(m.program, plan, "tiled_spilled") as lib:
+            for q in x:
+                np.testing.assert_array_equal(lib.run_int8([q])[0], m.run_int8(q)[0])
+
+
+def test_partial_sums_stay_on_chip_when_a_conv_output_spills(roomy):
+    """A conv whose int32 partial sums overflow the accumulator writes them to the SRAM
+    wherever its result lives: spilling the result moves its int8 bytes, not the sums."""
+    p, t = roomy.program, roomy.build.target
+    i, step = next((i, s) for i, s in enumerate(p.steps)
+                   if s.kind is Kind.CONV and s.window is not None)
+    near = schedule(p, t)[i]
+    far = schedule(p, t, frozenset({step.output}))[i]
+    out = p.tensors[step.output].nbytes
+    assert near.sram_write > out  # the partial sums go through the SRAM
+    assert far.ext_bytes == out and far.sram_write == near.sram_write - out
+
+
+def test_resnet18_fits_the_mcu_part_by_tiling_and_spilling():
     """The zoo's ResNet-18-style model on asic:mcu: no patch-based tiling fits 64 KiB (the
-    halo of its 3x3 convs spans most of the input), so the tensors that stay over move to
-    the external RAM, their traffic in the cycles and energy."""
+    halo of its 3x3 convs spans most of the input), so residual blocks are tiled and the
+    tensors that stay over move to the external RAM, their traffic in the cycles and energy:
+    far less of it than spilling the untiled program's tensors whole."""
     m = sw2c.compile(zoo.resnet(), target="asic:mcu", verify=False,
                      calibration=_calibration((1, 3, 112, 112), 2))
-    r = m.report
-    assert m.build.tiling is None and m.plan.spilled
+    r, t = m.report, m.build.tiling
+    assert t is not None and m.plan.spilled
     assert r["arena_bytes"] <= 65_536 and r["spill"]["traffic_bytes"] > 0
+    alone = _spill_only(t.untiled, m.build.target)
+    assert sum(m.build.costs, Cost()).ext_bytes * 4 < alone.ext_bytes
     x = RNG.integers(-128, 128, (1, 3, 112, 112), dtype=np.int8)
-    p = m.program
+    p = t.untiled
     np.testing.assert_array_equal(m.run_int8(x)[0], run_reference(p, [x])[p.outputs[0]])
+
+
+def _one_channel_pool_model() -> onnx.ModelProto:
+    """Fuzzer seed 32923: a 1-channel conv then an average pool whose output the lowering
+    writes straight into the graph's NCHW output (with one channel, [N, C, H, W] holds the
+    bytes of [N, H, W, C]): its axes 1 and 2 are not the pool's rows and columns."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w"], ["c"], kernel_shape=[4, 1], strides=[3, 3], pads=[0, 0, 1, 0]),
+        n("AveragePool", ["c"], ["y"], kernel_shape=[1, 4], strides=[2, 1],
+          count_include_pad=0),
+    ]
+    inits = {"w": (np.random.default_rng(3).standard_normal((1, 4, 4, 1)) * 0.3
+                   ).astype(np.float32)}
+    model = make_model(nodes, {"x": [1, 4, 14, 12]}, ["y"], inits)
+    model.graph.output[0].CopyFrom(
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 1]))
+    return model
+
+
+def test_a_step_whose_output_is_not_laid_out_by_space_is_not_tiled():
+    """Every run the analysis accepts, in every grid, is bit-exact with the untiled program
+    (the pool writing NCHW used to be tiled along its channel axis: codes differed)."""
+    model = _one_channel_pool_model()
+    m = sw2c.compile(model, target="asic", verify=False,
+                     calibration=_calibration((1, 4, 14, 12)))
+    p = m.program
+    assert p.tensors[p.outputs[0]].shape == (1, 1, 2, 1)
+    n = len(p.steps)
+    runs = [r for s in range(n) for e in range(s, n) if (r := tiling.tileable(p, s, e))]
+    assert runs  # the conv alone still tiles
+    x = RNG.integers(-128, 128, (3, 1, 4, 14, 12), dtype=np.int8)
+    for run in runs:
+        y = p.tensors[run.exit]
+        for grid in np.ndindex(*(min(3, y.shape[a]) for a in run.axes[run.exit])):
+            grid = tuple(g + 1 for g in grid)
+            if prod(grid) == 1:
+                continue
+            try:
+                tiled, _ = tiling.rewrite(p, run, grid)
+            except tiling.Untileable:
+                continue
+            for q in x:
+                np.testing.assert_array_equal(run_reference(tiled, [q])[p.outputs[0]],
+                                              run_reference(p, [q])[p.outputs[0]],
+                                              err_msg=f"steps {run.start}..{run.end} {grid}")

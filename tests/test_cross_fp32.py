@@ -162,10 +162,14 @@ def _arm_attributes(path: Path) -> dict[str, object]:
                 for subsub in sub.iter_subsubsections() for a in subsub.iter_attributes()}
 
 
-def test_cortex_m55_builds_uses_mve_and_says_it_cannot_run():
-    """No pip emulator models the M55: the build and link work, the object says it is MVE
-    (integer and float) code with the hard-float ABI, and running it is an EmulationError."""
+def test_cortex_m55_builds_uses_mve_and_without_qemu_says_so(monkeypatch):
+    """No pip emulator models the M55 (it runs in qemu-system-arm: tests/test_cross_m55.py):
+    without qemu the build and link work, the object says it is MVE (integer and float) code
+    with the hard-float ABI, and running it is an EmulationError naming what to install."""
+    from sw2c.runtime.cross import qemu
+
     _need("cortex-m55")
+    monkeypatch.setattr(qemu, "qemu_path", lambda: None)
     module = _digits("cpu:cortex-m55", verify=True)  # verify cannot run: skipped, said below
     r = module.report
     assert r["text_bytes"] > 0 and "instructions" not in r

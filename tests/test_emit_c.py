@@ -335,8 +335,8 @@ def test_source_is_plain_c99(built):
         # of it, conv_mbqm, when the program has a conv); int16 programs: also in the 16x8
         # kernels' int64 accumulators, their int64 biases and their multiply (mbqm64); and
         # the integer LayerNorm's int64 variance, its square root and its epsilon
-        wide = ("mbqm", "conv_mbqm", "mbqm64", "rq_wide", "conv16", "depthwise16", "matmul16",
-                "isqrt64", "layer_norm")
+        wide = ("mbqm", "conv_mbqm", "mbqm_hi", "mbqm64", "rq_wide", "conv16", "depthwise16",
+                "matmul16", "isqrt64", "layer_norm")  # mbqm_hi: depthwise's copy
         rest = re.sub(r"static const int64_t s\d+_bias\[[^;]*;", "", code)
         rest = re.sub(r"typedef struct \{[^}]*\} ln_t;|static const ln_t [^;]*;", "", rest)
         for f in wide:

@@ -46,6 +46,23 @@ def test_most_biased_models_lower_for_asic() -> None:
     assert not raw, "\n".join(raw)
 
 
+def test_sequence_cases_start_from_token_ids() -> None:
+    """One seed in five is a sequence case: embedding lookups of int token-id inputs, which
+    the target compiles (GATHER steps) and the checks pass."""
+    seeds = [s for s in range(100) if np.random.default_rng(
+        [s, fuzz_asic.SEQUENCE_STREAM]).random() < fuzz_asic.SEQUENCE_SHARE]
+    assert 10 <= len(seeds) <= 30, len(seeds)
+    for seed in seeds[:3]:
+        model = fuzz_asic.asic_model(seed)
+        ints = [v for v in model.graph.input
+                if v.type.tensor_type.elem_type in (TensorProto.INT64, TensorProto.INT32)]
+        assert ints and any(n.op_type == "Gather" for n in model.graph.node), seed
+        failure = fuzz_asic.classify(model, seed)
+        assert failure is None or failure.kind in ("lossy", "skipped"), failure
+        if failure is None:
+            assert fuzz_asic.check_asic(model, seed) is None
+
+
 def _raises(error: BaseException):
     def fail(*args, **kwargs):
         raise error

@@ -20,6 +20,7 @@ from .plan import AsicPlan, plan_program, plan_spilled
 from .program import QProgram
 from .reference import quantize_inputs, run_reference
 from .schedule import Cost, schedule
+from .spill import tile_and_spill
 from .target import Target
 from .tiling import Tiling, tile_to_fit
 
@@ -81,8 +82,11 @@ def build(graph: Graph, target: Target, calibration: Any,
         fit = tile_to_fit(program, plan, target)
         program, plan, tiling, why = fit.program, fit.plan, fit.tiling, fit.why
     if plan.sram_bytes > target.sram_bytes and target.external_bytes:  # spill what stays over
-        far = plan_spilled(program, target.sram_bytes)
-        if far is not None and far.external_bytes <= target.external_bytes:
+        both = tile_and_spill(program, plan, target)  # (tiling what is cheapest to tile)
+        far = plan_spilled(program, target.sram_bytes) if both is None else None
+        if both is not None:
+            program, plan, tiling = both.program, both.plan, both.tiling
+        elif far is not None and far.external_bytes <= target.external_bytes:
             plan = far
         elif far is not None:
             why += (f"; spilling to external RAM needs {far.external_bytes:,} bytes of it, "

@@ -160,10 +160,17 @@ _snippet("conv", ["window", "requant", "sat_add"], """
  * Each position's patch is gathered once (from a padded copy of a small 2-D input, else with
  * bounds checks; a one-tap patch inside the input is read in place), then two output
  * channels at a time take their dot products over it. With the DSP extension (Cortex-M4,
- * M7, M33, M55) two positions go together and the products are SMLAD dual 16-bit MACs: the
- * same integer sums in another order, so every target equals the reference bit for bit.
+ * M7, M33) two positions go together and the products are SMLAD dual 16-bit MACs, with Helium
+ * (Cortex-M55) VMLADAVA sums 16 products per instruction: the same integer sums in another
+ * order, so every target equals the reference bit for bit.
  * Stack: the patches, a padded input of at most CONV_PADDED_MAX bytes, and on DSP cores the
  * patches' 16-bit pairs (4 kc bytes). */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+/* Helium (Cortex-M55): 16 codes per vector, VMLADAVA sums their products into a scalar
+ * accumulator; (x - zx) * w is summed as x * w - zx * w (the same int32 sum). */
+#define CONV_MVE 1
+#include <arm_mve.h>
+#endif
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 
@@ -444,7 +451,7 @@ typedef struct {
     int32_t zp, lo, hi;
 } conv_q_t;
 
-#if defined(__ARM_FEATURE_DSP)
+#if defined(__ARM_FEATURE_DSP) && !defined(CONV_MVE)
 /* Two positions' patches a, b as 16-bit pairs for SMLAD, interleaved so that one load
  * multiple reads four codes of both: per group of four codes (a0 - zx, a2 - zx),
  * (a1 - zx, a3 - zx), then b's. */
@@ -477,7 +484,28 @@ static void conv_dot22(const int32_t *xw, int32_t groups, const int8_t *ta, cons
 {
     const int8_t *w1 = w + step;
     int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0, k;
-#if defined(__ARM_FEATURE_DSP)
+#if defined(CONV_MVE)
+    int32_t wu = 0, wv = 0;  /* the weights' sums, for the zx terms */
+    (void)xw;
+    (void)groups;
+    CONV_AS_WRITTEN
+    for (k = 0; k < n; k += 16) {  /* zeroing loads: lanes past n add nothing */
+        const mve_pred16_t p = vctp8q((uint32_t)(n - k));
+        const int8x16_t a = vldrbq_z_s8(ta + k, p), b = vldrbq_z_s8(tb + k, p);
+        const int8x16_t u = vldrbq_z_s8(w + k, p), v = vldrbq_z_s8(w1 + k, p);
+        s00 = vmladavaq_s8(s00, a, u);
+        s10 = vmladavaq_s8(s10, b, u);
+        s01 = vmladavaq_s8(s01, a, v);
+        s11 = vmladavaq_s8(s11, b, v);
+        wu = vaddvaq_s8(wu, u);
+        wv = vaddvaq_s8(wv, v);
+    }
+    s00 -= zx * wu;
+    s10 -= zx * wu;
+    s01 -= zx * wv;
+    s11 -= zx * wv;
+    n = 0;
+#elif defined(__ARM_FEATURE_DSP)
     CONV_AS_WRITTEN
     for (; groups > 0; --groups, xw += 4, w += 4, w1 += 4) {
         const int32_t u = conv_word(w), v = conv_word(w1);
@@ -530,7 +558,7 @@ static void conv(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, int32_t
     int32_t pos = 0, j;
     const int8_t *const pad = padded ? buf : 0;
     if (padded) conv_pad_input(x, g, padv, buf);
-#if defined(__ARM_FEATURE_DSP)
+#if defined(__ARM_FEATURE_DSP) && !defined(CONV_MVE)
     const int32_t groups = kc >> 2, done = kc & ~3;
     int32_t xw[4 * groups + 1];  /* the pairs of two patches */
 #else
@@ -542,7 +570,7 @@ static void conv(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, int32_t
     for (; pos + 2 <= npos; pos += 2) {  /* two positions at a time */
         const int8_t *pa = conv_gather(x, pad, g, pos, padv, kc, col);
         const int8_t *pb = conv_gather(x, pad, g, pos + 1, padv, kc, col + kc);
-#if defined(__ARM_FEATURE_DSP)
+#if defined(__ARM_FEATURE_DSP) && !defined(CONV_MVE)
         conv_widen2(pa, pb, groups, zx, xw);
 #endif
         for (j = 0; j < oc; j += 2)
@@ -562,26 +590,135 @@ static void conv(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, int32_t
 }
 """)
 
-_snippet("depthwise", ["window", "requant", "sat_add"], """
-/* DEPTHWISE: out[pos, c] = rq(bias[c] + sum over taps t of (x - zx) * w[t][c]). */
+_snippet("mbqm_hi", ["mbqm"], """
+/* mbqm: for shift < 0 (31 - shift >= 32) rounded on the product's high word, with no 64-bit
+ * shift (a library call or a long sequence on 32-bit cores): floor((hi + 2^(h-1)) / 2^h)
+ * equals mbqm's floor((p + 2^(31+h)) / 2^(32+h)), and |hi| < 2^30 cannot overflow. */
+static int32_t mbqm_hi(int32_t x, int32_t m, int32_t shift)
+{
+    const int64_t p = (int64_t)x * m;
+    const int32_t hi = (int32_t)(p >> 32), h = -1 - shift;
+    if (shift >= 0) return mbqm(x, m, shift);
+    if (h == 0) return hi + (int32_t)((uint32_t)p >> 31);
+    return (hi + ((int32_t)1 << (h - 1))) >> h;
+}
+""")
+
+_snippet("depthwise", ["window", "requant", "sat_add", "mbqm_hi"], """
+/* DEPTHWISE: out[pos, c] = rq(bias[c] + sum over taps t of (x - zx) * w[t][c]).
+ * Per position, each tap's input pixel is found once (a tap in the padding reads a row of
+ * the pad code), then the channels run innermost in blocks of DW_BLOCK accumulators: both
+ * operands are contiguous there, so the loop is a plain multiply-accumulate (vectorized
+ * where the target has vectors; on DSP cores without Helium two taps per SMLAD) instead of
+ * a bounds check per product. The same integer sums in another order: bit-exact. */
+#define DW_BLOCK 64
+#if defined(__ARM_FEATURE_DSP) && !(defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1))
+#include <arm_acle.h>
+#define DW_DSP 1
+/* Four codes as one word (unaligned word loads are allowed: see conv_word). */
+static int32_t dw_word(const int8_t *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* The low (PKHBT) or high (PKHTB) halfwords of a and b as one pair, a's first. */
+static int32_t dw_low(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)a & 0xFFFFu) | ((uint32_t)b << 16));
+}
+
+static int32_t dw_high(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)b & 0xFFFF0000u) | ((uint32_t)a >> 16));
+}
+
+/* acc[ch] += (xa[ch] - zx) * wa[ch] + (xb[ch] - zx) * wb[ch] for ch < n, two taps at once:
+ * per four channels SXTAB16 widens the codes minus zx and SXTB16 the weights into 16-bit
+ * pairs (channels 0, 2 and, rotated, 1, 3), PKHBT/PKHTB pair each channel's two taps, and
+ * one SMLAD adds both products: the same integer sums. Returns the channels done (n & ~3).
+ * Not inlined: in depthwise's frame its 13 live values would spill. */
+__attribute__((noinline))
+static int32_t dw_taps2(const int8_t *xa, const int8_t *xb, const int8_t *wa,
+                        const int8_t *wb, int32_t n, int32_t zx, int32_t *acc)
+{
+    const int32_t off = (int32_t)(((uint32_t)-zx & 0xFFFFu) * 0x10001u);
+    const int32_t *const end = acc + (n & ~3);
+    int32_t *a = acc;
+#if defined(__clang__)
+    _Pragma("clang loop unroll(disable)")  /* written for the 13 registers: copies spill */
+#endif
+    for (; a < end; a += 4, xa += 4, xb += 4, wa += 4, wb += 4) {
+        /* channels 0 and 2, then (the words loaded again: fewer live values) 1 and 3 */
+        int32_t p = __sxtab16(off, dw_word(xa)), q = __sxtab16(off, dw_word(xb));
+        int32_t lo = dw_low(p, q), hi = dw_high(p, q);
+        p = __sxtb16(dw_word(wa));
+        q = __sxtb16(dw_word(wb));
+        a[0] = __smlad(lo, dw_low(p, q), a[0]);
+        a[2] = __smlad(hi, dw_high(p, q), a[2]);
+        p = __sxtab16(off, __ror((uint32_t)dw_word(xa), 8));
+        q = __sxtab16(off, __ror((uint32_t)dw_word(xb), 8));
+        lo = dw_low(p, q);
+        hi = dw_high(p, q);
+        p = __sxtb16(__ror((uint32_t)dw_word(wa), 8));
+        q = __sxtb16(__ror((uint32_t)dw_word(wb), 8));
+        a[1] = __smlad(lo, dw_low(p, q), a[1]);
+        a[3] = __smlad(hi, dw_high(p, q), a[3]);
+    }
+    return n & ~3;
+}
+#endif
+
 static void depthwise(const int8_t *x, int8_t *y, const win_t *g, int32_t zx, int32_t padv,
                       const int8_t *w, const int32_t *bias, int32_t nbias, const rq_t *rq)
 {
     const int32_t npos = window_positions(g), c = g->c;
-    int32_t pos, ch, k0, k1, k2, org[3];
+    const int32_t taps = g->k[0] * g->k[1] * g->k[2];
+    const int32_t per_channel = nbias == c && rq->n == c;
+    const int32_t lo = rq->lo - rq->zp, hi = rq->hi - rq->zp;  /* as rq_at clamps */
+    const int8_t *row[taps];  /* each tap's pixel (channel c0), or the pad row */
+    int8_t pad[DW_BLOCK];
+    int32_t acc[DW_BLOCK];
+    int32_t pos, c0, ch, t, k0, k1, k2, org[3];
+    for (ch = 0; ch < DW_BLOCK; ++ch) pad[ch] = (int8_t)padv;
     for (pos = 0; pos < npos; ++pos) {
         const int32_t n = window_origin(g, pos, org);
-        for (ch = 0; ch < c; ++ch) {
-            const int32_t i = pos * c + ch;
-            const int8_t *wt = w + ch;
-            int32_t acc = 0;
-            for (k0 = 0; k0 < g->k[0]; ++k0)
-                for (k1 = 0; k1 < g->k[1]; ++k1)
-                    for (k2 = 0; k2 < g->k[2]; ++k2, wt += c) {
-                        const int32_t at = window_at(g, n, org, k0, k1, k2);
-                        acc += ((at >= 0 ? (int32_t)x[at + ch] : padv) - zx) * *wt;
-                    }
-            y[i] = rq_at(rq, sat_add(acc, bias[i % nbias]), i % rq->n);
+        int32_t at[taps];
+        t = 0;
+        for (k0 = 0; k0 < g->k[0]; ++k0)
+            for (k1 = 0; k1 < g->k[1]; ++k1)
+                for (k2 = 0; k2 < g->k[2]; ++k2) at[t++] = window_at(g, n, org, k0, k1, k2);
+        for (c0 = 0; c0 < c; c0 += DW_BLOCK) {
+            const int32_t cn = c - c0 < DW_BLOCK ? c - c0 : DW_BLOCK;
+            for (t = 0; t < taps; ++t) row[t] = at[t] >= 0 ? x + at[t] + c0 : pad;
+            for (ch = 0; ch < cn; ++ch) acc[ch] = 0;
+            t = 0;
+#if defined(DW_DSP)
+            for (; t + 2 <= taps; t += 2) {  /* tap pairs: SMLAD, then the last channels */
+                const int8_t *xa = row[t], *xb = row[t + 1];
+                const int8_t *wa = w + t * c + c0, *wb = wa + c;
+                for (ch = dw_taps2(xa, xb, wa, wb, cn, zx, acc); ch < cn; ++ch)
+                    acc[ch] += ((int32_t)xa[ch] - zx) * wa[ch] + ((int32_t)xb[ch] - zx) * wb[ch];
+            }
+#endif
+            for (; t < taps; ++t) {
+                const int8_t *xt = row[t], *wt = w + t * c + c0;
+                for (ch = 0; ch < cn; ++ch) acc[ch] += ((int32_t)xt[ch] - zx) * wt[ch];
+            }
+            if (per_channel) {  /* the common case: constants by channel, no division */
+                for (ch = 0; ch < cn; ++ch) {
+                    const int32_t j = c0 + ch;
+                    int32_t v = mbqm_hi(sat_add(acc[ch], bias[j]), rq->mult[j], rq->shift[j]);
+                    v = v < lo ? lo : v > hi ? hi : v;
+                    y[pos * c + j] = (int8_t)(v + rq->zp);
+                }
+                continue;
+            }
+            for (ch = 0; ch < cn; ++ch) {
+                const int32_t i = pos * c + c0 + ch;
+                y[i] = rq_at(rq, sat_add(acc[ch], bias[i % nbias]), i % rq->n);
+            }
         }
     }
 }

@@ -60,16 +60,16 @@ static uint64_t isqrt64(uint64_t n)
 }
 
 /* LAYERNORM over the last axis (sequence.layer_norm), `rows` rows of c codes: d = c (x - zx)
- * - sum, S = sum(d^2) + eps in int64 (lowering bounds it below 2^62), scaled by 4^k to 61 or
- * 62 bits, r = isqrt(S 4^k), b its bit length, inv = 2^(b+30) / r, u = (d 2^k inv +
- * 2^(b-1)) >> b (|u| <= 2^30), then per channel
+ * - sum, S = sum(d^2) 4^g + eps in int64 (units of 4^-g, g = eps_shift; lowering bounds S
+ * below 2^62), scaled by 4^k to 61 or 62 bits, r = isqrt(S 4^k), b its bit length, inv =
+ * 2^(b+30) / r, u = (d 2^(k+g) inv + 2^(b-1)) >> b (|u| <= 2^30), then per channel
  * clamp((mbqm(sign u, mult, shift) + beta + 2^(F-1)) >> F + zy, lo, hi) with beta in 2^-F
  * codes, F = `fraction`. Each row is read twice, written once (y is not x). */
 typedef struct {
     const int32_t *mult, *shift, *beta;
     const int8_t *sign;
     int64_t eps;
-    int32_t zx, xbits, zy, ybits, lo, hi, fraction;
+    int32_t eps_shift, zx, xbits, zy, ybits, lo, hi, fraction;
 } ln_t;
 
 static void layer_norm(const void *x, void *y, int32_t rows, int32_t c, const ln_t *p)
@@ -78,16 +78,17 @@ static void layer_norm(const void *x, void *y, int32_t rows, int32_t c, const ln
     for (r = 0; r < rows; ++r) {
         const int32_t at = r * c;
         int32_t sum = 0, b = 0, bits = 0, k;
-        int64_t s = p->eps, inv, scale;
+        int64_t s = 0, inv, scale;
         uint64_t root;
         for (i = 0; i < c; ++i) sum += seq_load(x, p->xbits, at + i) - p->zx;
         for (i = 0; i < c; ++i) {
             const int64_t d = (int64_t)c * (seq_load(x, p->xbits, at + i) - p->zx) - sum;
             s += d * d;
         }
+        s = (int64_t)((uint64_t)s << (2 * p->eps_shift)) + p->eps;
         while (((uint64_t)s >> bits) != 0) ++bits;
         k = (62 - bits) / 2;
-        scale = (int64_t)1 << k;
+        scale = (int64_t)1 << (k + p->eps_shift);
         root = isqrt64((uint64_t)s << (2 * k));
         if (root == 0) root = 1;
         while ((root >> b) != 0) ++b;
@@ -136,7 +137,8 @@ def _layer_norm(e, i: int, s: Step, x: QTensor, out: QTensor) -> str:
     e.static(_c_array("int8_t", f"s{i}_sign", np.asarray(k["sign"])))
     a = s.attrs
     e.static(f"static const ln_t s{i}_ln = {{s{i}_mult, s{i}_shift, s{i}_beta, s{i}_sign, "
-             f"INT64_C({int(a['eps'])}), {x.zero_point}, {x.bits}, {a['zero_point']}, "
+             f"INT64_C({int(a['eps'])}), {int(a.get('eps_shift', 0))}, {x.zero_point}, "
+             f"{x.bits}, {a['zero_point']}, "
              f"{out.bits}, {a['lo']}, {a['hi']}, {OUT_FRACTION}}};\n")
     return (f"layer_norm({e.ptr(x.name)}, {e.ptr(out.name)}, {x.size // c}, {c}, "
             f"&s{i}_ln);")

@@ -80,31 +80,67 @@ def live_bytes(program: QProgram) -> np.ndarray:
     return np.cumsum(delta[:-1])
 
 
-def plan_spilled(program: QProgram, sram: int) -> AsicPlan | None:
-    """A plan whose on-chip part fits ``sram`` bytes, the rest in external RAM: while the
-    SRAM does not hold the live buffers, the largest one live at the fullest step moves out
-    (few, large spills; the schedule prices their traffic at the external port). The
-    external buffers sit past ``sram`` in the address map (one arena for the simulator and
-    the C export). None if nothing is left to spill (an empty step over the SRAM)."""
-    buffers, roots = program_buffers(program)
-    n = len(program.steps) or 1
+def _live(buffers: list[Buffer], n: int) -> np.ndarray:
+    live = np.zeros(n + 1, np.int64)
+    for b in buffers:
+        live[b.first] += b.size
+        live[b.last + 1] -= b.size
+    return np.cumsum(live[:-1])
+
+
+def _victim(at: list[Buffer], traffic: dict[str, int] | None) -> Buffer:
+    """The buffer to spill among those live at the fullest step: the largest (few, large
+    spills), or with ``traffic`` (external bytes per root if spilled) the fewest bytes moved
+    per byte freed (a tensor a conv re-reads for every column of weight tiles stays)."""
+    if traffic is None:
+        return max(at, key=lambda b: (b.size, b.last - b.first, b.name))
+    return min(at, key=lambda b: (traffic.get(b.name, 0) / b.size, -b.size, b.name))
+
+
+def _spill(buffers: list[Buffer], n: int, sram: int, traffic: dict[str, int] | None,
+           placed: bool) -> tuple[set[str], list[Buffer]] | None:
+    """The buffers moved out, one live at the fullest step at a time (``_victim``), until the
+    rest fits ``sram`` by live bytes (and, ``placed``, once laid out); with the on-chip
+    placement (``placed``) or []. None if nothing is left to spill."""
     spilled: set[str] = set()
     while True:
         onchip = [b for b in buffers if b.name not in spilled]
-        live = np.zeros(n + 1, np.int64)
-        for b in onchip:
-            live[b.first] += b.size
-            live[b.last + 1] -= b.size
-        live = np.cumsum(live[:-1])
+        live = _live(onchip, n)
         if live.max(initial=0) <= sram:
-            placed = place_buffers(onchip, int(live.max(initial=0)))
-            if peak(placed) <= sram:
-                break
+            if not placed:
+                return spilled, []
+            laid = place_buffers(onchip, int(live.max(initial=0)))
+            if peak(laid) <= sram:
+                return spilled, laid
         i = int(live.argmax())
         at = [b for b in onchip if b.first <= i <= b.last]
         if not at:
             return None
-        spilled.add(max(at, key=lambda b: (b.size, b.last - b.first, b.name)).name)
+        spilled.add(_victim(at, traffic).name)
+
+
+def spill_roots(program: QProgram, sram: int, traffic: dict[str, int] | None = None
+                ) -> frozenset[str] | None:
+    """The storage roots ``plan_spilled`` would move out, by the live bytes alone (no
+    placement: cheap, for a search); None if nothing is left to spill."""
+    buffers, _ = program_buffers(program)
+    out = _spill(buffers, len(program.steps) or 1, sram, traffic, placed=False)
+    return None if out is None else frozenset(out[0])
+
+
+def plan_spilled(program: QProgram, sram: int, traffic: dict[str, int] | None = None
+                 ) -> AsicPlan | None:
+    """A plan whose on-chip part fits ``sram`` bytes, the rest in external RAM: while the
+    SRAM does not hold the live buffers, one live at the fullest step moves out (``_victim``;
+    the schedule prices their traffic at the external port). The external buffers sit past
+    ``sram`` in the address map (one arena for the simulator and the C export). None if
+    nothing is left to spill (an empty step over the SRAM)."""
+    buffers, roots = program_buffers(program)
+    n = len(program.steps) or 1
+    out = _spill(buffers, n, sram, traffic, placed=True)
+    if out is None:
+        return None
+    spilled, placed = out
     outside = [b for b in buffers if b.name in spilled]
     base = _aligned(sram)
     far = [replace(b, offset=b.offset + base)
@@ -112,7 +148,8 @@ def plan_spilled(program: QProgram, sram: int) -> AsicPlan | None:
     everything = placed + far
     offset = {b.name: b.offset for b in everything}
     return AsicPlan({t: offset[r] for t, r in roots.items()}, tuple(everything), roots,
-                    peak(everything), int(live.max(initial=0)), sum(b.size for b in buffers),
+                    peak(everything), int(_live(placed, n).max(initial=0)),
+                    sum(b.size for b in buffers),
                     spilled=frozenset(spilled), external_base=base)
 
 

@@ -45,6 +45,18 @@ round-to-nearest-even: the same single rounding as the float ops.
 ``to_qdq(program, int8_outputs=True)`` also outputs every program tensor's int8 codes (the
 values named ``<tensor>.q8``), to compare with ``run_reference(..., keep=True)`` step by
 step.
+
+int16 layers (``precision="int16"``/``"auto"``, TFLite's 16x8) are exported with int16
+Quantize/DequantizeLinear, which ONNX has from opset 21 (a program with any int16 tensor is an
+opset-21 model; an all-int8 one stays opset 17). Their translations are the int8 ones with
+these differences: a 16x8 requantization's multiplier is the Q15 one it applies
+(``real_multiplier``); a CONVERT (a change of precision) is a Dequantize then a Quantize; the
+clamp, pad and max-pool padding of int16 codes go through int32 (onnxruntime has no int16
+Clip or Pad); an int16 table (512 segments linearly interpolated, ``reference.lut16``) is its
+integer interpolation in int32 ops, exact; so is an int16 softmax, its interpolated exp,
+Q30 division and requantization spelled out in int64 ops (``qdq_softmax16``: ONNX ``Softmax``
+was up to 7 int16 codes off). What float ops cannot say exactly: a LayerNorm's (ONNX
+``LayerNormalization``); see ``QDQ16_MAX_LSB`` in ``runtime/verify.py``.
 """
 
 from __future__ import annotations
@@ -55,17 +67,26 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .fixed_point import Q_MAX, Q_MIN
+from .fixed_point import code_range
 from .program import Kind, QProgram, QTensor, Requant, Step
+from .qdq_softmax16 import softmax16
 from .sequence import qdq_gather, qdq_layer_norm
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: loadable by any runtime supporting that opset
+OPSET16 = 21  # int16 Quantize/DequantizeLinear
+IR_VERSION16 = 10
+INT16_ELEMENT = {8: TensorProto.INT8, 16: TensorProto.INT16}
 
 
 def real_multiplier(r: Requant) -> np.ndarray:
-    """The real value of a fixed-point multiplier, ``multiplier * 2^(shift - 31)``."""
-    return r.multiplier.astype(np.float64) * np.exp2(r.shift.astype(np.float64) - 31)
+    """The real value of a fixed-point multiplier, ``multiplier * 2^(shift - 31)``; of a
+    16x8 (``wide``) one, the Q15 multiplier it applies (fixed_point's ``*_wide``)."""
+    m = r.multiplier.astype(np.int64)
+    if r.wide:
+        m15 = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+        return m15.astype(np.float64) * np.exp2(r.shift.astype(np.float64) - 15)
+    return m.astype(np.float64) * np.exp2(r.shift.astype(np.float64) - 31)
 
 
 def _channels_first(rank: int) -> list[int]:
@@ -88,6 +109,7 @@ class _Builder:
         self.int8_values: dict[str, str] = {}
         self.qparams: dict[tuple[float, int], tuple[str, str]] = {}
         self.prefix = ""  # names of a step's intermediate values start with its output
+        self.opset = OPSET16 if any(t.bits == 16 for t in program.tensors.values()) else OPSET
 
     def fresh(self, base: str) -> str:
         name, i = base, 0
@@ -148,6 +170,26 @@ class _Builder:
     def transpose(self, value: str, perm: Sequence[int]) -> str:
         return self.node("Transpose", [value], perm=list(perm))
 
+    def reduce_max(self, value: str, axes: Sequence[int]) -> str:
+        """ReduceMax keeping the axes (an attribute before opset 18, an input from it)."""
+        if self.opset < 18:
+            return self.node("ReduceMax", [value], axes=list(axes), keepdims=1)
+        return self.node("ReduceMax", [value, self.const("axes", np.array(axes, np.int64))],
+                         keepdims=1)
+
+    def on_codes(self, op: str, value: str, t: QTensor, operands: Sequence[str | int],
+                 **attrs) -> str:
+        """``op`` (Clip, Pad) of the codes ``value`` of tensor ``t``; an int operand is a
+        code (a constant of the codes' type), a str a value. On int8 directly, on int16
+        through int32 (onnxruntime has no int16 Clip or Pad): exact either way."""
+        dtype = np.int8 if t.bits == 8 else np.int32
+        if t.bits != 8:
+            value = self.node("Cast", [value], to=TensorProto.INT32)
+        inputs = [v if isinstance(v, str) else self.const("code", np.array(v, dtype))
+                  for v in operands]
+        value = self.node(op, [value, *inputs], **attrs)
+        return value if t.bits == 8 else self.node("Cast", [value], to=TensorProto.INT16)
+
     # --- constants in the QDQ convention ------------------------------------------------
     def weights(self, w: np.ndarray, scale: np.ndarray, axis: int) -> str:
         """int8 weights dequantized per channel along ``axis``."""
@@ -206,9 +248,8 @@ def _requantize(g: _Builder, step: Step, acc: str, shape: Sequence[int],
         shape = [shape[i] for i in _channels_last(len(shape))]
     q = g.reshape(q, shape, y.shape)
     r = step.requant
-    if r is not None and (r.lo > Q_MIN or r.hi < Q_MAX):
-        q = g.node("Clip", [q, g.const("lo", np.array(r.lo, np.int8)),
-                            g.const("hi", np.array(r.hi, np.int8))])
+    if r is not None and (r.lo, r.hi) != code_range(y.bits):
+        q = g.on_codes("Clip", q, y, [r.lo, r.hi])
     return q
 
 
@@ -220,8 +261,8 @@ def _window_input(g: _Builder, step: Step, x: QTensor, neutral: int) -> tuple[st
     if step.attrs["pad"] != neutral and any(pads):
         n = len(win.kernel)
         width = [0, *pads[:n], 0, 0, *pads[n:], 0]
-        value = g.node("Pad", [value, g.const("pads", np.array(width, np.int64)),
-                               g.const("pad_value", np.array(step.attrs["pad"], np.int8))])
+        value = g.on_codes("Pad", value, x, [g.const("pads", np.array(width, np.int64)),
+                                             step.attrs["pad"]])
         pads = [0] * (2 * n)
     return g.transpose(value, _channels_first(len(x.shape))), pads
 
@@ -296,9 +337,10 @@ def _max_pool(g: _Builder, step: Step) -> str:
     x = g.tensor(step.inputs[0])
     if step.window is None:
         axes = [a % len(x.shape) for a in step.attrs["axes"]]
-        m = g.node("ReduceMax", [g.dequantize(g.int8(x.name), x)], axes=axes, keepdims=1)
+        m = g.reduce_max(g.dequantize(g.int8(x.name), x), axes)
         return _requantize(g, step, m, [1 if i in axes else d for i, d in enumerate(x.shape)])
-    xs, pads = _window_input(g, step, x, neutral=Q_MIN)  # max(-128, v) = v
+    # max(lowest, v) = v
+    xs, pads = _window_input(g, step, x, neutral=code_range(x.bits)[0])
     m = g.node("MaxPool", [g.dequantize(xs, x)], **_window_attrs(step, pads))
     return _requantize(g, step, m, _out_nchw(x, step, x.shape[-1]), channels_first=True)
 
@@ -315,6 +357,8 @@ def _elementwise(op: str) -> Callable[[_Builder, Step], str]:
 def _lut(g: _Builder, step: Step) -> str:
     x = g.tensor(step.inputs[0])
     table = step.consts["table"]
+    if x.bits == 16:
+        return _lut16(g, step, x, table)
     offset = np.array(128, np.int64)  # code -128 is entry 0
     if table.ndim == 2:  # [C, 256], one table per index along attrs["axis"]: a flat gather
         shape = [1] * len(x.shape)
@@ -326,10 +370,38 @@ def _lut(g: _Builder, step: Step) -> str:
     return g.reshape(out, x.shape, g.tensor(step.output).shape)
 
 
+def _lut16(g: _Builder, step: Step, x: QTensor, table: np.ndarray) -> str:
+    """``reference.lut16`` in int32 ops: u = x + 2^15 >= 0, segment i = u / 128 (of the [C,
+    513] table, row c's at c * 513 + i), t[i] + floor(((t[i+1] - t[i]) (u mod 128) + 64) /
+    128); the floor of a negative through an offset of 2^17 segments (|slope * 127| < 2^24)."""
+    def i32(v: int | np.ndarray) -> str:
+        return g.const("k", np.asarray(v, np.int32))
+
+    u = g.node("Add", [g.node("Cast", [g.int8(x.name)], to=TensorProto.INT32), i32(1 << 15)])
+    i = g.node("Div", [u, i32(128)])  # u >= 0: truncation is the floor
+    frac = g.node("Sub", [u, g.node("Mul", [i, i32(128)])])
+    if table.ndim == 2:  # one row per index along attrs["axis"]: a flat gather
+        shape = [1] * len(x.shape)
+        shape[step.attrs.get("axis", -1)] = table.shape[0]
+        rows = np.arange(table.shape[0], dtype=np.int32) * table.shape[1]
+        i = g.node("Add", [i, i32(rows.reshape(shape))])
+    flat = g.const("table", table.reshape(-1).astype(np.int32))
+    base = g.node("Gather", [flat, i], axis=0)
+    nxt = g.node("Gather", [flat, g.node("Add", [i, i32(1)])], axis=0)
+    slope = g.node("Mul", [g.node("Sub", [nxt, base]), frac])
+    offset = 1 << 17
+    step_ = g.node("Sub", [g.node("Div", [g.node("Add", [slope, i32(64 + 128 * offset)]),
+                                          i32(128)]), i32(offset)])
+    out = g.node("Cast", [g.node("Add", [base, step_])], to=TensorProto.INT16)
+    return g.reshape(out, x.shape, g.tensor(step.output).shape)
+
+
 def _softmax(g: _Builder, step: Step) -> str:
     """Softmax of the dequantized input (plus its mask) over attrs["axes"], quantized to the
     output's scale (zero point -128)."""
     x = g.tensor(step.inputs[0])
+    if x.bits == 16:  # float Softmax is several int16 codes off: the integer definition
+        return softmax16(g, step)
     axes = [a % len(x.shape) for a in step.attrs["axes"]]
     v = g.dequantize(g.int8(x.name), x)
     if "mask" in step.consts:  # the additive mask, in x's codes over its trailing axes
@@ -341,7 +413,7 @@ def _softmax(g: _Builder, step: Step) -> str:
     if len(axes) == 1:
         p = g.node("Softmax", [v], axis=axes[0])
     else:  # ONNX's Softmax normalizes over one axis: spell it out
-        top = g.node("ReduceMax", [v], axes=axes, keepdims=1)
+        top = g.reduce_max(v, axes)
         e = g.node("Exp", [g.node("Sub", [v, top])])
         total = g.node("ReduceSum", [e, g.const("axes", np.array(axes, np.int64))], keepdims=1)
         p = g.node("Div", [e, total])
@@ -358,8 +430,9 @@ def _batch_matmul(g: _Builder, step: Step) -> str:
 
 
 def _load_const(g: _Builder, step: Step) -> str:
-    """The constant's int8 codes, as an initializer."""
-    return g.node("Identity", [g.const("values", step.consts["values"].astype(np.int8))])
+    """The constant's int8 (int16) codes, as an initializer."""
+    dtype = g.tensor(step.output).dtype
+    return g.node("Identity", [g.const("values", step.consts["values"].astype(dtype))])
 
 
 def _transpose(g: _Builder, step: Step) -> str:
@@ -380,9 +453,18 @@ def _slice(g: _Builder, step: Step) -> str:
 
 
 def _pad(g: _Builder, step: Step) -> str:
-    return g.node("Pad", [g.int8(step.inputs[0]),
-                          g.const("pads", np.array(step.attrs["pads"], np.int64)),
-                          g.const("pad_value", np.array(step.attrs["value"], np.int8))])
+    x = g.tensor(step.inputs[0])
+    return g.on_codes("Pad", g.int8(x.name), x, [
+        g.const("pads", np.array(step.attrs["pads"], np.int64)), step.attrs["value"]])
+
+
+def _convert(g: _Builder, step: Step) -> str:
+    """A change of precision (or scale): the dequantized input times ``M s_y / s_x`` (1 but
+    for the multiplier's rounding), quantized to the output's."""
+    x, y = g.tensor(step.inputs[0]), g.tensor(step.output)
+    v = g.dequantize(g.int8(x.name), x)
+    factor = real_multiplier(step.requant) * y.scale / x.scale
+    return _requantize(g, step, v, x.shape, np.broadcast_to(factor, y.shape).astype(np.float32))
 
 
 def _concat(g: _Builder, step: Step) -> str:
@@ -395,7 +477,7 @@ STEPS: dict[Kind, Callable[[_Builder, Step], str]] = {
     Kind.MUL: _elementwise("Mul"), Kind.LUT: _lut, Kind.SOFTMAX: _softmax,
     Kind.TRANSPOSE: _transpose,
     Kind.SLICE: _slice, Kind.PAD: _pad, Kind.CONCAT: _concat,
-    Kind.BATCH_MATMUL: _batch_matmul, Kind.CONST: _load_const,
+    Kind.BATCH_MATMUL: _batch_matmul, Kind.CONST: _load_const, Kind.CONVERT: _convert,
     Kind.GATHER: qdq_gather, Kind.LAYERNORM: qdq_layer_norm,  # sequence.py
 }
 
@@ -404,13 +486,6 @@ def to_qdq(program: QProgram, int8_outputs: bool = False) -> onnx.ModelProto:
     """The QDQ ONNX model of ``program``: float inputs and outputs under the program's names;
     with ``int8_outputs``, then every program tensor's int8 codes, in ``program.tensors``
     order (their names are ``<tensor>.q8``, suffixed if that is taken)."""
-    wide = next((s for s in program.steps if program.tensors[s.output].bits != 8), None)
-    if wide is not None:  # int16 QuantizeLinear needs opset 21: not exported yet
-        from ...errors import Sw2cError
-
-        raise Sw2cError(f"the QDQ export is int8 only; layer '{wide.origin}' is "
-                        f"int{program.tensors[wide.output].bits}: compile with "
-                        "precision='int8' to export QDQ")
     g = _Builder(program)
     for name in program.inputs:
         g.int8_values[name] = g.quantize(name, g.tensor(name), g.fresh(f"{name}.q8"))
@@ -433,9 +508,10 @@ def to_qdq(program: QProgram, int8_outputs: bool = False) -> onnx.ModelProto:
     outputs = [value_info(n) for n in program.outputs]
     if int8_outputs:
         for name in program.tensors:
-            outputs.append(value_info(name, TensorProto.INT8))
+            outputs.append(value_info(name, INT16_ELEMENT[g.tensor(name).bits]))
             outputs[-1].name = g.int8(name)
     graph = helper.make_graph(g.nodes, f"{program.name or 'program'}_qdq",
                               [value_info(n) for n in program.inputs], outputs, g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                             producer_name="sw2c", ir_version=IR_VERSION)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)],
+                             producer_name="sw2c",
+                             ir_version=IR_VERSION if g.opset == OPSET else IR_VERSION16)

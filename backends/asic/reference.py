@@ -252,14 +252,20 @@ def quantize_inputs(program: QProgram, feeds: list[np.ndarray]) -> list[np.ndarr
             for x, t in zip(feeds, ts)]
 
 
-def run_reference(program: QProgram, qfeeds: list[np.ndarray],
-                  keep: bool = False) -> dict[str, np.ndarray]:
-    """Execute ``program`` on int8 inputs, one fresh array per tensor; returns the int8
-    outputs by tensor name (every tensor with ``keep``)."""
+def views_of(program: QProgram) -> dict[str, list[QTensor]]:
+    """The tensors that are views of each tensor (reshapes sharing its storage), by name."""
     views: dict[str, list[QTensor]] = {}
     for t in program.tensors.values():
         if t.view_of:
             views.setdefault(t.view_of, []).append(t)
+    return views
+
+
+def run_reference(program: QProgram, qfeeds: list[np.ndarray],
+                  keep: bool = False) -> dict[str, np.ndarray]:
+    """Execute ``program`` on int8 inputs, one fresh array per tensor; returns the int8
+    outputs by tensor name (every tensor with ``keep``)."""
+    views = views_of(program)
     env: dict[str, np.ndarray] = {}
 
     def define(name: str, x: np.ndarray) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from .build import AsicBuild, layer_accuracy
 from .lower import softmax_params
 from .program import MAC_ARRAY, Kind
-from .schedule import Cost
+from .schedule import Cost, schedule
 
 
 def totals(b: AsicBuild) -> dict[str, Any]:
@@ -30,11 +30,19 @@ def totals(b: AsicBuild) -> dict[str, Any]:
         "int16_kernels": sum(b.program.tensors[s.output].bits == 16 for s in b.program.steps),
         "calibration_samples": len(b.feeds),
         **({"tiling": b.tiling.as_json()} if b.tiling else {}),
-        **({"spill": {"external_bytes": b.plan.external_bytes, "tensors": len(b.plan.spilled),
-                      "traffic_bytes": total.ext_bytes,
-                      "energy_uj": round(total.ext_bytes * t.e_external_byte / 1e6, 4)}}
-           if b.plan.spilled else {}),
+        **({"spill": spill_json(b, total)} if b.plan.spilled else {}),
     }
+
+
+def spill_json(b: AsicBuild, total: Cost) -> dict[str, Any]:
+    """What the plan moved to external RAM, the traffic it costs and the cycles that traffic
+    adds (against the same program with every tensor on chip)."""
+    t = b.target
+    near = sum(schedule(b.program, t), Cost())
+    return {"external_bytes": b.plan.external_bytes, "tensors": len(b.plan.spilled),
+            "names": sorted(b.plan.spilled), "traffic_bytes": total.ext_bytes,
+            "energy_uj": round(total.ext_bytes * t.e_external_byte / 1e6, 4),
+            "extra_cycles": total.cycles - near.cycles}
 
 
 def layers(b: AsicBuild) -> list[dict[str, Any]]:
@@ -91,13 +99,18 @@ def format_totals(r: dict[str, Any]) -> list[str]:
         lines.append(f"  tiling        {t['layers']} steps ({t['run'][0]} .. {t['run'][1]}) in "
                      f"{'x'.join(map(str, t['grid']))} patches: arena "
                      f"{t['arena_before_bytes']:,} -> {t['arena_after_bytes']:,} bytes; "
-                     f"recompute +{t['extra_macs']:,} MACs (+{t['extra_macs_pct']}%), "
-                     f"+{t['extra_cycles']:,} cycles (+{t['extra_cycles_pct']}%)")
+                     f"recompute {t['extra_macs']:+,} MACs ({t['extra_macs_pct']:+}%), "
+                     f"{t['extra_cycles']:+,} cycles ({t['extra_cycles_pct']:+}%)"
+                     + (f" over all {1 + len(t['more_runs'])} runs" if "more_runs" in t else ""))
+        for m in t.get("more_runs", ()):  # tiling plus spilling: further runs (spill.py)
+            lines.append(f"  and           {m['layers']} steps ({m['run'][0]} .. {m['run'][1]})"
+                         f" in {'x'.join(map(str, m['grid']))} patches: "
+                         f"{m['extra_macs']:+,} MACs, {m['extra_cycles']:+,} cycles")
     if "spill" in r:  # activations in external RAM (plan.plan_spilled)
         x = r["spill"]
         lines.append(f"  spilled       {x['tensors']} tensors to external RAM "
                      f"({x['external_bytes']:,} bytes): {x['traffic_bytes']:,} bytes moved, "
-                     f"{x['energy_uj']:.4g} uJ")
+                     f"{x.get('extra_cycles', 0):+,} cycles, {x['energy_uj']:.4g} uJ")
     if "output_sqnr_db" in r:
         sq = ", ".join(f"{n} {v:.1f} dB" for n, v in r["output_sqnr_db"].items())
         wide = r.get("int16_kernels", 0)

@@ -20,7 +20,8 @@ known at compile time; the simulator adds them up as it executes.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, replace
+import weakref
+from dataclasses import dataclass, replace
 from math import ceil, prod
 
 import numpy as np
@@ -57,7 +58,7 @@ class Cost:
         return Cost(*(a + b for a, b in zip(self.astuple(), o.astuple())))
 
     def astuple(self) -> tuple[int, ...]:
-        return astuple(self)
+        return tuple(self.__dict__.values())  # the fields in order (dataclasses.astuple is slow)
 
     def energy_pj(self, t: Target) -> float:
         return (self.macs * t.e_mac + self.vector_ops * t.e_vector_op
@@ -86,8 +87,26 @@ class Tiles:
                    n if kt > 1 else 0)
 
 
+# live_tiles of the weights a schedule has seen: the tiled programs a search prices share
+# their layers' weight arrays (never changed after lowering), by identity
+_TILES: dict[tuple[int, int, int], tuple[weakref.ref, Tiles]] = {}
+TILES_CACHED = 4096
+
+
 def live_tiles(w: np.ndarray, t: Target) -> Tiles:
     """The tiles holding a nonzero weight: the array skips all-zero ones."""
+    key = (id(w), t.mac_rows, t.mac_cols)
+    hit = _TILES.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    if len(_TILES) >= TILES_CACHED:
+        _TILES.clear()
+    tiles = _live_tiles(w, t)
+    _TILES[key] = (weakref.ref(w), tiles)
+    return tiles
+
+
+def _live_tiles(w: np.ndarray, t: Target) -> Tiles:
     rows, cols = t.mac_rows, t.mac_cols
     k, n = w.shape
     padded = np.zeros((-(-k // rows) * rows, -(-n // cols) * cols), bool)
@@ -258,16 +277,39 @@ def widened(cost: Cost, step: Step, program: QProgram, t: Target) -> Cost:
                    wide_macs=cost.macs if ins == 2 else 0)
 
 
+def _psum_spill(step: Step, program: QProgram, t: Target) -> int:
+    """Bytes of int32 partial sums a conv moves each way between the accumulator and the
+    SRAM (``psum_traffic``); 0 for other steps."""
+    if step.kind is not Kind.CONV:
+        return 0
+    w = step.consts["weights"]
+    n = w.shape[1]
+    return psum_traffic(program.tensors[step.output].size // n, n, live_tiles(w, t), t)[1]
+
+
+def external_shares(cost: Cost, step: Step, program: QProgram, t: Target
+                    ) -> list[tuple[str, int]]:
+    """The bytes of ``cost``'s SRAM traffic each operand (then the result) of ``step`` would
+    move over the external port if it lived in external RAM: an input's share of the reads,
+    the result's writes. A conv's partial sums that overflow the accumulator stay in the
+    SRAM wherever its operands live."""
+    ts = program.tensors
+    sizes = [ts[i].nbytes for i in step.inputs]
+    psums = _psum_spill(step, program, t)
+    width = max((ts[i].bits // 8 for i in step.inputs), default=1)  # as ``widened`` counts
+    reads = cost.sram_read - psums * width
+    shares = [(i, reads * n // max(sum(sizes), 1)) for i, n in zip(step.inputs, sizes)]
+    return [*shares, (step.output, cost.sram_write - psums * ts[step.output].bits // 8)]
+
+
 def spilled(cost: Cost, step: Step, program: QProgram, t: Target, external: frozenset[str]
             ) -> Cost:
     """A step whose operands or result live in external RAM (``plan.plan_spilled``): that
-    share of its SRAM traffic goes over the external port instead, and the step lasts at
-    least as long as that port is busy."""
-    ts = program.tensors
-    sizes = [ts[i].nbytes for i in step.inputs]
-    far = sum(n for i, n in zip(step.inputs, sizes) if i in external)
-    read = cost.sram_read * far // max(sum(sizes), 1)
-    write = cost.sram_write if step.output in external else 0
+    share of its SRAM traffic goes over the external port instead (``external_shares``), and
+    the step lasts at least as long as that port is busy."""
+    shares = external_shares(cost, step, program, t)
+    read = sum(n for i, n in shares[:-1] if i in external)
+    write = shares[-1][1] if step.output in external else 0
     if not read and not write:
         return cost
     busy = _port(read + write, t.external_bytes_per_cycle) + t.step_overhead_cycles

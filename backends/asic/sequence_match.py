@@ -3,9 +3,10 @@
 * An embedding lookup is the IR's GATHER of a constant table along axis 0 by integer
   indices (a token-id input, or a view of one).
 * A cast of token ids (or of an integer mask) to float is a view: their codes (scale 1, see
-  ``sequence.index_coding``) already are the float values; a cast of a 0/1 mask to bool too
-  (nonzero is true), the AND of it with a constant mask a MUL, a WHERE of it between two
-  scalars a table.
+  ``sequence.index_coding``) already are the float values; a cast of them to int32 or int64
+  too (exporters cast int32 ids to int64: the codes, 16 bits at most, hold the same ids); a
+  cast of a 0/1 mask to bool too (nonzero is true), the AND of it with a constant mask a
+  MUL, a WHERE of it between two scalars a table.
 * LayerNormalization as ``frontend/ops_norm.py`` writes it over the last axis: mean = MEAN(x);
   c = x - mean (once or twice); var = MEAN(c * c); inv = 1 / SQRT(var + eps); c * inv; then an
   optional per-channel MUL by gamma and ADD of beta. The region covers them all.
@@ -19,6 +20,8 @@ from ...ir import Node, Op
 from ...ir.ops import Binary, Reduce, Unary
 from ...ir.types import FLOATS, INTS
 from .program import Kind
+
+WIDE_INTS = ("int32", "int64")  # casts of codes (16 bits at most) to them change no value
 
 
 def _unique(nodes: list[Node]) -> list[Node]:
@@ -35,7 +38,7 @@ def sequence_region(m, node: Node):
 
     g = m.g
     if node.op is Op.CAST and g.type_of(node.inputs[0]).dtype in INTS \
-            and (node.type.dtype in FLOATS or node.type.dtype == "bool") \
+            and (node.type.dtype in FLOATS or node.type.dtype in ("bool", *WIDE_INTS)) \
             and node.inputs[0] in m.materialized:
         src = node.inputs[0]
         m.views[node.name] = m.views.get(src, src)

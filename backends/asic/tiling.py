@@ -83,6 +83,9 @@ class Tiling:
     cycles_before: int
     cycles_after: int
     untiled: QProgram | None = field(default=None, repr=False, compare=False)  # for checks
+    # further runs tiled in the same program (tiling plus spilling: spill.py), each with its
+    # own figures; this one's before/after figures then cover the whole program
+    more: tuple[Tiling, ...] = ()
 
     @property
     def extra_macs(self) -> int:
@@ -101,6 +104,7 @@ class Tiling:
             "extra_macs_pct": round(100 * self.extra_macs / max(self.macs_before, 1), 2),
             "extra_cycles": self.extra_cycles,
             "extra_cycles_pct": round(100 * self.extra_cycles / max(self.cycles_before, 1), 2),
+            **({"more_runs": [m.as_json() for m in self.more]} if self.more else {}),
         }
 
     def describe(self) -> str:
@@ -136,6 +140,13 @@ def _per_channel(a: np.ndarray | None, channels: int) -> bool:
     return a is None or np.asarray(a).size in (1, channels)
 
 
+def _window_out(size: tuple[int, ...], w: Any) -> tuple[int, ...]:
+    """The output positions of window ``w`` over a map of ``size`` positions."""
+    n = len(size)
+    return tuple((size[d] + w.pads[d] + w.pads[n + d] - (w.kernel[d] - 1) * w.dilations[d] - 1)
+                 // w.strides[d] + 1 for d in range(n))
+
+
 def _input_axes(s: Step, out_axes: tuple[int, ...], ts: dict[str, QTensor], ns: int
                 ) -> list[tuple[int, ...]]:
     """The spatial axes of each input of ``s``, given its output's; Untileable when the step is
@@ -155,6 +166,10 @@ def _input_axes(s: Step, out_axes: tuple[int, ...], ts: dict[str, QTensor], ns: 
         tail = y.shape[ns + 1:]
         c = s.consts["weights"].shape[1] if k is Kind.CONV else x.shape[-1]
         if y.shape[0] != x.shape[0] or not tail or tail[-1] != c or prod(tail) != c:
+            raise Untileable
+        # and its axes 1..ns the window's positions: a 1-channel map written straight into
+        # an NCHW output has the same bytes as [N, *O, C] but a C-sized axis 1
+        if y.shape[1:ns + 1] != _window_out(x.shape[1:ns + 1], s.window):
             raise Untileable
         return [out_axes]
     if k is Kind.CONV:  # rows of K: a 1x1 conv over [N, H, W, C]
@@ -312,8 +327,8 @@ def _shaped(t: QTensor, ax: tuple[int, ...], region: Region) -> tuple[int, ...]:
 class _Rewriter:
     """Builds the tiled steps and tensors of one run and grid."""
 
-    def __init__(self, program: QProgram, run: Run) -> None:
-        self.p, self.run = program, run
+    def __init__(self, program: QProgram, run: Run, prefix: str = "t") -> None:
+        self.p, self.run, self.prefix = program, run, prefix
         self.ts = program.tensors
         self.tensors: dict[str, QTensor] = {}
         self.steps: list[Step] = []
@@ -421,7 +436,7 @@ class _Rewriter:
             if d == run.ns:
                 first = len(self.steps)
                 tile = tuple(cuts[k][i] for k, i in enumerate(prefix))
-                piece = self.emit_tile("t" + "_".join(map(str, prefix)), tile)
+                piece = self.emit_tile(self.prefix + "_".join(map(str, prefix)), tile)
                 spans.append((first, len(self.steps) - 1))
                 return piece
             parts = [build((*prefix, i), name if grid[d] == 1 else
@@ -451,11 +466,12 @@ def _bounds(n: int, g: int) -> list[tuple[int, int]]:
     return list(zip(edges, edges[1:]))
 
 
-def rewrite(program: QProgram, run: Run, grid: tuple[int, ...]
+def rewrite(program: QProgram, run: Run, grid: tuple[int, ...], prefix: str = "t"
             ) -> tuple[QProgram, list[tuple[int, int]]]:
     """``program`` with ``run`` computed in ``grid`` tiles; also each tile's [first, last]
-    step in the new program."""
-    rw = _Rewriter(program, run)
+    step in the new program. ``prefix`` starts the tiles' tags (tensor names ``x@<tag>``):
+    a second run tiled in the same program needs its own."""
+    rw = _Rewriter(program, run, prefix)
     spans = rw.assemble(grid)
     ts = program.tensors
     inside = {_root(ts, s.output) for s in program.steps[run.start:run.end + 1]} - {run.exit}

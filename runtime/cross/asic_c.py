@@ -65,6 +65,25 @@ class CrossCExport(EmulatedBuild):
         """float32 in, float32 out (like ``CExport.run``)."""
         return self.call(feeds).outputs
 
+    def run_int8_many(self, cases: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
+        """``run_int8`` on each list of codes in ``cases``: in one boot where the emulator
+        boots per run (qemu), else one call after another."""
+        return self._many(f"{self.name}_run_int8", cases, np.int8)
+
+    def run_many(self, cases: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
+        """``run`` on each list of float32 inputs in ``cases`` (see ``run_int8_many``)."""
+        return self._many(f"{self.name}_run", cases, np.float32)
+
+    def _many(self, symbol: str, cases: Sequence[Sequence[np.ndarray]],
+              dtype: type) -> list[list[np.ndarray]]:
+        arrays = [[np.ascontiguousarray(a, dtype) for a in case] for case in cases]
+        emu = self.emulator
+        if hasattr(emu, "call_many"):
+            calls = emu.call_many(symbol, arrays, self._shapes(dtype))
+        else:
+            calls = [emu.call(symbol, case, self._shapes(dtype)) for case in arrays]
+        return [self._checked(c).outputs for c in calls]
+
     def __enter__(self) -> CrossCExport:
         return self
 

@@ -2,7 +2,9 @@
 
 ``open_emulator(binary)`` loads what ``toolchain.build`` made: an ELF into ``unicorn`` (Cortex-M,
 RV32, AArch64; the PT_LOAD segments at their load addresses, then ``sw2c_init`` as a reset
-would), a wasm module into ``wasmtime``. ``call(symbol, inputs, outputs)`` writes the input
+would), a wasm module into ``wasmtime``, a Cortex-M55 ELF into ``qemu-system-arm``
+(``runtime.cross.qemu``: one boot per batch of calls; ``unavailable`` says when it is not
+installed). ``call(symbol, inputs, outputs)`` writes the input
 arrays to the target's ``io`` region (wasm: past ``__heap_base``), calls ``int symbol(p0, p1,
 ...)`` with one pointer per array (inputs then outputs) following the target's C calling
 convention, and reads the outputs back.
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EmulationError, require
+from .targets import Target
 from .toolchain import Binary
 
 CAP = 200_000_000  # instructions (or fuel) per call before it counts as a hang
@@ -65,7 +68,7 @@ class EmulatedBuild:
         self._emulator = None
 
     @property
-    def emulator(self) -> UnicornEmulator | WasmEmulator:
+    def emulator(self) -> Any:
         """The emulator holding the program (started on first use)."""
         if self._emulator is None:
             self._emulator = open_emulator(self.binary)
@@ -78,13 +81,30 @@ class EmulatedBuild:
             self._cleanup()
 
 
-def open_emulator(binary: Binary) -> UnicornEmulator | WasmEmulator:
-    """The emulator for ``binary``'s target; ``EmulationError`` if the target has none here."""
+def unavailable(target: Target) -> str:
+    """Why programs built for ``target`` cannot run here, or "" when they can (a missing pip
+    package of the cross extra is not checked here: running says which to install)."""
+    if target.emulator == "qemu":
+        from .qemu import unavailable as qemu_unavailable
+
+        return qemu_unavailable(target)
+    if target.emulator in ("unicorn", "wasmtime"):
+        return ""
+    return target.no_emulator or f"target {target.name} runs natively, not in an emulator"
+
+
+def open_emulator(binary: Binary) -> Any:
+    """The emulator for ``binary``'s target (unicorn, wasmtime or qemu); ``EmulationError``
+    if the target has none here."""
     t = binary.target
     if t.emulator == "unicorn":
         return UnicornEmulator(binary)
     if t.emulator == "wasmtime":
         return WasmEmulator(binary)
+    if t.emulator == "qemu":
+        from .qemu import QemuEmulator
+
+        return QemuEmulator(binary)
     reason = t.no_emulator or f"target {t.name} runs natively, not in an emulator"
     raise EmulationError(f"cannot run code built for {t.name}: {reason}")
 

@@ -37,8 +37,11 @@ import numpy as np
 from llvmlite import ir
 
 from ...errors import CompileError, Sw2cError
-from .emulate import CAP, Call, EmulatedBuild
+from .emulate import CAP, Call, EmulatedBuild, unavailable
 from .errors import CrossCompileError, EmulationError
+from .libm import FUNCTIONS as LIBM_FUNCTIONS
+from .libm import emit as emit_libm
+from .mve_fcmp import optimized
 from .targets import Target
 from .toolchain import Binary, build
 
@@ -170,7 +173,8 @@ def _emit_powf(module: ir.Module, name: str) -> None:
 
 
 _LIBM_GAPS = {"fmaximumf": _emit_minmax, "fminimumf": _emit_minmax,
-              "roundevenf": _emit_roundeven, "powf": _emit_powf}
+              "roundevenf": _emit_roundeven, "powf": _emit_powf,
+              **{name: emit_libm for name in LIBM_FUNCTIONS}}  # asinf ... atanhf: libm.py
 
 
 def _wasm_imports(obj: bytes) -> set[str]:
@@ -297,7 +301,6 @@ class Fp32Build(EmulatedBuild):
                  dump_ir: str | os.PathLike | None = None,
                  directory: str | os.PathLike | None = None) -> None:
         from ...backends.cpu.codegen import generate
-        from ...backends.cpu.llvm import emit_object
         from ...passes.cost import count_macs
         from ...passes.pipeline import cpu_pipeline, run_pipeline
         from ..module import _aligned_buffer
@@ -315,7 +318,8 @@ class Fp32Build(EmulatedBuild):
                  len(self.inputs), len(self.outputs))
         self._open_directory(target.name, directory)
         try:
-            code = emit_object(program.module, reloc="static")
+            tm, ref = optimized(program.module, target)  # NaN-exact compares on MVE
+            code = tm.emit_object(ref)
         except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
             raise CompileError(f"LLVM failed on the code generated for {name} on "
                                f"{target.name}: {e}") from e
@@ -443,8 +447,9 @@ def compile_fp32(graph: Any, name: str, target: Target, *, model: Any, verify: b
     module = _CROSS_MODULE[0](fp32, report, partial(export_fp32, fp32, report))
     module.graph, module.plan = fp32.graph, plan
     module.input_ranges = index_ranges(graph)
-    if target.emulator == "none":
-        report["instructions_note"] = target.no_emulator
+    why = unavailable(target)
+    if why:
+        report["instructions_note"] = f"not measured: {why}"
         return module
     feeds = random_feeds(module)
     n = fp32.call([feeds[i] for i, _, _ in fp32.inputs], count=True).instructions

@@ -8,7 +8,8 @@ optional) and the memory map the linker script and the emulator share. ``lookup(
 one entry point; the host is a description too, built on first use (never at import).
 
 The Cortex-M and RV32 memory maps are those of typical parts (flash at 0, SRAM at 0x2000_0000
-on Cortex-M; XIP flash at 0x2000_0000, RAM at 0x8000_0000 on the SiFive FE310 family); the
+on Cortex-M; XIP flash at 0x2000_0000, RAM at 0x8000_0000 on the SiFive FE310 family; the
+Cortex-M55 has the MPS3 AN547 board's, where qemu runs it); the
 ``io`` region at 0x6000_0000 (Cortex-M "external RAM") is where the emulator puts the input
 and output buffers and its return trap, so it never collides with what the program links.
 """
@@ -57,7 +58,8 @@ class Target:
     aarch64, wasm32 or host. ``vector_lanes`` is float32 lanes per vector register (1 on a
     scalar FPU or soft float); ``vector_registers`` is how many registers hold such a vector
     (0: no float registers, floats live in integer registers). ``emulator`` is unicorn,
-    wasmtime, native (the host runs it) or none (``no_emulator`` says why)."""
+    wasmtime, qemu (``qemu-system-arm``, a system package: Cortex-M55), native (the host runs
+    it) or none (``no_emulator`` says why)."""
 
     name: str
     family: str
@@ -112,15 +114,15 @@ def _mcu_map(flash: int, ram: int) -> tuple[Region, ...]:
 
 def _cortex_m(name: str, triple: str, cpu: str, features: tuple[str, ...], zig_cpu: str,
               description: str, memory: tuple[Region, ...], uc_cpu: str | None,
-              lanes: int = 1, registers: int = 32, no_emulator: str = "") -> Target:
+              lanes: int = 1, registers: int = 32, emulator: str = "unicorn") -> Target:
     return Target(
         name=name, family="cortex-m", description=description, triple=triple, cpu=cpu,
         features=features, vector_lanes=lanes, vector_registers=registers, float_abi="hard",
         has_fpu=True, threads=False, zig_target="thumb-freestanding-eabihf", zig_cpu=zig_cpu,
-        emulator="unicorn" if uc_cpu else "none",
+        emulator=emulator,
         unicorn=Unicorn("UC_ARCH_ARM", ("UC_MODE_THUMB", "UC_MODE_MCLASS"), uc_cpu)
         if uc_cpu else None,
-        memory=memory, no_emulator=no_emulator)
+        memory=memory)
 
 
 def _riscv32(name: str, features: tuple[str, ...], fpu: bool, uc_cpu: str,
@@ -137,9 +139,13 @@ def _riscv32(name: str, features: tuple[str, ...], fpu: bool, uc_cpu: str,
                 Region("io", 0x6000_0000, 1 * MIB), Region("trap", 0x1000_0000, 4 * KIB)))
 
 
-_M55_NO_EMULATOR = ("unicorn 2.1 models no Cortex-M55 (no Armv8.1-M, no MVE); build and link "
-                    "work, running needs another emulator (e.g. qemu-system-arm -machine "
-                    "mps3-an547)")
+# Cortex-M55 runs in qemu-system-arm's mps3-an547 board (unicorn 2.1 models no Armv8.1-M core),
+# so it takes that board's memory map (Arm AN547, Corstone-300): code and constants in the 512 KB
+# ITCM at 0, data in the 512 KB DTCM at 0x2000_0000, the emulator's buffers in the DDR at
+# 0x6000_0000. At reset the SAU is off: every address is Secure, as the program runs.
+_AN547_MAP = (Region("flash", 0x0000_0000, 512 * KIB), Region("ram", 0x2000_0000, 512 * KIB),
+              Region("io", 0x6000_0000, 1 * MIB), Region("scs", 0xE000_E000, 4 * KIB),
+              Region("trap", 0x1FFF_0000, 4 * KIB))
 
 # Arm triples have all four parts: LLVM picks the hard-float calling convention (floats in
 # s0-s15, as zig's C and compiler-rt for eabihf expect) from "<arch>-unknown-none-eabihf", but
@@ -157,9 +163,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
               _mcu_map(1 * MIB, 256 * KIB), "UC_CPU_ARM_CORTEX_M33"),
     _cortex_m("cortex-m55", "thumbv8.1m.main-unknown-none-eabihf", "cortex-m55",
               ("+mve.fp", "+fp-armv8d16", "+dsp"), "cortex_m55+mve_fp+fp_armv8d16",
-              "Cortex-M55: Armv8.1-M, Helium (MVE) 128-bit integer and float vectors",
-              _mcu_map(4 * MIB, 2 * MIB), None, lanes=4, registers=8,
-              no_emulator=_M55_NO_EMULATOR),
+              "Cortex-M55: Armv8.1-M, Helium (MVE) 128-bit integer and float vectors "
+              "(MPS3 AN547 memory map: 512 KB ITCM, 512 KB DTCM)",
+              _AN547_MAP, None, lanes=4, registers=8, emulator="qemu"),
     _riscv32("rv32imac", ("+m", "+a", "+c"), False, "UC_CPU_RISCV32_SIFIVE_E31",
              "RV32IMAC (SiFive E31 class): no FPU, float in software"),
     _riscv32("rv32imafc", ("+m", "+a", "+f", "+c"), True, "UC_CPU_RISCV32_SIFIVE_U34",

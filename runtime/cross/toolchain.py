@@ -6,7 +6,8 @@ bare-metal families (Cortex-M, RV32, AArch64) sw2c writes the start-up code and 
 script from the target's memory map:
 
 * ``sw2c_reset``: the reset entry (the Cortex-M vector table points at it): stack pointer,
-  ``sw2c_init``, then ``main`` if the program has one, then a spin loop;
+  ``sw2c_init``, then ``main`` if the program has one (a program that runs in qemu gets
+  ``qemu.RUNNER``'s, which makes the emulator's call), then a spin loop;
 * ``sw2c_init``: enables the FPU where there is one (Cortex-M: CPACR at 0xE000ED88;
   RV32F: mstatus.FS; AArch64: CPACR_EL1.FPEN), copies .data's initial values from flash and
   zeroes .bss. The emulator calls it once after loading, like a reset would.
@@ -177,7 +178,7 @@ MEMORY
 
 SECTIONS
 {{
-    .text : ALIGN(8) {{ KEEP(*(.vectors)) *(.text .text.*) }} > FLASH
+    .text : ALIGN(8) {{ KEEP(*(.vectors)) KEEP(*(.vectors.*)) *(.text .text.*) }} > FLASH
     .ARM.exidx : {{ *(.ARM.exidx .ARM.exidx.*) }} > FLASH
     .rodata : ALIGN(8) {{ *(.rodata .rodata.*) *(.srodata .srodata.*) }} > FLASH
     .data : ALIGN(8)
@@ -251,6 +252,12 @@ def build(target: Target, sources: Sequence[str | os.PathLike], exports: Sequenc
         start = out_dir / "sw2c_start.c"
         start.write_text(startup_source(target))
         files.append(str(start))
+    if target.emulator == "qemu":  # qemu boots the program: its main makes the call
+        from .qemu import runner_source
+
+        runner = out_dir / "sw2c_qemu_runner.c"
+        runner.write_text(runner_source(target))
+        files.append(str(runner))
     out = out_dir / (f"{name}.wasm" if target.family == "wasm32" else f"{name}.elf")
     cmd = [*zig(), "cc", *_target_flags(target), OPT, *CFLAGS, *flags, *files,
            *(str(o) for o in objects), *_link_flags(target, out_dir, exports), "-o", str(out)]
