@@ -2,12 +2,12 @@
 
 A generated program is an entry that calls kernels, each kernel with the functions only it
 calls (GEMM tiles, packing loops, its chunk table). Those groups are independent: each part
-gets whole groups, balanced by instruction count, so LLVM's optimizations inside a kernel are
-the same as in one module. What a group shares with another part (the entry's calls into it,
-a team's spin functions called by every runner) becomes a hidden symbol: defined once, declared
-where it is called, resolved when the parts' objects are linked (by the JIT or by ``export``),
-never exported from a shared library. Internal helpers LLVM may inline, and constant tables,
-are copied into every part that uses them.
+gets whole groups, balanced by a cost fitted on LLVM's compile times (``_cost``), so LLVM's
+optimizations inside a kernel are the same as in one module. What a group shares with another
+part (the entry's calls into it, a team's spin functions called by every runner) becomes a
+hidden symbol: defined once, declared where it is called, resolved when the parts' objects
+are linked (by the JIT or by ``export``), never exported from a shared library. Internal
+helpers LLVM may inline, and constant tables, are copied into every part that uses them.
 """
 
 from __future__ import annotations
