@@ -377,12 +377,11 @@ class _Emitter:
     def matmul(self, i: int, s: Step, a: QTensor, b: QTensor, out: QTensor) -> str:
         """Batch axes as a bcast_t over out.shape[:-2] (strides per [m, k] / [k, n] block)."""
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-        if b.shape[-2] != k or out.shape[-2:] != (m, n):
-            raise ValueError(f"step {i}: matmul {a.shape} @ {b.shape} -> {out.shape}")
         # numpy's batch broadcasting, which the reference computes (then reshapes to out,
-        # whose batch axes may be shaped otherwise: [2, 6, 7] @ [2, 7, 6] -> [2, 1, 6, 6])
+        # whose axes may be shaped otherwise: [2, 6, 7] @ [2, 7, 6] -> [2, 1, 6, 6], and a
+        # vector's product [1, 8] @ [8, 1] -> [1])
         batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
-        if prod(batch) * m * n != out.size:
+        if b.shape[-2] != k or prod(batch) * m * n != out.size:
             raise ValueError(f"step {i}: matmul {a.shape} @ {b.shape} -> {out.shape}")
 
         def strides(t: QTensor) -> list[int]:
