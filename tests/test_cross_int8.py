@@ -145,17 +145,21 @@ def _convs() -> tuple:
     return model, calib
 
 
+def conv_case(model: str) -> tuple:
+    """(onnx model, calibration) of a conv-shapes case: "convs" or "every_kind"."""
+    if model == "convs":
+        return _convs()
+    rng = np.random.default_rng(3)
+    return every_kind(), [rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+                          for _ in range(16)]
+
+
 @pytest.mark.parametrize("target", ("cortex-m4", "rv32imac", "wasm32"))
 @pytest.mark.parametrize("model", ("convs", "every_kind"))
 def test_conv_shapes_bit_exact(target, model):
     for module in EXTRAS:
         pytest.importorskip(module)
-    if model == "convs":
-        onnx_model, calib = _convs()
-    else:
-        onnx_model = every_kind()
-        rng = np.random.default_rng(3)
-        calib = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(16)]
+    onnx_model, calib = conv_case(model)
     module = sw2c.compile(onnx_model, target=f"cpu:{target}", precision="int8",
                           calibration=calib)
     shape = module.inputs[0][1]

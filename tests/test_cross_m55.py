@@ -239,15 +239,9 @@ def test_conv_shapes_bit_exact(qemu, model):
     """The Helium conv loop (VMLADAVA, tail-predicated loads) on every conv path: K = 27,
     odd channel counts, strides, dilations, pads, a 1x1 conv in place, a dense layer; the
     every-kind model (depthwise, pools, adds ...) besides."""
-    from sw2c.tests.asic_models import every_kind
-    from sw2c.tests.test_cross_int8 import _convs
+    from sw2c.tests.test_cross_int8 import conv_case
 
-    if model == "convs":
-        onnx_model, calib = _convs()
-    else:
-        onnx_model = every_kind()
-        rng = np.random.default_rng(3)
-        calib = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(16)]
+    onnx_model, calib = conv_case(model)
     module = sw2c.compile(onnx_model, target="cpu:cortex-m55", precision="int8",
                           calibration=calib)  # verify: 12 inputs bit-exact, in qemu
     shape = module.inputs[0][1]
