@@ -838,16 +838,18 @@ static void lut(const int8_t *x, int8_t *y, int32_t size, const int8_t *table,
 
 _snippet("softmax", ["reduce", "index", "requant"], """
 /* SOFTMAX over the reduced axes of red (reference.softmax): z = x + m (mk may be 0: no
- * mask), e = table[z - max + len - 1] (exp in Q15; 0 below the table), p = e / total in
+ * mask), e = table[z - max + len - 1] (exp in Q15; 0 below the table; times a constant
+ * mask's Q15 weights, the fractions of a code, when it has them), p = e / total in
  * Q30 (reference.q30_ratio: total cut to its top 16 bits, all int32), y = rq(p). The sums
  * fit int32: lowering limits a group to 2^16 - 1 elements of at most 2^15, and total >=
- * 2^15 (the max's e); |m| < 2^29. The output has
+ * 2^15 (the max's e; weights keep e < 2^16 and count e < 2^31); |m| < 2^29. The output has
  * the input's shape (and strides); each group is read before it is written. The mask
  * repeats every n elements: constant codes, or an int8 tensor mt rescaled to x's codes
  * (which replaces x where it is nonzero when `absorbs`). */
 typedef struct {
     const int32_t *codes;  /* a constant mask, or 0 for the tensor mt */
     int32_t n, zp, mult, shift, absorbs;
+    const int32_t *weights;  /* a constant mask's Q15 factors of e, or 0 */
 } mask_t;
 
 static int32_t softmax_z(const int8_t *x, const int8_t *mt, const mask_t *mk, int32_t at)
@@ -860,10 +862,14 @@ static int32_t softmax_z(const int8_t *x, const int8_t *mt, const mask_t *mk, in
     return (int32_t)x[at] + mbqm(c, mk->mult, mk->shift);
 }
 
-static int32_t softmax_e(const int32_t *table, int32_t len, int32_t d)
+static int32_t softmax_e(const int32_t *table, int32_t len, int32_t d, const mask_t *mk,
+                         int32_t at)
 {
+    int32_t e;
     d += len - 1;
-    return d >= 0 ? table[d] : 0;
+    e = d >= 0 ? table[d] : 0;
+    if (mk && mk->weights) e = (e * mk->weights[at % mk->n] + 16384) >> 15;
+    return e;
 }
 
 static void softmax(const int8_t *x, const int8_t *mt, int8_t *y, const red_t *red,
@@ -880,12 +886,12 @@ static void softmax(const int8_t *x, const int8_t *mt, int8_t *y, const red_t *r
         } while (next_index(red->rrank, red->rdims, ridx));
         do {
             const int32_t at = base + offset_of(red->rrank, ridx, red->rstride);
-            total += softmax_e(table, len, softmax_z(x, mt, mk, at) - m);
+            total += softmax_e(table, len, softmax_z(x, mt, mk, at) - m, mk, at);
         } while (next_index(red->rrank, red->rdims, ridx));
         while ((total >> s) >= 65536) ++s;
         do {
             const int32_t at = base + offset_of(red->rrank, ridx, red->rstride);
-            const int32_t e = softmax_e(table, len, softmax_z(x, mt, mk, at) - m);
+            const int32_t e = softmax_e(table, len, softmax_z(x, mt, mk, at) - m, mk, at);
             y[at] = rq_at(rq, (e * 32768 / (total >> s)) * ((int32_t)1 << (15 - s)), 0);
         } while (next_index(red->rrank, red->rdims, ridx));
     } while (next_index(red->rank, red->dims, idx));

@@ -169,6 +169,7 @@ _snippet("softmax16", ["reduce", "index", "requant16"], """
 typedef struct {
     const int32_t *codes;  /* a constant mask, or 0 for the tensor mt */
     int32_t n, zp, mult, shift, absorbs;
+    const int32_t *weights;  /* always 0: int16 codes are fine enough (lower._mask_weight) */
 } mask16_t;
 
 static int32_t softmax_z16(const int16_t *x, const int16_t *mt, const mask16_t *mk,

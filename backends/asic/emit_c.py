@@ -26,6 +26,7 @@ from .c_sequence import BUILDERS as SEQUENCE_BUILDERS
 from .fixed_point import I32_MIN
 from .plan import AsicPlan
 from .program import Kind, QProgram, QTensor, Requant, Step
+from .reference import MASK_WEIGHT_MAX
 
 MAX_RANK = 8  # the kernels' index arrays (after merging contiguous axes)
 MAX_SPATIAL = 3  # window kernels see [N, D, H, W, C]; 1-D and 2-D windows get leading 1s
@@ -356,7 +357,15 @@ class _Emitter:
             if x.size % m.size:
                 raise ValueError(f"step {i}: a mask of {m.size} values on {x.shape}")
             self.static(_c_array("int32_t", f"s{i}_mask", m.astype(np.int64)))
-            self.static(f"static const mask_t s{i}_mk = {{s{i}_mask, {m.size}, 0, 0, 0, 0}};\n")
+            weights = "0"
+            if "mask_weight" in s.consts:
+                w = np.asarray(s.consts["mask_weight"]).reshape(-1)
+                if w.size != m.size or np.any(w < 1) or np.any(w > MASK_WEIGHT_MAX):
+                    raise ValueError(f"step {i}: mask weights {w.shape} for {m.size} codes")
+                self.static(_c_array("int32_t", f"s{i}_mask_w", w.astype(np.int64)))
+                weights = f"s{i}_mask_w"
+            self.static(f"static const mask_t s{i}_mk = {{s{i}_mask, {m.size}, 0, 0, 0, 0, "
+                        f"{weights}}};\n")
             mk = f"&s{i}_mk"
         elif len(ts) == 3:  # a mask tensor repeating over x's leading axes
             t = ts[1]
@@ -368,7 +377,7 @@ class _Emitter:
                 raise ValueError(f"step {i}: a mask {t.shape} on {x.shape}")
             absorbs = int(bool(s.attrs.get("mask_absorbs")))
             self.static(f"static const mask_t s{i}_mk = {{0, {t.size}, {t.zero_point}, {mult}, "
-                        f"{shift}, {absorbs}}};\n")
+                        f"{shift}, {absorbs}, 0}};\n")
             mk, mt = f"&s{i}_mk", self.ptr(t.name)
         rq = self.requant(i, s.requant, out)
         return (f"softmax({self.ptr(x.name)}, {mt}, {self.ptr(out.name)}, {red}, s{i}_exp, "

@@ -105,6 +105,8 @@ def softmax(e: Any, i: int, s: Step, *ts: QTensor) -> tuple[str, str]:
 
     if any(t.bits != 16 for t in ts):
         raise ValueError(f"step {i}: an int16 softmax with an int8 operand")
+    if "mask_weight" in s.consts:
+        raise ValueError(f"step {i}: an int16 softmax with mask weights")
     call = _Emitter.softmax(e, i, s, *ts)
     e.statics[:] = [d.replace(f"static const mask_t s{i}_mk", f"static const mask16_t s{i}_mk")
                     for d in e.statics]

@@ -35,7 +35,7 @@ from .fixed_point import (
 )
 from .match import ACCUMULATING, Region, channel_constant, match
 from .program import Kind, QProgram, QTensor, Requant, Step, Window
-from .reference import ABSORBING, LUT16_ENTRIES, MASK_LIMIT, lut16
+from .reference import ABSORBING, LUT16_ENTRIES, MASK_LIMIT, MASK_WEIGHT_MAX, lut16
 from .sequence import fill_gather, fill_layer_norm, index_inputs, share_constants
 from .sequence_match import recurrent_states
 
@@ -440,20 +440,38 @@ def _softmax(r: Region, x: QTensor, y: QTensor, s: Step) -> None:
     s.consts["exp"] = np.round(np.exp(d * step) * (1 << 15)).astype(np.int32)
     s.attrs["axes"] = axes
     if r.mask is not None:
-        s.consts["mask"] = _mask_codes(r.mask, x)
+        s.consts["mask"], weight = _mask_codes(r.mask, x)
+        if x.bits == 8 and np.any(weight != 1 << 15):
+            _mask_weight(r, count, weight, s)
     s.requant = _requant(np.array([2.0 ** -P_BITS / y.scale]), y, None)
 
 
-def _mask_codes(mask: np.ndarray, x: QTensor) -> np.ndarray:
+def _mask_codes(mask: np.ndarray, x: QTensor) -> tuple[np.ndarray, np.ndarray]:
     """An additive mask in x's codes (int32), in the shape of x's trailing axes it varies
-    along (so that element i of x adds mask[i % mask.size])."""
+    along (so that element i of x adds mask[i % mask.size]), and what rounding to whole codes
+    left out as a Q15 factor of exp, round(2^15 exp(s_x (m / s_x - codes)))."""
     full = np.broadcast_to(mask.astype(np.float64), x.shape)
     lead = 0
     while lead < len(x.shape) - 1 and np.all((rest := full[(0,) * lead]) == rest[:1]):
         lead += 1
     with np.errstate(invalid="ignore", over="ignore"):
-        codes = np.round(full[(0,) * lead] / x.scale)
-    return np.clip(np.nan_to_num(codes, nan=0.0), -MASK_LIMIT, MASK_LIMIT).astype(np.int32)
+        exact = full[(0,) * lead] / x.scale
+        codes = np.clip(np.nan_to_num(np.round(exact), nan=0.0), -MASK_LIMIT, MASK_LIMIT)
+        fraction = np.where(np.abs(codes) < MASK_LIMIT, np.nan_to_num(exact - codes), 0.0)
+    weight = np.round(np.exp(fraction * x.scale) * (1 << 15))
+    return codes.astype(np.int32), np.clip(weight, 1, MASK_WEIGHT_MAX).astype(np.int32)
+
+
+def _mask_weight(r: Region, count: int, weight: np.ndarray, s: Step) -> None:
+    """An int8 softmax's mask to a fraction of a code: half an int8 code of a score is a
+    factor exp(s_x / 2) on a probability, 2.3% at s_x = 0.046, 1-2 output codes. Each
+    element's exp is scaled by its weight (Q15) after the table, e = (e w + 2^14) >> 15, so
+    that e < 2^16 and e 2^15 stays in int32; the sum needs count e < 2^31. (Int16 scores
+    need none: half a code is far under their interpolated table's 2^-12.)"""
+    if count * ((1 << 15) * int(weight.max()) + (1 << 14) >> 15) >= 1 << 31:
+        raise ModelError(f"node '{r.anchor.origin}': a softmax over {count} elements with a "
+                         "constant mask could overflow its int32 sum")
+    s.consts["mask_weight"] = weight
 
 
 def _batch_matmul(r: Region, a: QTensor, b: QTensor, y: QTensor, s: Step) -> None:

@@ -405,7 +405,10 @@ def _softmax(g: _Builder, step: Step) -> str:
     axes = [a % len(x.shape) for a in step.attrs["axes"]]
     v = g.dequantize(g.int8(x.name), x)
     if "mask" in step.consts:  # the additive mask, in x's codes over its trailing axes
-        mask = step.consts["mask"].astype(np.float32) * np.float32(x.scale)
+        mask = step.consts["mask"] * x.scale
+        if "mask_weight" in step.consts:  # and its fractions of a code, factors of exp
+            mask = mask + np.log(step.consts["mask_weight"] / (1 << 15))
+        mask = mask.astype(np.float32)
         v = g.node("Add", [v, g.const("mask", mask)])
     elif len(step.inputs) == 2:  # a mask tensor
         t = g.tensor(step.inputs[1])

@@ -119,6 +119,9 @@ def lut16(step: Step, x: np.ndarray) -> np.ndarray:
 # a constant mask's codes are clipped to +-MASK_LIMIT (-inf masks out; z - max stays in
 # int32); a mask tensor whose step is over ABSORBING input codes takes its place in z
 MASK_LIMIT = 1 << 29
+# an int8 softmax's constant-mask weight (Q15): e w < 2^31 for e <= 2^15; a factor up to 2,
+# half a code's fraction at input scale 1.39 (coarser scores lose the rest)
+MASK_WEIGHT_MAX = (1 << 16) - 1
 ABSORBING = 1 << 21
 
 
@@ -128,10 +131,11 @@ def softmax(step: Step, x: np.ndarray, tx: QTensor, mask: np.ndarray | None = No
     mask ``consts["mask"]`` clipped to +-MASK_LIMIT, or an int8 ``mask`` tensor rescaled by
     attrs["mask_rescale"]; either repeats over the leading axes). A mask tensor so coarse that
     one code is over ABSORBING input codes (float32's lowest as the fill) replaces x where it
-    is nonzero, as float32 addition absorbs the score there. e = exp_table[z -
-    max(z) + L - 1] (Q15, computed at compile time for the input scale; 0 below the table),
-    then the probability e / sum(e) in Q30 (``q30_ratio``), which the step's requantization
-    takes to the output's scale."""
+    is nonzero, as float32 addition absorbs the score there. e = exp_table[z - max(z) + L -
+    1] (Q15, computed at compile time for the input scale; 0 below the table), times a
+    constant mask's ``consts["mask_weight"]`` (Q15, rounded) if it has one, then the
+    probability e / sum(e) in Q30 (``q30_ratio``), which the step's requantization takes to
+    the output's scale."""
     axes = tuple(step.attrs["axes"])
     table = step.consts["exp"]
     z = x.astype(I32)
@@ -147,6 +151,8 @@ def softmax(step: Step, x: np.ndarray, tx: QTensor, mask: np.ndarray | None = No
         return q30_ratio(e, e.sum(axis=axes, keepdims=True))
     d = d + (table.size - 1)
     e = np.where(d >= 0, table[np.maximum(d, 0)], 0).astype(np.int64)
+    if "mask_weight" in step.consts:  # the mask's fractions of a code, as factors of exp
+        e = (e * step.consts["mask_weight"] + (1 << 14)) >> 15
     return q30_ratio(e, e.sum(axis=axes, keepdims=True))
 
 
@@ -164,7 +170,7 @@ def exp_interpolated(d: np.ndarray, table: np.ndarray, rescale: tuple[int, int]
 
 
 def q30_ratio(e: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """e / total in Q30 with 32-bit integers only (0 <= e <= 2^15 <= total < 2^31): total
+    """e / total in Q30 with 32-bit integers only (0 <= e < 2^16, e <= total < 2^31): total
     keeps its top 16 bits (shifted right by s), then (e * 2^15 / (total >> s)) * 2^(15 - s),
     the quotient truncated; within 2^-14 of the probability."""
     s = np.zeros_like(total)

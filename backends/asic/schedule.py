@@ -234,7 +234,7 @@ def step_cost(step: Step, program: QProgram, t: Target, hidden: int = 0) -> Cost
         ops = out * VECTOR_PASSES[step.kind] + rows * ISQRT_OPS
         return Cost(_vector_step(ops, 2 * out, out, params, t), 0, ops, 2 * out, out, params)
     if step.kind in VECTOR_PASSES:
-        ops = out * VECTOR_PASSES[step.kind] + requant
+        ops = out * (VECTOR_PASSES[step.kind] + ("mask_weight" in step.consts)) + requant
         read = out * len(ins)
         return Cost(_vector_step(ops, read, out, params, t), 0, ops, read, out, params)
     moved = out if step.kind is not Kind.PAD else out + ins[0]
