@@ -9,7 +9,7 @@
   epilogue (pooling, depthwise conv);
 - remaining elementwise ops fuse into trees of equal shape, absorbing transposes, slices, pads
   and windows that only they read;
-- every other layout op becomes a kernel with the chain of transposes, slices and pads that
+- every other layout op becomes a kernel with the chain of transposes, slices, pads and windows that
   only it reads (q = transpose(slice(qkv))); RESHAPEs stay outside as free aliases.
 """
 
@@ -170,7 +170,8 @@ def _group(graph: Graph) -> _Groups:
     for node in reversed(graph.nodes):  # a chain of movement ops reads through in one kernel
         if node.op in MOVEMENT and node.name not in g.group_of:
             chain = [node]
-            while (p := g.free(chain[0].inputs[0], REMAP)) is not None:
+            # a window too (Winograd's tiles, then their transpose): one copy, not two
+            while (p := g.free(chain[0].inputs[0], REMAP | {Op.WINDOW})) is not None:
                 chain.insert(0, p)
             g.add(chain)
     for node in graph.nodes:

@@ -195,33 +195,50 @@ def wait_function(module: ir.Module) -> ir.Function:
 def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
                     sync: ir.Value, tid: ir.Value, tag: ir.Value, index: int,
                     chunks: int) -> None:
-    """Entry code for split kernel number ``index``: a call of its runner (below), and the
-    end of this thread's run when the runner says the run is over for it."""
-    runner = _split_runner(b.module, kernel, chunks)
-    go_on = b.call(runner, [*args, sync, tid, tag, const(index)])
-    with b.if_then(b.not_(go_on)):
-        b.ret_void()
+    """Entry code for split kernel number ``index``: a call of the runner of its signature
+    (below), and the end of this thread's run when the runner says the run is over for it:
+    a branch to the entry's one return, so each kernel adds one block to the entry."""
+    runner = _split_runner(b.module, kernel.function_type)
+    go_on = b.call(runner, [kernel, *args, sync, tid, tag, const(index), const(chunks)])
+    on = b.append_basic_block(f"k{index}.done")
+    b.cbranch(go_on, on, _run_over(b.function))
+    b.position_at_end(on)
 
 
-def _split_runner(module: ir.Module, kernel: ir.Function, chunks: int) -> ir.Function:
-    """`i1 <kernel>.run<chunks>(<kernel args>, i64* sync, i64 tid, i64 tag, i64 index)`: take
-    chunks of step ``index`` until none is left; thread 0 then waits for every chunk and
-    publishes progress ``index + 1``; false when this run is over for the calling thread (a
-    late worker). A function of its own, not code in the entry: the entry of a model with
-    hundreds of split kernels would hold hundreds of loops, and LLVM's loop passes grow
-    faster than linearly with a function's loops (DenseNet-121 spent a fifth of its compile
-    rotating them); one per kernel function, whatever the steps that call it."""
-    name = f"{kernel.name}.run{chunks}"
+def _run_over(entry: ir.Function) -> ir.Block:
+    """The entry's block that returns: where a late worker leaves the run."""
+    over = next((blk for blk in entry.blocks if blk.name == "over"), None)
+    if over is None:
+        over = entry.append_basic_block("over")
+        ir.IRBuilder(over).ret_void()
+    return over
+
+
+def _signature(kind: str, kernel_t: ir.FunctionType) -> str:
+    """A name per kernel signature: runners take the kernel as a pointer, so that a model's
+    hundreds of split kernels share a handful of runners instead of compiling one each."""
+    return f"sw2c_{kind}." + ".".join(str(t).replace("*", "p") for t in kernel_t.args)
+
+
+def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
+    """`i1 sw2c_run.<sig>(<kernel>*, <kernel args>, i64* sync, i64 tid, i64 tag, i64 index,
+    i64 chunks)`: take chunks of step ``index`` until none is left; thread 0 then waits for
+    every chunk and publishes progress ``index + 1``; false when this run is over for the
+    calling thread (a late worker). A function of its own, not code in the entry: the entry
+    of a model with hundreds of split kernels would hold hundreds of loops, and LLVM's loop
+    passes grow faster than linearly with a function's loops (DenseNet-121 spent a fifth of
+    its compile rotating them). The kernel is called through its pointer, once per chunk."""
+    name = _signature("run", kernel_t)
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    params = [a.type for a in kernel.args[:-1]]
-    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [*params, I64P, I64, I64, I64]),
-                     name)
+    params = list(kernel_t.args[:-1])
+    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [
+        kernel_t.as_pointer(), *params, I64P, I64, I64, I64, I64]), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
-    *args, sync, tid, tag, index = fn.args
+    kernel, *args, sync, tid, tag, index, chunks = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
     yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     word = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(SLOT))])
@@ -233,7 +250,7 @@ def _split_runner(module: ir.Module, kernel: ir.Function, chunks: int) -> ir.Fun
     head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
     b.branch(head)
     b.position_at_end(head)
-    chunk = b.call(grab_function(module), [word, tag, const(chunks)])
+    chunk = b.call(grab_function(module), [word, tag, chunks])
     # compares, not a switch: a jump table's absolute addresses do not relocate in MCJIT
     stop = fn.append_basic_block("stop")
     b.cbranch(b.icmp_signed(">=", chunk, const(0)), work, stop)
@@ -247,7 +264,7 @@ def _split_runner(module: ir.Module, kernel: ir.Function, chunks: int) -> ir.Fun
     b.branch(head)
     b.position_at_end(out)
     with b.if_then(b.icmp_unsigned("==", tid, const(0))):
-        b.call(wait_function(module), [done, tag, const(chunks)])
+        b.call(wait_function(module), [done, tag, chunks])
         b.store_atomic(b.or_(tag, b.add(index, const(1))), sync, "release", 8)
     b.ret(yes)
     return fn
@@ -255,13 +272,34 @@ def _split_runner(module: ir.Module, kernel: ir.Function, chunks: int) -> ir.Fun
 
 def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], sync: ir.Value,
                    tid: ir.Value, tag: ir.Value, index: int, team: bool) -> None:
-    """Entry code for a kernel thread 0 runs alone (then publishes progress)."""
+    """Entry code for a kernel thread 0 runs alone (then publishes progress): in a team, a
+    call of the solo runner of its signature, which keeps the entry one block per kernel."""
     if not team:
         b.call(kernel, [*args, const(0)])
         return
+    b.call(_solo_runner(b.module, kernel.function_type),
+           [kernel, *args, sync, tid, tag, const(index)])
+
+
+def _solo_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
+    """`void sw2c_solo.<sig>(<kernel>*, <kernel args>, i64* sync, i64 tid, i64 tag, i64
+    index)`: on thread 0, the kernel, then progress ``index + 1``; nothing on a worker."""
+    name = _signature("solo", kernel_t)
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [
+        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    kernel, *args, sync, tid, tag, index = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
     with b.if_then(b.icmp_unsigned("==", tid, const(0))):
         b.call(kernel, [*args, const(0)])
-        b.store_atomic(b.or_(tag, const(index + 1)), sync, "release", 8)
+        b.store_atomic(b.or_(tag, b.add(index, const(1))), sync, "release", 8)
+    b.ret_void()
+    return fn
 
 
 def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: int) -> None:
