@@ -134,8 +134,9 @@ def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -
         return existing, None
     fn = ir.Function(module, ir.FunctionType(ret, args), name)
     fn.linkage = "internal"
-    # called once per kernel of the entry: inlined, its spin loop would be optimized per call
+    # called once per kernel of the entry: inlined, its loops would be optimized per call
     fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
     return fn, ir.IRBuilder(fn.append_basic_block())
 
 
@@ -228,18 +229,11 @@ def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     of a model with hundreds of split kernels would hold hundreds of loops, and LLVM's loop
     passes grow faster than linearly with a function's loops (DenseNet-121 spent a fifth of
     its compile rotating them). The kernel is called through its pointer, once per chunk."""
-    name = _signature("run", kernel_t)
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    params = list(kernel_t.args[:-1])
-    fn = ir.Function(module, ir.FunctionType(ir.IntType(1), [
-        kernel_t.as_pointer(), *params, I64P, I64, I64, I64, I64]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
+    fn, b = _function(module, _signature("run", kernel_t), ir.IntType(1), [
+        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64, I64])
+    if b is None:
+        return fn
     kernel, *args, sync, tid, tag, index, chunks = fn.args
-    b = ir.IRBuilder(fn.append_basic_block())
     yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     word = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(SLOT))])
     done = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(2 * SLOT))])
@@ -284,17 +278,11 @@ def emit_solo_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value], s
 def _solo_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     """`void sw2c_solo.<sig>(<kernel>*, <kernel args>, i64* sync, i64 tid, i64 tag, i64
     index)`: on thread 0, the kernel, then progress ``index + 1``; nothing on a worker."""
-    name = _signature("solo", kernel_t)
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [
-        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
+    fn, b = _function(module, _signature("solo", kernel_t), ir.VoidType(), [
+        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64])
+    if b is None:
+        return fn
     kernel, *args, sync, tid, tag, index = fn.args
-    b = ir.IRBuilder(fn.append_basic_block())
     with b.if_then(b.icmp_unsigned("==", tid, const(0))):
         b.call(kernel, [*args, const(0)])
         b.store_atomic(b.or_(tag, b.add(index, const(1))), sync, "release", 8)
