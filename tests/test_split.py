@@ -21,10 +21,13 @@ def test_grid_covers_the_output_once(m, n, chunks):
     rows, cols = split_grid(m, n, chunks, bl)
     assert rows * cols == chunks
     cover = np.zeros((m, n), np.int64)
-    for lo, h, c0, w in _parts(m, n, (rows, cols), bl.nr):
+    parts = _parts(m, n, (rows, cols), bl.nr, bl.mr)
+    for lo, h, c0, w in parts:
         assert c0 % bl.nr == 0  # a column part is whole panels of the packed B
+        assert not h or m % rows == 0 or lo % bl.mr == 0  # else it starts on a whole strip
         cover[lo:lo + h, c0:c0 + max(w, 0)] += 1
     assert (cover == 1).all()
+    assert len({h for _, h, _, _ in parts if h}) <= 2  # chunk shapes: few GEMMs to compile
     if cols > 1:  # columns are split only when the rows are too few to share
         assert m // (rows * 2) < MIN_STRIPS * bl.mr
 

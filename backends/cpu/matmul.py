@@ -86,15 +86,20 @@ def split_grid(m: int, n: int, chunks: int, bl: Blocking) -> tuple[int, int]:
     return rows, cols
 
 
-def _parts(m: int, n: int, grid: tuple[int, int], nr: int) -> list[tuple[int, int, int, int]]:
+def _parts(m: int, n: int, grid: tuple[int, int], nr: int,
+           mr: int = 1) -> list[tuple[int, int, int, int]]:
     """(first row, rows, first column, columns) of each chunk of the grid, chunk order; the
-    column cuts fall on the boundaries of ``nr``-column panels."""
+    column cuts fall on the boundaries of ``nr``-column panels. The rows are shared equally
+    when they can be, else every chunk but the last takes the same whole ``mr``-row strips:
+    one or two chunk shapes and one partial strip, so fewer GEMM variants to compile."""
     rows, cols = grid
     panels = -(-n // nr)
+    # rows per chunk: an equal share, or whole strips with the last chunk short
+    per = m // rows if m % rows == 0 else mr * -(-(-(-m // mr)) // rows)
     out = []
     for t in range(rows * cols):
         i, j = divmod(t, cols)
-        lo, hi = m * i // rows, m * (i + 1) // rows
+        lo, hi = min(m, per * i), min(m, per * (i + 1))
         c0, c1 = nr * (panels * j // cols), min(n, nr * (panels * (j + 1) // cols))
         out.append((lo, hi - lo, c0, c1 - c0))
     return out
@@ -139,7 +144,7 @@ def scratch_bytes(node: Node, is_const: Callable[[str], bool], bl: Blocking,
     if mt.window is not None and (batch > 1 or _shares_patches(mt, batch, grid)):
         size += body.type_of(mt.window.name).nbytes
     elif mt.window is not None:
-        parts = _parts(m, n, grid, bl.nr)
+        parts = _parts(m, n, grid, bl.nr, bl.mr)
         size += 4 * sum(block * k for _, block in _patch_slots(parts, k, bl.mr))
     if runtime_b:
         size += 4 * packed_b_floats(k, n, bl.nr) * _b_batches(body, mt)
@@ -267,7 +272,7 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
     own_columns = _own_columns(body, mt, b_name not in packed)
     bl = blocking_of(b.module)
     grid = _grid(body, mt, team.size, b_name not in packed, bl)
-    parts = _parts(m, n, grid, bl.nr)
+    parts = _parts(m, n, grid, bl.nr, bl.mr)
     patches = cursor  # the chunks' patch blocks (im2col), before the packed B
     shared = _shares_patches(mt, batch, grid)  # built by emit_patches before this kernel
     if mt.window is not None and batch > 1:  # every batch's patches, each filled by its chunk
