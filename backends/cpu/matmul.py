@@ -93,9 +93,9 @@ def _parts(m: int, n: int, grid: tuple[int, int], nr: int,
     when they can be, else every chunk but the last takes the same whole ``mr``-row strips:
     one or two chunk shapes and one partial strip, so fewer GEMM variants to compile."""
     rows, cols = grid
-    panels = -(-n // nr)
+    panels, strips = -(-n // nr), -(-m // mr)
     # rows per chunk: an equal share, or whole strips with the last chunk short
-    per = m // rows if m % rows == 0 else mr * -(-(-(-m // mr)) // rows)
+    per = m // rows if m % rows == 0 else mr * -(-strips // rows)
     out = []
     for t in range(rows * cols):
         i, j = divmod(t, cols)
