@@ -18,11 +18,12 @@ from .backends.cpu.llvm import jit
 from .errors import CompileError, ModelError, Sw2cError
 from .frontend.limits import check_bytes
 from .ir import Graph, Op
+from .ir.buffers import aligned_buffer
 from .passes.cost import count_flops, count_macs
 from .passes.pipeline import cpu_pipeline, run_pipeline
 from .passes.winograd import DEFAULT_MODE, check_mode
 from .runtime.export import Native, c_name, check_library, export_program
-from .runtime.module import Module, _aligned_buffer
+from .runtime.module import Module
 from .runtime.pool import team_code
 from .runtime.verify import index_ranges, random_feeds, verify_module
 
@@ -54,7 +55,7 @@ def _export(native: Native, module: weakref.ref, sig_in: list, sig_out: list,
 
 def _packed_weights(program: Any) -> np.ndarray:
     """The weights blob of ``program``, allocated and filled."""
-    weights = _aligned_buffer(program.weights.size)
+    weights = aligned_buffer(program.weights.size)
     program.weights.write(weights)
     return weights
 

@@ -15,6 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import ModelError, Sw2cError, UnsupportedOpError, blame
 from ..ir import Builder, Graph, Node, Op, ShapeError, TensorType, Value, verify
+from ..ir.buffers import empty
 from . import (  # noqa: F401  (they register the converters)
     ops_activation,
     ops_arith,
@@ -139,7 +140,7 @@ def c_ordered(a: np.ndarray) -> np.ndarray:
     if a.flags.c_contiguous or a.ndim != 2 or not a.flags.f_contiguous or a.size < 1 << 20:
         return np.asarray(a, order="C")
     base = a.T  # C-ordered: read in bands of its rows, each written as columns of out
-    out = np.empty(a.shape, a.dtype)
+    out = empty(a.shape, a.dtype)  # pages in place (ir/buffers.py)
     for i in range(0, base.shape[0], TRANSPOSE_BLOCK):
         for j in range(0, base.shape[1], TRANSPOSE_BLOCK):
             out[j:j + TRANSPOSE_BLOCK, i:i + TRANSPOSE_BLOCK] = base[i:i + TRANSPOSE_BLOCK,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import mmap
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, internal_errors
+from ..ir.buffers import aligned_buffer
 from .pool import TeamCode, ThreadTeam
 
 Signature = list[tuple[str, tuple[int, ...], str]]
@@ -42,23 +42,6 @@ def _spec(name: str, shape: tuple[int, ...], dtype: str) -> Spec:
     return name, tuple(shape), dt, tuple(strides)
 
 
-PREFAULT_FROM = 4 << 20  # bytes: a buffer this large is mapped with its pages in place
-
-
-def _aligned_buffer(nbytes: int) -> np.ndarray:
-    """A zeroed uint8 buffer whose data starts on a 64-byte boundary. A large one (weights,
-    big arenas) is a mapping of its own, populated in one system call: first touching VGG-19's
-    815 MB of packed weights page by page took 0.8-1.8 s of its compile here, populated
-    0.4-0.5 s (and the copy itself 0.1 s)."""
-    if nbytes >= PREFAULT_FROM and hasattr(mmap, "MAP_POPULATE"):
-        pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-                          | mmap.MAP_POPULATE)  # anonymous: zeroed, page aligned
-        return np.frombuffer(pages, dtype=np.uint8)
-    raw = np.zeros(nbytes + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + nbytes]
-
-
 class Module:
     """A compiled model. ``run(feeds)``, ``module(*arrays)`` or, allocating nothing,
     ``run_into(inputs, outputs)``; ``inputs``/``outputs`` list
@@ -79,7 +62,7 @@ class Module:
                       if team is not None else None)
         self._weights = weights
         self._weights_ptr = weights if isinstance(weights, int) else weights.ctypes.data
-        self._arena = _aligned_buffer(max(arena_bytes, 64))
+        self._arena = aligned_buffer(max(arena_bytes, 64))
         self._arena_ptr = self._arena.ctypes.data
         self._bind_words(argv if argv and team is None else None)
 

@@ -301,9 +301,9 @@ class Fp32Build(EmulatedBuild):
                  dump_ir: str | os.PathLike | None = None,
                  directory: str | os.PathLike | None = None) -> None:
         from ...backends.cpu.codegen import generate
+        from ...ir.buffers import aligned_buffer
         from ...passes.cost import count_macs
         from ...passes.pipeline import cpu_pipeline, run_pipeline
-        from ..module import _aligned_buffer
 
         self.name, self.target = name, target
         self.graph = run_pipeline(graph, cpu_pipeline(winograd), dump_dir=dump_ir)
@@ -323,7 +323,7 @@ class Fp32Build(EmulatedBuild):
         except RuntimeError as e:  # LLVM rejected what we generated: our bug, said plainly
             raise CompileError(f"LLVM failed on the code generated for {name} on "
                                f"{target.name}: {e}") from e
-        blob = _aligned_buffer(program.weights.size)
+        blob = aligned_buffer(program.weights.size)
         program.weights.write(blob)
         self.code = self.directory / f"{name}.o"
         self.code.write_bytes(code)
