@@ -4,6 +4,7 @@ no tiling fits, the error gives the numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 from math import prod
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_small_model_is_tiled_to_fit_and_bit_exact(small):
     assert t is not None and t.arena_before > 6144 >= t.arena_after == b.plan.arena_bytes
     assert t.extra_macs > 0  # the halo is recomputed
     # (cycles can go either way: smaller patches recompute, but their partial sums fit the
-    # accumulator where a whole layer's spill to the SRAM)
+    # accumulator where a whole layer's spill or run in chunks)
     assert t.extra_cycles == sum(b.costs, Cost()).cycles - t.cycles_before
     kinds = {s.kind for s in b.program.steps}
     assert {Kind.SLICE, Kind.CONCAT} <= kinds
@@ -252,14 +253,16 @@ def test_tiling_plus_spilling_when_no_tiling_fits(small, roomy, tmp_path):
 
 def test_partial_sums_stay_on_chip_when_a_conv_output_spills(roomy):
     """A conv whose int32 partial sums overflow the accumulator writes them to the SRAM
-    wherever its result lives: spilling the result moves its int8 bytes, not the sums."""
-    p, t = roomy.program, roomy.build.target
+    wherever its result lives: spilling the result moves its int8 bytes, not the sums.
+    (With unlimited SRAM ports, spilling them is faster than passes of fewer rows.)"""
+    p = roomy.program
+    t = dataclasses.replace(roomy.build.target, sram_bytes_per_cycle=None)
     i, step = next((i, s) for i, s in enumerate(p.steps)
                    if s.kind is Kind.CONV and s.window is not None)
     near = schedule(p, t)[i]
     far = schedule(p, t, frozenset({step.output}))[i]
     out = p.tensors[step.output].nbytes
-    assert near.sram_write > out  # the partial sums go through the SRAM
+    assert near.psum_spill > 0 and near.sram_write == out + near.psum_spill
     assert far.ext_bytes == out and far.sram_write == near.sram_write - out
 
 

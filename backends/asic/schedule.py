@@ -13,7 +13,10 @@ Memories with a stated bandwidth turn traffic into cycles: a step lasts as long 
 unit or memory port. Weights stream through a double-buffered weight buffer: before the array
 starts, the first half of the buffer is filled (as SCALE-Sim's initial prefetch), unless the
 previous step left the weight port idle long enough to prefetch it. int32 partial sums between
-K tiles live in the accumulator; when a column of them does not fit, they spill to the SRAM.
+K tiles live in the accumulator. When a column of them does not fit, the schedule takes the
+faster of two loop orders (then the one spending less energy): spill the sums to the SRAM and
+back, or cut M into chunks whose sums fit and stream the weights once per chunk (the order
+ZigZag's search finds; it costs a tile load and the array's fill per extra pass).
 Every step pays ``step_overhead_cycles``. Nothing depends on the data, so the figures are
 known at compile time; the simulator adds them up as it executes.
 """
@@ -53,6 +56,7 @@ class Cost:
     acc_bytes: int = 0  # accumulator traffic: partial sums read and written, outputs staged
     wide_macs: int = 0  # of ``macs``, those on int16 activations (16x8)
     ext_bytes: int = 0  # external RAM traffic (activations spilled there: plan_spilled)
+    psum_spill: int = 0  # of the SRAM traffic, int32 partial sums spilled (bytes each way)
 
     def __add__(self, o: Cost) -> Cost:
         return Cost(*(a + b for a, b in zip(self.astuple(), o.astuple())))
@@ -138,13 +142,12 @@ def _port(nbytes: int, per_cycle: float | None) -> int:
     return ceil(nbytes / per_cycle) if per_cycle else 0
 
 
-def gemm_cycles(m: int, tiles: Tiles, t: Target, *, weight_bytes: int, sram_bytes: int = 0,
+def gemm_cycles(compute: int, t: Target, *, weight_bytes: int, sram_bytes: int = 0,
                 vector_ops: int = 0, hidden: int = 0) -> int:
-    """Cycles of a GEMM of M rows on the array, without the step overhead: the slowest of the
-    array, the weight stream, the SRAM port and (if it overlaps) the vector unit, after the
-    weight buffer's first fill less the ``hidden`` cycles of it prefetched in the previous
-    step."""
-    compute = mac_cycles(m, tiles.count, t)
+    """Cycles of a GEMM whose array takes ``compute`` cycles, without the step overhead: the
+    slowest of the array, the weight stream, the SRAM port and (if it overlaps) the vector
+    unit, after the weight buffer's first fill less the ``hidden`` cycles of it prefetched in
+    the previous step."""
     vector = ceil(vector_ops / t.vector_lanes)
     fill = _port(weight_fill(weight_bytes, t), t.weight_bytes_per_cycle)
     stream = _port(weight_bytes, t.weight_bytes_per_cycle) - fill
@@ -157,36 +160,57 @@ def gemm_cycles(m: int, tiles: Tiles, t: Target, *, weight_bytes: int, sram_byte
 
 
 def psum_traffic(m: int, n: int, tiles: Tiles, t: Target) -> tuple[int, int]:
-    """(accumulator bytes, bytes spilled to SRAM each way). Outputs are staged in the
-    accumulator on their way to the SRAM: every int8 result is written and read once, and
-    where a column takes several K tiles, each tile's M x width int32 partial sums are
-    written once and read once (by the next tile's add, or by the requantization), as ZigZag
-    counts them. A column of tiles needs M x cols partial sums at once; if the accumulator
-    holds fewer, all but the last tile's go through the SRAM instead."""
+    """(accumulator bytes, bytes spilled to SRAM each way) in the one-pass order. Outputs are
+    staged in the accumulator on their way to the SRAM: every int8 result is written and read
+    once, and where a column takes several K tiles, each tile's M x width int32 partial sums
+    are written once and read once (by the next tile's add, or by the requantization), as
+    ZigZag counts them. A column of tiles needs M x cols partial sums at once; if the
+    accumulator holds fewer, all but the last tile's go through the SRAM instead."""
     if t.accumulator_bytes is None:
         return 0, 0
     staged = 2 * m * n + 2 * PSUM_BYTES * m * tiles.stacked
-    if m * t.mac_cols * PSUM_BYTES <= t.accumulator_bytes:
+    if m <= chunk_rows(t):
         return staged, 0
     return staged, PSUM_BYTES * m * (tiles.stacked - tiles.stacked_columns)
+
+
+def chunk_rows(t: Target) -> int:
+    """The most rows whose partial sums for a column of tiles fit the accumulator."""
+    if t.accumulator_bytes is None:
+        return 1 << 62
+    return t.accumulator_bytes // (t.mac_cols * PSUM_BYTES)
 
 
 def gemm_cost(m: int, k: int, n: int, t: Target, *, tiles: Tiles | None = None,
               params: int | None = None, requant: bool = True, hidden: int = 0) -> Cost:
     """The cost of a GEMM [M, K] @ [K, N] on the array (without the step overhead): the
     activation rows are re-read for every column of tiles, the int8 outputs written once,
-    the weights (``params`` bytes with biases and requantization parameters) read once."""
+    the weights (``params`` bytes with biases and requantization parameters) read once per
+    pass over M. Partial sums that overflow the accumulator in one pass are priced both
+    ways, spilled or in chunks of M (``psum_traffic``), and the faster order is taken."""
     tiles = tiles or Tiles.dense(k, n, t)
     params = k * n if params is None else params
-    weight_bytes = params - k * n + tiles.area  # all-zero tiles are never fetched
+    extra = params - k * n  # biases, requantization: read once (all-zero tiles never are)
     acc, spill = psum_traffic(m, n, tiles, t)
     out = m * n
     vector = out if requant else 0
-    read = m * k * ceil(n / t.mac_cols) + spill
-    write = out + spill
-    cycles = gemm_cycles(m, tiles, t, weight_bytes=weight_bytes, sram_bytes=read + write,
-                         vector_ops=vector, hidden=hidden)
-    return Cost(cycles, m * tiles.area, vector, read, write, weight_bytes, acc)
+    read = m * k * ceil(n / t.mac_cols)
+
+    def order(rows: int, spill: int) -> Cost:  # passes over M of ``rows`` (the last fewer)
+        chunks = ceil(m / rows)
+        compute = (chunks - 1) * mac_cycles(rows, tiles.count, t) + mac_cycles(
+            m - (chunks - 1) * rows, tiles.count, t)
+        weights = extra + chunks * tiles.area
+        cycles = gemm_cycles(compute, t, weight_bytes=weights,
+                             sram_bytes=read + out + 2 * spill, vector_ops=vector, hidden=hidden)
+        return Cost(cycles, m * tiles.area, vector, read + spill, out + spill, weights, acc,
+                    psum_spill=spill)
+
+    one_pass = order(m, spill)
+    if not spill or chunk_rows(t) == 0:
+        return one_pass
+    chunked = order(chunk_rows(t), 0)
+    return min(one_pass, chunked, key=lambda c: (c.cycles, c.energy_pj(t)))
 
 
 def _taps(step: Step, in_size: int, out_size: int) -> int:
@@ -277,16 +301,6 @@ def widened(cost: Cost, step: Step, program: QProgram, t: Target) -> Cost:
                    wide_macs=cost.macs if ins == 2 else 0)
 
 
-def _psum_spill(step: Step, program: QProgram, t: Target) -> int:
-    """Bytes of int32 partial sums a conv moves each way between the accumulator and the
-    SRAM (``psum_traffic``); 0 for other steps."""
-    if step.kind is not Kind.CONV:
-        return 0
-    w = step.consts["weights"]
-    n = w.shape[1]
-    return psum_traffic(program.tensors[step.output].size // n, n, live_tiles(w, t), t)[1]
-
-
 def external_shares(cost: Cost, step: Step, program: QProgram, t: Target
                     ) -> list[tuple[str, int]]:
     """The bytes of ``cost``'s SRAM traffic each operand (then the result) of ``step`` would
@@ -295,7 +309,7 @@ def external_shares(cost: Cost, step: Step, program: QProgram, t: Target
     SRAM wherever its operands live."""
     ts = program.tensors
     sizes = [ts[i].nbytes for i in step.inputs]
-    psums = _psum_spill(step, program, t)
+    psums = cost.psum_spill
     width = max((ts[i].bits // 8 for i in step.inputs), default=1)  # as ``widened`` counts
     reads = cost.sram_read - psums * width
     shares = [(i, reads * n // max(sum(sizes), 1)) for i, n in zip(step.inputs, sizes)]
