@@ -1,12 +1,12 @@
 """The threads of a multi-threaded module.
 
-Generated code hands out the chunks of big kernels to whichever thread asks first
-(backends/cpu/team.py); thread 0, the caller, returns once every chunk is done. Between runs a
-worker waits in native code, spinning on the mailbox's generation word for a while (a run that
-follows soon starts at once) before it parks on a condition variable. ctypes releases the GIL
-for each native call. A run is published by the generated ``<name>_publish``, a release store
-that the workers' acquire loads pair with; runtime/team.c is the same protocol in C for an
-exported library.
+Generated code hands out the chunks of big kernels, each thread's own share first, then what
+the others left (backends/cpu/team.py); thread 0, the caller, returns once every chunk is done.
+Between runs a worker waits in native code, spinning on the mailbox's generation word for a
+while (a run that follows soon starts at once) before it parks on a condition variable. ctypes
+releases the GIL for each native call. A run is published by the generated ``<name>_publish``,
+a release store that the workers' acquire loads pair with; runtime/team.c is the same protocol
+in C for an exported library.
 """
 
 from __future__ import annotations

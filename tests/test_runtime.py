@@ -231,7 +231,7 @@ def test_team_code_publishes_with_release_and_hints_per_isa(triple, hint, asm):
                                                 + [i64p, ir.IntType(64), ir.IntType(64)]),
                         "m_entry")
     ir.IRBuilder(entry.append_basic_block()).ret_void()
-    emit_team(module, entry, 3, 5)
+    emit_team(module, entry, 3, 5, threads=2)
     text = str(module)
     publish = text[text.index("define void @\"m_publish\""):]
     assert "release" in publish[:publish.index("\n}")]
@@ -260,3 +260,34 @@ def test_bench_reports_the_threads_that_ran(monkeypatch, tmp_path):
     assert r["threads"] == 1 and r["threads_requested"] == 2
     assert r["percent_of_peak"] == pytest.approx(harness.throughput(r["gflop"] * 1e9, 1e-6, 1)[1])
     assert "1 thread(s) (2 requested" in bench.format_result(r)
+
+
+def test_a_thread_takes_its_own_share_of_chunks_first_then_the_rest():
+    """``sw2c_grab_near``: 10 chunks in 3 shares ([0, 3), [3, 6), [6, 10)); thread 1 takes
+    its share in order, then share 2's, then share 0's; another thread then finds what is
+    left; a counter tagged by another run stops the thread (-2)."""
+    import ctypes
+
+    from sw2c.backends.cpu.llvm import jit, new_module
+    from sw2c.backends.cpu.team import LOW, SLOT, grab_near_function
+
+    module = new_module("grab")
+    fn = grab_near_function(module)
+    fn.linkage = "external"
+    engine = jit(module)
+    grab = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 4)(
+        engine.get_function_address("sw2c_grab_near"))
+    tag = 7 << 32
+    words = np.zeros(SLOT, np.int64)
+    words[:3] = tag
+    at = words.ctypes.data
+
+    def take(tid: int, n: int) -> list[int]:
+        return [grab(at, tag, 10, tid, 3) for _ in range(n)]
+
+    assert take(1, 4) == [3, 4, 5, 6]
+    assert take(2, 3) == [7, 8, 9]
+    assert take(1, 4) == [0, 1, 2, -1]
+    assert take(0, 1) == [-1] and (words[:3] & LOW).tolist() == [3, 3, 4]
+    words[:3] = 8 << 32  # the next run's tags: this run's late thread stops
+    assert grab(at, tag, 10, 0, 3) == -2

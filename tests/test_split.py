@@ -129,3 +129,37 @@ def test_run_time_right_hand_side_is_packed_per_chunk(monkeypatch, transposed, n
         assert module.report["threads"] == threads
         np.testing.assert_allclose(module.run(feeds)[graph.outputs[0]], want, rtol=1e-5,
                                    atol=1e-5, err_msg=f"{threads} threads")
+
+
+def _batched(batch: int, m: int, k: int, n: int, seed: int = 5):
+    """A batched GEMM by constant weights ([batch, m, k] @ [batch, k, n]) + a per-column bias,
+    then ReLU: Winograd's middle step, with an epilogue."""
+    rng = np.random.default_rng(seed)
+    b = Builder("batched", [Value("a", TensorType((batch, m, k)))])
+    w = b.const(rng.normal(0, 0.2, (batch, k, n)).astype(np.float32), "w")
+    bias = b.const(rng.normal(0, 0.1, (n,)).astype(np.float32), "bias")
+    y = b.add(Op.BINARY, [b.add(Op.MATMUL, ["a", w]), bias], fn=Binary.ADD)
+    return b.finish([b.add(Op.UNARY, [y], fn=Unary.RELU)])
+
+
+@pytest.mark.parametrize("batch,m,k,n,rows", [(36, 49, 64, 64, True), (16, 16, 256, 256, False),
+                                              (4, 37, 8, 24, True)])
+def test_a_batched_gemm_splits_rows_where_its_activations_outweigh_its_weights(
+        monkeypatch, batch, m, k, n, rows):
+    """Rows [lo, hi) of every batch per thread (equal shares: 49 rows -> 24 + 25, 37 -> 12,
+    12, 13) when m (k + n) > k n, else one batch per chunk; both against the interpreter."""
+    from sw2c.backends.cpu.codegen import _chunks, _is_const
+    from sw2c.backends.cpu.matmul import splits_rows_across_batches
+
+    monkeypatch.setattr("sw2c.backends.cpu.codegen.MIN_PARALLEL_WORK", 0)
+    graph = _batched(batch, m, k, n)
+    lowered = run_pipeline(graph, cpu_pipeline("off"))
+    kernel = next(n for n in lowered.nodes if n.op is Op.KERNEL)
+    assert splits_rows_across_batches(kernel, lambda i: _is_const(lowered, i)) == rows
+    assert _chunks(kernel, 2, lowered) == (2 if rows else batch)
+    a = np.random.default_rng(6).standard_normal((batch, m, k)).astype(np.float32)
+    want = run(graph, {"a": a})[graph.outputs[0]]
+    for threads in (2, 3):
+        got = compile_graph(graph, "batched", threads=threads).run({"a": a})[graph.outputs[0]]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{threads} threads")
+

@@ -24,7 +24,15 @@ from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
-from .matmul import Matmul, can_split, emit_matmul, emit_patches, scratch_bytes, shares_patches
+from .matmul import (
+    Matmul,
+    can_split,
+    emit_matmul,
+    emit_patches,
+    scratch_bytes,
+    shares_patches,
+    splits_rows_across_batches,
+)
 from .profile import Profiler
 from .rows import emit_rows
 from .team import I64P, LOW, Team, emit_solo_call, emit_split_call, emit_team, sync_words
@@ -115,10 +123,13 @@ CHUNKS_PER_THREAD = 4  # a split kernel's chunks: enough for the team to balance
 MAX_BATCH_CHUNKS = 64
 
 
-def _chunks(node: Node, threads: int) -> int:
-    """The chunks a split kernel is cut into: CHUNKS_PER_THREAD per thread, or one per batch."""
+def _chunks(node: Node, threads: int, graph: Graph) -> int:
+    """The chunks a split kernel is cut into: CHUNKS_PER_THREAD per thread, one per batch, or
+    one per thread for a batched GEMM split by rows (matmul.splits_rows_across_batches)."""
     chunks = CHUNKS_PER_THREAD * threads
     if node.attrs["kind"] == "matmul":
+        if splits_rows_across_batches(node, lambda i: _is_const(graph, i)):
+            return threads
         body: Graph = node.attrs["body"]
         batch = Matmul.of(body).dims(body)[0]
         if chunks < batch <= MAX_BATCH_CHUNKS:
@@ -147,7 +158,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
     split = {k.name: threads > 1 and _parallel(k, graph, bl)
              for k in graph.nodes if k.op is Op.KERNEL}
     plan = plan_memory(graph, lambda k: scratch_bytes(
-        k, lambda i: _is_const(graph, i), bl, _chunks(k, threads) if split[k.name] else 1)
+        k, lambda i: _is_const(graph, i), bl, _chunks(k, threads, graph) if split[k.name] else 1)
         if k.attrs["kind"] == "matmul" else 0)
     kernels = [n for n in graph.nodes if n.op is Op.KERNEL and n.name not in plan.elided]
     parallel = [split[k.name] for k in kernels]
@@ -187,7 +198,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
         body: Graph = node.attrs["body"]
         packed = _packed_consts(node, graph)
         noalias, ldc = node.name not in plan.in_place, plan.row_stride.get(node.name)
-        chunks = _chunks(node, threads) if parallel[index] else 1
+        chunks = _chunks(node, threads, graph) if parallel[index] else 1
         shifted, offsets = shift_slices(node)
         key = fingerprint(shifted, packed, chunks, ldc, noalias)
         fn = emitted.get(key) if key is not None else None
@@ -213,12 +224,12 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
                                             chunks)
                 if key is not None:
                     emitted[key, "patches"] = patches
-            emit_split_call(b, patches, args, sync, tid, tag, step, chunks)
+            emit_split_call(b, patches, args, sync, tid, tag, step, chunks, threads)
             step += 1
         if parallel[index]:
             if profiler:  # time each chunk too
                 fn, args = profiler.wrap(fn, args, tid, index)
-            emit_split_call(b, fn, args, sync, tid, tag, step, chunks)
+            emit_split_call(b, fn, args, sync, tid, tag, step, chunks, threads)
         else:
             emit_solo_call(b, fn, args, sync, tid, tag, step, team=threads > 1)
         step += 1
@@ -227,7 +238,7 @@ def generate(graph: Graph, name: str = "sw2c", threads: int = 1,
     b.ret_void()
     words = sync_words(step)
     if threads > 1:
-        emit_team(module, entry, 2 + n_in + n_out, words)
+        emit_team(module, entry, 2 + n_in + n_out, words, threads)
     emit_argv(module, entry)  # the one-pointer call of runtime/module.py
     return Program(module, weights, plan, graph, threads, words)
 

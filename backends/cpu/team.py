@@ -1,10 +1,13 @@
 """Threads inside generated code, scheduled by chunks.
 
-A kernel worth splitting is cut into ``chunks`` pieces (a range of one axis each). Every thread
-of the team grabs chunks from the kernel's counter until none is left, so the caller (thread 0)
-finishes alone whatever a descheduled worker did not take: on a busy machine the team degrades
-to one thread instead of waiting for a core. Thread 0 then waits for the kernel's completion
-count and publishes progress; workers wait for that progress before the next split kernel.
+A kernel worth splitting is cut into ``chunks`` pieces (a range of one axis each). Thread t
+first takes the chunks of its own contiguous share (share t of the team's), in order, then
+those left in the other shares, so the caller (thread 0) finishes alone whatever a descheduled
+worker did not take: on a busy machine the team degrades to one thread instead of waiting for
+a core. Consecutive kernels cut along the same axis give a thread the same part of the data,
+still in its own core's cache (chunks handed out first-come crossed cores half the time).
+Thread 0 then waits for the kernel's completion count and publishes progress; workers wait
+for that progress before the next split kernel.
 
 Every word is tagged with the run's generation in its upper 32 bits, so a worker still busy
 with an old run never takes a chunk of the new one. A run starts with ``<name>_publish``: it
@@ -13,8 +16,9 @@ workers read with acquire loads, so they see the new run's words and pointers on
 Its callers are runtime/pool.py (in Python) and runtime/team.c (in an exported library).
 Layout of the i64 ``sync`` words, one slot of SLOT words (a cache line) each, so a word one
 thread polls never shares a line with a word the other writes: slot 0 progress (kernels
-complete), then per kernel i: slot 1 + 2i next chunk, slot 2 + 2i chunks done. Layout of the
-mailbox: [0] generation, [1] exit flag, [2..] the entry's pointer arguments.
+complete), then per kernel i: slot 1 + 2i the next chunk of each share (word r for share r,
+up to SLOT shares), slot 2 + 2i chunks done. Layout of the mailbox: [0] generation, [1] exit
+flag, [2..] the entry's pointer arguments.
 """
 
 from __future__ import annotations
@@ -171,6 +175,32 @@ def grab_function(module: ir.Module) -> ir.Function:
     return fn
 
 
+def grab_near_function(module: ir.Module) -> ir.Function:
+    """`i64 sw2c_grab_near(i64* next, i64 tag, i64 chunks, i64 tid, i64 shares)`: the next
+    chunk of this thread's share (share ``tid mod shares``, the words ``next[r]`` count each
+    share's chunks taken), else of the following shares in turn; -1 when none is left, -2
+    for another run's counters (as ``sw2c_grab``)."""
+    fn, b = _function(module, "sw2c_grab_near", I64, [I64P, I64, I64, I64, I64])
+    if b is None:
+        return fn
+    word, tag, chunks, tid, shares = fn.args
+    grab = grab_function(module)
+    with for_range(b, shares) as j:
+        r = b.urem(b.add(tid, j), shares)
+        lo = b.udiv(b.mul(r, chunks), shares)
+        hi = b.udiv(b.mul(b.add(r, const(1)), chunks), shares)
+        got = b.call(grab, [b.gep(word, [r]), tag, b.sub(hi, lo)])
+        with b.if_then(b.icmp_signed("!=", got, const(-1))):
+            with b.if_else(b.icmp_signed(">=", got, const(0))) as (taken, stale):
+                with taken:
+                    b.ret(b.add(lo, got))
+                with stale:
+                    b.ret(got)
+            b.unreachable()
+    b.ret(const(-1))
+    return fn
+
+
 def wait_function(module: ir.Module) -> ir.Function:
     """`i1 sw2c_wait(i64* word, i64 tag, i64 count)`: spin until the word's count reaches
     ``count``; false if it belongs to another run."""
@@ -193,14 +223,21 @@ def wait_function(module: ir.Module) -> ir.Function:
     return fn
 
 
+def shares(threads: int) -> int:
+    """The contiguous shares a split kernel's chunks are cut into: one per thread, as many as
+    a sync slot has words."""
+    return max(1, min(threads, SLOT))
+
+
 def emit_split_call(b: ir.IRBuilder, kernel: ir.Function, args: list[ir.Value],
                     sync: ir.Value, tid: ir.Value, tag: ir.Value, index: int,
-                    chunks: int) -> None:
+                    chunks: int, threads: int) -> None:
     """Entry code for split kernel number ``index``: a call of the runner of its signature
     (below), and the end of this thread's run when the runner says the run is over for it:
     a branch to the entry's one return, so each kernel adds one block to the entry."""
     runner = _split_runner(b.module, kernel.function_type)
-    go_on = b.call(runner, [kernel, *args, sync, tid, tag, const(index), const(chunks)])
+    go_on = b.call(runner, [kernel, *args, sync, tid, tag, const(index), const(chunks),
+                            const(shares(threads))])
     on = b.append_basic_block(f"k{index}.done")
     b.cbranch(go_on, on, _run_over(b.function))
     b.position_at_end(on)
@@ -223,17 +260,18 @@ def _signature(kind: str, kernel_t: ir.FunctionType) -> str:
 
 def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     """`i1 sw2c_run.<sig>(<kernel>*, <kernel args>, i64* sync, i64 tid, i64 tag, i64 index,
-    i64 chunks)`: take chunks of step ``index`` until none is left; thread 0 then waits for
+    i64 chunks, i64 shares)`: take chunks of step ``index`` (``sw2c_grab_near``) until none
+    is left; thread 0 then waits for
     every chunk and publishes progress ``index + 1``; false when this run is over for the
     calling thread (a late worker). A function of its own, not code in the entry: the entry
     of a model with hundreds of split kernels would hold hundreds of loops, and LLVM's loop
     passes grow faster than linearly with a function's loops (DenseNet-121 spent a fifth of
     its compile rotating them). The kernel is called through its pointer, once per chunk."""
     fn, b = _function(module, _signature("run", kernel_t), ir.IntType(1), [
-        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64, I64])
+        kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64, I64, I64])
     if b is None:
         return fn
-    kernel, *args, sync, tid, tag, index, chunks = fn.args
+    kernel, *args, sync, tid, tag, index, chunks, parts = fn.args
     yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     word = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(SLOT))])
     done = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(2 * SLOT))])
@@ -244,7 +282,7 @@ def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
     b.branch(head)
     b.position_at_end(head)
-    chunk = b.call(grab_function(module), [word, tag, chunks])
+    chunk = b.call(grab_near_function(module), [word, tag, chunks, tid, parts])
     # compares, not a switch: a jump table's absolute addresses do not relocate in MCJIT
     stop = fn.append_basic_block("stop")
     b.cbranch(b.icmp_signed(">=", chunk, const(0)), work, stop)
@@ -290,7 +328,8 @@ def _solo_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     return fn
 
 
-def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: int) -> None:
+def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: int,
+              threads: int) -> None:
     """The functions a team's runtime calls: `<name>_publish`, `<name>_mailbox_entry` and
     `<name>_worker` (see each emitter). A target without threads (a bare-metal core) has no
     team: the caller asks for one thread there, and a team is a CompileError, not code that
@@ -299,13 +338,15 @@ def emit_team(module: ir.Module, entry: ir.Function, n_args: int, sync_words: in
         raise CompileError(f"target {target_of(module).name} has no threads: compile it with "
                            "threads=1")
     name = entry.name.removesuffix("_entry")
-    emit_publish(module, name, sync_words)
+    emit_publish(module, name, sync_words, threads)
     emit_worker(module, emit_mailbox_entry(module, entry, n_args))
 
 
-def emit_publish(module: ir.Module, name: str, sync_words: int) -> ir.Function:
+def emit_publish(module: ir.Module, name: str, sync_words: int,
+                 threads: int) -> ir.Function:
     """`void <name>_publish(i64* mailbox, i64* sync, i64 gen)`: start run ``gen``: tag the
-    ``sync_words`` words with it, then release-store it into mailbox word 0. Whatever the
+    ``sync_words`` words with it (the first ``shares`` words of each slot: the counters),
+    then release-store it into mailbox word 0. Whatever the
     caller wrote before (argument words, the exit flag) is visible to a worker whose acquire
     load sees ``gen``: the order does not rest on x86 keeping stores in order."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64P, I64]),
@@ -314,7 +355,9 @@ def emit_publish(module: ir.Module, name: str, sync_words: int) -> ir.Function:
     b = ir.IRBuilder(fn.append_basic_block())
     tag = b.shl(b.and_(gen, const(LOW)), const(32))
     with for_range(b, sync_words // SLOT) as i:  # atomic: a late worker may read them
-        b.store_atomic(tag, b.gep(sync, [b.mul(i, const(SLOT))]), "monotonic", 8)
+        for r in range(shares(threads)):
+            b.store_atomic(tag, b.gep(sync, [b.add(b.mul(i, const(SLOT)), const(r))]),
+                           "monotonic", 8)
     b.store_atomic(gen, mailbox, "release", 8)
     b.ret_void()
     return fn
