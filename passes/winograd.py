@@ -47,6 +47,12 @@ MIN_CHANNELS = 32
 # take F(2,3), whose U (16 C M floats) is less weight traffic than F(4,3)'s (36 C M) when the
 # GEMM has few rows (7x7 at 512 ch: F(2,3) 1.7 ms, F(4,3) 1.6-2.8, direct 2.2-2.9)
 F4_MIN_SIZE = 12
+# "auto" keeps a conv of fewer tiles direct: their GEMM has too few rows to reuse the weights,
+# and streaming U (16/9 of the conv's weights for F(2,3)) takes longer than the direct conv's
+# multiplies. Per C x M weight pair, F(2,3) costs max(32 P flops, 64 bytes) and direct
+# max(72 P flops, 36 bytes); at ~8 flops per byte of memory bandwidth the two meet at P ~ 7.
+# ResNet-18-style at 112x112, its 4x4 layer4 direct: 0.94x the time at 1 thread, 0.95x at 2.
+MIN_TILES = 8
 
 
 def transforms(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,6 +161,8 @@ def winograd_rule(tile: int):
         n, oh, ow, _, _, c = win.type.shape
         m = tile or choose(oh, ow)
         tiles = (-(-oh // m), -(-ow // m))
+        if not tile and n * tiles[0] * tiles[1] < MIN_TILES:
+            return None
         v = _input_tiles(rw, win, m, tiles)
         u = rw.constant(weight_transform(w, c, m), node.origin)
         y = rw.emit(Op.MATMUL, (v, u), node.origin)  # [t*t, P, M]

@@ -103,6 +103,19 @@ def test_small_channels_stay_direct():
     assert wino.winograd(before, "auto").nodes == before.nodes
 
 
+def test_a_map_of_few_tiles_stays_direct_unless_asked(any_channels):
+    """auto: a 4x4 output is 4 tiles of F(2,3), too few rows to pay for streaming U (see
+    MIN_TILES); 6x6 (9 tiles) and a forced "2" are rewritten."""
+    def graph(size):
+        model = conv_model(1, 32, 32, size + 2, size + 2, (0,) * 4, False, False)
+        return run_pipeline(import_model(model), through("dead-code"))
+
+    few = graph(4)
+    assert wino.winograd(few, "auto").nodes == few.nodes
+    assert _matmuls(wino.winograd(few, "2")) == 3
+    assert _matmuls(wino.winograd(graph(6), "auto")) == 3
+
+
 def test_bad_mode_is_a_compile_error():
     with pytest.raises(sw2c.Sw2cError, match="winograd='3'"):
         wino.winograd(import_model(conv_model(*SHAPES[0])), "3")
