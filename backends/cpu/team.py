@@ -261,17 +261,17 @@ def _signature(kind: str, kernel_t: ir.FunctionType) -> str:
 def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     """`i1 sw2c_run.<sig>(<kernel>*, <kernel args>, i64* sync, i64 tid, i64 tag, i64 index,
     i64 chunks, i64 shares)`: take chunks of step ``index`` (``sw2c_grab_near``) until none
-    is left; thread 0 then waits for
-    every chunk and publishes progress ``index + 1``; false when this run is over for the
-    calling thread (a late worker). A function of its own, not code in the entry: the entry
-    of a model with hundreds of split kernels would hold hundreds of loops, and LLVM's loop
-    passes grow faster than linearly with a function's loops (DenseNet-121 spent a fifth of
-    its compile rotating them). The kernel is called through its pointer, once per chunk."""
+    is left; thread 0 then waits for every chunk and publishes progress ``index + 1``; false
+    when this run is over for the calling thread (a late worker). A function of its own, not
+    code in the entry: the entry of a model with hundreds of split kernels would hold
+    hundreds of loops, and LLVM's loop passes grow faster than linearly with a function's
+    loops (DenseNet-121 spent a fifth of its compile rotating them). The kernel is called
+    through its pointer, once per chunk."""
     fn, b = _function(module, _signature("run", kernel_t), ir.IntType(1), [
         kernel_t.as_pointer(), *kernel_t.args[:-1], I64P, I64, I64, I64, I64, I64])
     if b is None:
         return fn
-    kernel, *args, sync, tid, tag, index, chunks, parts = fn.args
+    kernel, *args, sync, tid, tag, index, chunks, n_shares = fn.args
     yes, no = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     word = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(SLOT))])
     done = b.gep(sync, [b.add(b.mul(index, const(2 * SLOT)), const(2 * SLOT))])
@@ -282,7 +282,7 @@ def _split_runner(module: ir.Module, kernel_t: ir.FunctionType) -> ir.Function:
     head, work, out, late = (fn.append_basic_block(n) for n in ("grab", "chunk", "taken", "late"))
     b.branch(head)
     b.position_at_end(head)
-    chunk = b.call(grab_near_function(module), [word, tag, chunks, tid, parts])
+    chunk = b.call(grab_near_function(module), [word, tag, chunks, tid, n_shares])
     # compares, not a switch: a jump table's absolute addresses do not relocate in MCJIT
     stop = fn.append_basic_block("stop")
     b.cbranch(b.icmp_signed(">=", chunk, const(0)), work, stop)
@@ -346,9 +346,9 @@ def emit_publish(module: ir.Module, name: str, sync_words: int,
                  threads: int) -> ir.Function:
     """`void <name>_publish(i64* mailbox, i64* sync, i64 gen)`: start run ``gen``: tag the
     ``sync_words`` words with it (the first ``shares`` words of each slot: the counters),
-    then release-store it into mailbox word 0. Whatever the
-    caller wrote before (argument words, the exit flag) is visible to a worker whose acquire
-    load sees ``gen``: the order does not rest on x86 keeping stores in order."""
+    then release-store it into mailbox word 0. Whatever the caller wrote before (argument
+    words, the exit flag) is visible to a worker whose acquire load sees ``gen``: the order
+    does not rest on x86 keeping stores in order."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64P, I64]),
                      f"{name}_publish")
     mailbox, sync, gen = fn.args
