@@ -303,20 +303,29 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         b_ptr = cursor
     epilogue = ChainEpilogue(body, mt)
     extra = [ptrs[i] for i in epilogue.operands]
-    if batch > 1 and team.size > 1 and _rows_across_batches(body, mt, b_name in packed):
-        _emit_row_chunk(b, body, mt, epilogue, a_ptr, b_ptr, out, extra, team, lda)
-        return
     if batch > 1:
+        a_off, b_off = _batch_offsets(body, mt)
+
+        def batch_gemm(gemm: ir.Function, g: ir.Value, r0: ir.Value | None = None) -> None:
+            """Rows from ``r0`` (default 0) of batch ``g``, as many as ``gemm`` computes."""
+            r0 = const(0) if r0 is None else r0
+            a_at = b.gep(a_ptr, [b.add(b.mul(a_off(b, g), const(m * lda)), b.mul(r0, const(lda)))])
+            b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
+            c_at = b.gep(out, [b.add(b.mul(g, const(m * n)), b.mul(r0, const(n)))])
+            at = [b.gep(p, [b.mul(r0, const(epilogue.layout[i][0]))])
+                  for i, p in zip(epilogue.operands, extra)]
+            b.call(gemm, [a_at, b_at, c_at, *at])
+
+        if team.size > 1 and _rows_across_batches(body, mt, b_name in packed):
+            _emit_row_chunk(b, body, mt, epilogue, team, lda, batch_gemm)
+            return
         gemm = emit_gemm(b.module, f"{b.function.name}.gemm", m=m, k=k, n=n, lda=lda, ldc=n,
                          epilogue=epilogue)
-        a_off, b_off = _batch_offsets(body, mt)
         with team.share(b, (batch,)) as split, loop_nest(b, (batch,), split) as (g,):
             if mt.window is not None:
                 r0 = b.mul(g, const(m))
                 _im2col(b, body, mt.window, ptrs, patches, r0, b.add(r0, const(m)))
-            a_at = b.gep(a_ptr, [b.mul(a_off(b, g), const(m * lda))])
-            b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
-            b.call(gemm, [a_at, b_at, b.gep(out, [b.mul(g, const(m * n))]), *extra])
+            batch_gemm(gemm, g)
         return
     variants: dict[tuple[int, int], ir.Function] = {}  # one GEMM per distinct block shape
 
@@ -410,8 +419,8 @@ def splits_rows_across_batches(node: Node, is_const: Callable[[str], bool]) -> b
 
 
 def _emit_row_chunk(b: ir.IRBuilder, body: Graph, mt: Matmul, epilogue: ChainEpilogue,
-                    a_ptr: ir.Value, b_ptr: ir.Value, out: ir.Value, extra: list[ir.Value],
-                    team: Team, lda: int) -> None:
+                    team: Team, lda: int,
+                    batch_gemm: Callable[[ir.Function, ir.Value, ir.Value], None]) -> None:
     """Chunk ``team.tid``: rows [lo, hi) (an equal share) of every batch's GEMM."""
     batch, m, k, n = mt.dims(body)
     bounds = [(m * t // team.size, m * (t + 1) // team.size) for t in range(team.size)]
@@ -419,18 +428,11 @@ def _emit_row_chunk(b: ir.IRBuilder, body: Graph, mt: Matmul, epilogue: ChainEpi
     table = _chunk_table(b.module, f"{b.function.name}.rows",
                          [(lo, shapes.index(hi - lo) if hi > lo else -1) for lo, hi in bounds])
     lo, shape = (b.load(b.gep(table, [const(0), team.tid, const(f)])) for f in range(2))
-    a_off, b_off = _batch_offsets(body, mt)
-    panel = packed_b_floats(k, n, blocking_of(b.module).nr)
-    at = [b.gep(p, [b.mul(lo, const(epilogue.layout[i][0]))])
-          for i, p in zip(epilogue.operands, extra)]
     for s, rows in enumerate(shapes):
         gemm = emit_gemm(b.module, f"{b.function.name}.rows{rows}", m=rows, k=k, n=n, lda=lda,
                          ldc=n, epilogue=epilogue)
         with b.if_then(b.icmp_signed("==", shape, const(s))), for_range(b, batch) as g:
-            a_at = b.gep(a_ptr, [b.add(b.mul(a_off(b, g), const(m * lda)), b.mul(lo, const(lda)))])
-            b_at = b.gep(b_ptr, [b.mul(b_off(b, g), const(panel))])
-            c_at = b.gep(out, [b.add(b.mul(g, const(m * n)), b.mul(lo, const(n)))])
-            b.call(gemm, [a_at, b_at, c_at, *at])
+            batch_gemm(gemm, g, lo)
 
 
 def _chunk_table(module: ir.Module, name: str, rows: list[tuple[int, ...]]) -> ir.GlobalVariable:
