@@ -421,17 +421,16 @@ def splits_rows_across_batches(node: Node, is_const: Callable[[str], bool]) -> b
 def _emit_row_chunk(b: ir.IRBuilder, body: Graph, mt: Matmul, epilogue: ChainEpilogue,
                     team: Team, lda: int,
                     batch_gemm: Callable[[ir.Function, ir.Value, ir.Value], None]) -> None:
-    """Chunk ``team.tid``: rows [lo, hi) (an equal share) of every batch's GEMM."""
+    """Chunk ``team.tid``: its equal share of the rows (``Team.bounds``) in every batch's GEMM,
+    one GEMM per share size (the sizes differ by at most a row)."""
     batch, m, k, n = mt.dims(body)
-    bounds = [(m * t // team.size, m * (t + 1) // team.size) for t in range(team.size)]
-    shapes = sorted({hi - lo for lo, hi in bounds if hi > lo})
-    table = _chunk_table(b.module, f"{b.function.name}.rows",
-                         [(lo, shapes.index(hi - lo) if hi > lo else -1) for lo, hi in bounds])
-    lo, shape = (b.load(b.gep(table, [const(0), team.tid, const(f)])) for f in range(2))
-    for s, rows in enumerate(shapes):
+    sizes = {m * (t + 1) // team.size - m * t // team.size for t in range(team.size)} - {0}
+    lo, hi = team.bounds(b, m)
+    for rows in sorted(sizes):
         gemm = emit_gemm(b.module, f"{b.function.name}.rows{rows}", m=rows, k=k, n=n, lda=lda,
                          ldc=n, epilogue=epilogue)
-        with b.if_then(b.icmp_signed("==", shape, const(s))), for_range(b, batch) as g:
+        with b.if_then(b.icmp_signed("==", b.sub(hi, lo), const(rows))), \
+                for_range(b, batch) as g:
             batch_gemm(gemm, g, lo)
 
 
