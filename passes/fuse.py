@@ -1,6 +1,9 @@
 """Fusion: group nodes into KERNEL nodes, each one generated function.
 
-- a MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape), a
+- a MATMUL by a small constant left operand K (Winograd's transforms) is a "lincomb" kernel:
+  K's coefficients in the body, X read through the layout ops that only it reads, and the
+  epilogue chain;
+- any other MATMUL anchors a kernel with its im2col prologue ([transpose ->] window -> reshape), a
   transpose of its right-hand side's last two axes (read by the run-time packing), and an
   epilogue chain of elementwise ops (bias, scale, activation, residual add);
 - a REDUCE over the last axis anchors a row kernel with the elementwise ops on its rows
@@ -136,10 +139,34 @@ def _columns_of(s: Node, mm: Node, graph: Graph) -> bool:
             and s.type.shape[:-1] == src[:-1] and len(src) >= 2)
 
 
+# nonzero coefficients of a constant left operand that a "lincomb" kernel unrolls
+MAX_LINCOMB_TERMS = 1024
+
+
+def _lincomb(mm: Node, graph: Graph) -> bool:
+    """A float32 product K @ X of a small constant matrix K and a run-time matrix X
+    (Winograd's transforms): a kernel of its own that unrolls K's nonzero coefficients as
+    immediates (backends/cpu/lincomb.py), K a constant of its body."""
+    k = graph.const(mm.inputs[0])
+    return (k is not None and k.ndim == 2 and mm.type.dtype == "float32"
+            and graph.type_of(mm.inputs[1]).rank == 2 and graph.const(mm.inputs[1]) is None
+            and 0 < np.count_nonzero(k) <= MAX_LINCOMB_TERMS)
+
+
 def _group(graph: Graph) -> _Groups:
     g = _Groups(graph)
     for node in graph.nodes:
-        if node.op is Op.MATMUL:
+        if node.op is Op.MATMUL and _lincomb(node, graph):
+            # X read through the layout ops that only it reads (Winograd's tiles: a window,
+            # its transpose, a reshape): the tiles are never written out
+            prologue: list[Node] = []
+            name = node.inputs[1]
+            while (p := g.free(name, REMAP | {Op.WINDOW, Op.RESHAPE})) is not None:
+                prologue.insert(0, p)
+                name = p.inputs[0]
+            g.add(prologue + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)),
+                  "lincomb")
+        elif node.op is Op.MATMUL:
             members = []
             r = g.free(node.inputs[0], Op.RESHAPE)
             w = g.free(r.inputs[0], Op.WINDOW) if r is not None else None
@@ -187,9 +214,12 @@ def _kernel(graph: Graph, members: list[Node], order: dict[str, int],
     root = members[-1]  # every other member feeds it, so it comes last
     inside = {n.name for n in members}
     reads = [i for n in members for i in n.inputs if i not in inside]
-    # scalar constants become immediates, where only elementwise ops read them
-    scalars = [i for i in dict.fromkeys(reads) if (c := graph.const(i)) is not None and c.size == 1
-               and all(n.op in ELEMENTWISE for n in members if i in n.inputs)]
+    # scalar constants become immediates, where only elementwise ops read them; so does a
+    # lincomb's coefficient matrix, which only its matmul reads
+    scalars = [i for i in dict.fromkeys(reads) if (c := graph.const(i)) is not None and (
+        c.size == 1 and all(n.op in ELEMENTWISE for n in members if i in n.inputs)
+        or kind == "lincomb" and all(n.op is Op.MATMUL and n.inputs[0] == i
+                                     for n in members if i in n.inputs))]
     inputs = [i for i in dict.fromkeys(reads) if i not in scalars]
     body = Builder(root.name, [Value(i, graph.type_of(i)) for i in inputs])
     for s in scalars:

@@ -3,7 +3,9 @@ weight matrix) becomes F(m x m, 3 x 3) with existing IR ops, so the interpreter 
 
 - tiles: a WINDOW of (m+2) x (m+2) taps at stride m over the padded input, channels moved to
   the front so each tile is one row of t*t = (m+2)^2 values;
-- input transform: that row times the constant kron(B^T, B^T)^T (one narrow GEMM);
+- input transform: that row times the constant kron(B^T, B^T)^T (one product by a small
+  constant matrix, which the CPU backend unrolls over its nonzero coefficients, reading the
+  tiles through the window: a "lincomb" kernel, passes/fuse.py);
 - per transform position, a batched MATMUL by the constant U = G g G^T (computed in float64);
 - output transform: the t*t values of each (tile, channel) times kron(A^T, A^T)^T, then the
   m x m blocks are put back in place and cropped to the conv's output.

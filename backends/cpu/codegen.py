@@ -22,6 +22,7 @@ from .argv import emit_argv
 from .blocking import Blocking, blocking
 from .dedupe import fingerprint, shift_slices
 from .kernels import emit_concat, emit_elementwise, emit_reduce, kernel_function
+from .lincomb import emit_lincomb
 from .llvm import F32P, I8P, I64, new_module
 from .loops import const
 from .matmul import (
@@ -272,4 +273,4 @@ def _emit_kernel(fn: ir.Function, node: Node, packed: set[str], chunks: int,
 
 
 EMITTERS = {"reduce": emit_reduce, "rows": emit_rows, "concat": emit_concat,
-            "elementwise": emit_elementwise}
+            "elementwise": emit_elementwise, "lincomb": emit_lincomb}

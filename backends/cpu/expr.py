@@ -46,12 +46,34 @@ def linear(b: ir.IRBuilder, coords: Coords, shape: Sequence[int]) -> ir.Value:
     return off
 
 
-def keeps_last_axis(body: Graph) -> bool:
-    """True when every body value's last axis is the kernel's last axis, read with stride 1
-    (or broadcast from size 1): then ``lanes`` consecutive elements along it can be computed
-    as one vector (see BodyEmitter)."""
-    width = body.type_of(body.outputs[0]).shape[-1:]
-    for node in body.nodes:
+def unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
+    """Row-major coordinates of element ``flat`` of ``shape``."""
+    coords = []
+    for stride in strides(shape):
+        coords.append(b.udiv(flat, const(stride)))
+        flat = b.urem(flat, const(stride))
+    return coords
+
+
+def keeps_last_axis(body: Graph, root: str | None = None) -> bool:
+    """True when every value ``root`` (default: the body's output) is computed from has its
+    last axis as ``root``'s last axis, read with stride 1 (or broadcast from size 1): then
+    ``lanes`` consecutive elements along it can be computed as one vector (see BodyEmitter)."""
+    root = body.outputs[0] if root is None else root
+    width = body.type_of(root).shape[-1:]
+    seen, stack, nodes, inputs = set(), [root], [], []
+    while stack:  # the nodes and body inputs ``root`` is computed from
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = body.producer.get(name)
+        if node is None:
+            inputs.append(body.type_of(name))
+        else:
+            nodes.append(node)
+            stack.extend(node.inputs)
+    for node in nodes:
         shape = node.type.shape
         if node.op in (Op.RESHAPE, Op.GATHER) or (shape[-1:] != width and
                                                    shape[-1:] not in ((1,), ())):
@@ -63,7 +85,7 @@ def keeps_last_axis(body: Graph) -> bool:
             return False
         if node.op is Op.PAD and (at["pads"][len(shape) - 1] or at["pads"][-1]):
             return False
-    return all(v.type.shape[-1:] in (width, (1,), ()) for v in body.inputs)
+    return all(t.shape[-1:] in (width, (1,), ()) for t in inputs)
 
 
 def _key(v: ir.Value) -> object:
@@ -265,4 +287,5 @@ def typed_binary(b: ir.IRBuilder, fn, x: ir.Value, y: ir.Value, dtype: str) -> i
     return emit_binary(b, fn, x, y)
 
 
-__all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides", "typed_binary"]
+__all__ = ["BodyEmitter", "Coords", "I64", "linear", "store", "strides", "typed_binary",
+           "unravel"]

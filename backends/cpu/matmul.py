@@ -5,7 +5,7 @@ into its stores."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +13,7 @@ from llvmlite import ir
 
 from ...ir import Graph, Node, Op
 from .blocking import Blocking, blocking_of
-from .expr import BodyEmitter, store, strides
+from .expr import BodyEmitter, store, unravel
 from .gemm import emit_gemm, emit_pack_b, packed_b_floats
 from .gemv import emit_gemv, emit_narrow, gemv_fits
 from .im2col import emit_im2col, fast_im2col
@@ -42,7 +42,8 @@ class Matmul:
     def of(body: Graph) -> Matmul:
         mm = next(n for n in body.nodes if n.op is Op.MATMUL)
         reshape = body.producer.get(mm.inputs[0])
-        window = body.producer.get(reshape.inputs[0]) if reshape is not None else None
+        window = body.producer.get(reshape.inputs[0]) if reshape is not None and \
+            reshape.op is Op.RESHAPE else None
         if window is not None and window.op is not Op.WINDOW:
             window = None
         chain = tuple(n for n in body.nodes[body.nodes.index(mm) + 1:])
@@ -455,7 +456,7 @@ def _im2col(b: ir.IRBuilder, body: Graph, window: Node, ptrs: dict[str, ir.Value
     spatial = 1 + len(window.attrs["kernel"])
     emitter = BodyEmitter(b, body, ptrs)
     with for_range(b, hi, start=lo) as row, loop_nest(b, wshape[spatial:]) as rest:
-        idx = _unravel(b, row, wshape[:spatial]) + rest
+        idx = unravel(b, row, wshape[:spatial]) + rest
         store(b, dst, idx, wshape, emitter.value(window.name, idx))
 
 
@@ -505,15 +506,6 @@ def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, 
     if shared:
         fn.attributes.add("noinline")
     return fn
-
-
-def _unravel(b: ir.IRBuilder, flat: ir.Value, shape: Sequence[int]) -> list[ir.Value]:
-    """Row-major coordinates of element ``flat`` of ``shape``."""
-    coords = []
-    for stride in strides(shape):
-        coords.append(b.udiv(flat, const(stride)))
-        flat = b.urem(flat, const(stride))
-    return coords
 
 
 def _batch_offsets(body: Graph, mt: Matmul):

@@ -1,0 +1,91 @@
+"""A small constant matrix times a run-time one, C = epilogue(K @ X), as unrolled vector code.
+
+Row r of C is the sum of K[r, i] * X[i] over the nonzero coefficients of K's row r: vectors
+along X's columns, each row of X loaded once per column vector, the coefficients immediates
+(+1 and -1 an add or a subtract, 0 nothing). Winograd's transforms are such products:
+kron(B^T, B^T) of F(4,3) is 36 x 36 with 484 of its 1296 entries nonzero, most of them small
+integers, and the register-blocked GEMM would pack X at run time, then multiply by every
+zero. The fuse pass picks these kernels (kind "lincomb") and puts K into the body as a CONST.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from ...ir import Graph, Node, Op
+from .blocking import blocking_of
+from .expr import BodyEmitter, keeps_last_axis, store, unravel
+from .loops import const, for_range
+from .math import _fma, splat
+from .matmul import ChainEpilogue, Matmul
+from .team import Team
+
+
+def emit_lincomb(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.Value,
+                 scratch: ir.Value, team: Team) -> None:
+    """This chunk's share of C's column runs (``_source``), a vector of columns at a time."""
+    body: Graph = node.attrs["body"]
+    mt = Matmul.of(body)
+    coeffs = np.asarray(body.producer[mt.mm.inputs[0]].attrs["value"], np.float32)  # [m, k]
+    used = sorted({int(i) for i in np.flatnonzero(coeffs.any(axis=0))})  # X's rows read
+    m, n = coeffs.shape[0], mt.mm.type.shape[-1]
+    source, run, lanes = _source(body, mt.mm.inputs[1], blocking_of(b.module).lanes)
+    shape = body.type_of(source).shape
+    epilogue = ChainEpilogue(body, mt)
+    extra = [ptrs[i] for i in epilogue.operands]
+
+    def columns(first: ir.Value, starts: dict[int, list[ir.Value]], c0: ir.Value,
+                width: int) -> None:
+        """C[:, first + c0:first + c0 + width], X's rows there computed once each. X[i, first]
+        is ``source`` at ``starts[i]``; the run's later columns move its last coordinate."""
+        x = BodyEmitter(b, body, ptrs, lanes=width)
+        rows = {i: x.value(source, [*at[:-1], b.add(at[-1], c0)]) for i, at in starts.items()}
+        col = b.add(first, c0)
+        for r, row in enumerate(coeffs):
+            acc = None
+            for i in map(int, np.flatnonzero(row)):
+                acc = _term(b, acc, float(row[i]), rows[i])
+            if acc is None:  # a zero row of K
+                acc = x.constant(0.0)
+            store(b, out, [const(r), col], (m, n),
+                  epilogue.emit(b, extra, acc, const(r), col, width, None))
+
+    full, rest = divmod(run, lanes)
+    lo, hi = team.bounds(b, n // run)
+    with for_range(b, hi, start=lo) as j:
+        first = b.mul(j, const(run))
+        # where each row of the run starts in ``source``: index math once per run, not per vector
+        starts = {i: unravel(b, b.add(first, const(i * n)), shape) for i in used}
+        if full:
+            with for_range(b, full) as v:
+                columns(first, starts, b.mul(v, const(lanes)), lanes)
+        if rest:
+            columns(first, starts, const(full * lanes), rest)
+
+
+def _source(body: Graph, x: str, lanes: int) -> tuple[str, int, int]:
+    """(what X is read from, columns per run, lanes): X itself, or the tensor a reshape makes
+    X of; X's columns come in runs whose elements are consecutive along that tensor's last
+    axis, each read as vectors of up to ``lanes``, or one column at a time where the values
+    it is computed from move that axis (a transpose of it)."""
+    n = body.type_of(x).shape[-1]
+    node = body.producer.get(x)
+    if node is None or node.op is not Op.RESHAPE:
+        return x, n, lanes if keeps_last_axis(body, x) else 1
+    source = node.inputs[0]
+    run = math.gcd(n, body.type_of(source).shape[-1])
+    return source, run, lanes if keeps_last_axis(body, source) else 1
+
+
+def _term(b: ir.IRBuilder, acc: ir.Value | None, c: float, x: ir.Value) -> ir.Value:
+    """acc + c * x (c * x when acc is None), an add or a subtract when c is +-1."""
+    if acc is None:
+        return x if c == 1 else b.fneg(x) if c == -1 else b.fmul(splat(b, x, c), x)
+    if c == 1:
+        return b.fadd(acc, x)
+    if c == -1:
+        return b.fsub(acc, x)
+    return _fma(b, splat(b, x, c), x, acc)
