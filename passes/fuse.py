@@ -159,11 +159,13 @@ def _group(graph: Graph) -> _Groups:
         if node.op is Op.MATMUL and _lincomb(node, graph):
             # X read through the layout ops that only it reads (Winograd's tiles: a window,
             # its transpose, a reshape): the tiles are never written out
+            # (a reshape only as the last of them: elsewhere it would hide where X's columns
+            # come from, and the kernel would read them an element at a time)
             prologue: list[Node] = []
-            name = node.inputs[1]
-            while (p := g.free(name, REMAP | {Op.WINDOW, Op.RESHAPE})) is not None:
+            ops, name = REMAP | {Op.WINDOW, Op.RESHAPE}, node.inputs[1]
+            while (p := g.free(name, ops)) is not None:
                 prologue.insert(0, p)
-                name = p.inputs[0]
+                ops, name = REMAP | {Op.WINDOW}, p.inputs[0]
             g.add(prologue + [node] + g.epilogue(node, _matmul_epilogue_fits(g, node)),
                   "lincomb")
         elif node.op is Op.MATMUL:
