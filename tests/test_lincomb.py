@@ -68,3 +68,22 @@ def test_winograd_transform_is_exact_where_its_products_are():
     x = np.random.default_rng(2).integers(-50, 50, (36, 100)).astype(np.float32)
     got = compile_graph(graph, "bt").run({"x": x})[graph.outputs[0]]
     np.testing.assert_array_equal(got, k.astype(np.float64) @ x.astype(np.float64))
+
+
+def test_x_is_read_through_its_layout_ops_but_one_reshape():
+    """Winograd's tiles of a reshaped tensor: the window and its transpose are read inside
+    the kernel, the reshape before them stays outside (an alias), so X's runs stay vectors."""
+    b = Builder("tiles", [Value("x", TensorType((36, 32)))])
+    x = b.add(Op.RESHAPE, ["x"], shape=(1, 6, 6, 32))
+    x = b.add(Op.WINDOW, [x], kernel=(3, 3), strides=(3, 3), dilations=(1, 1),
+              pads=(0, 0, 0, 0), pad=0.0)  # [1, 2, 2, 3, 3, 32]
+    x = b.add(Op.TRANSPOSE, [x], perm=(3, 4, 0, 1, 2, 5))
+    x = b.add(Op.RESHAPE, [x], shape=(9, 128))
+    graph = b.finish([b.add(Op.MATMUL, [b.const(_coefficients(4, 9, 3), "K"), x])])
+    (kernel,) = [n for n in run_pipeline(graph).nodes if n.op is Op.KERNEL]
+    ops = [n.op for n in kernel.attrs["body"].nodes]
+    assert kernel.attrs["kind"] == "lincomb" and ops.count(Op.RESHAPE) == 1
+    assert Op.WINDOW in ops and Op.TRANSPOSE in ops
+    feed = np.random.default_rng(4).standard_normal((36, 32)).astype(np.float32)
+    np.testing.assert_allclose(compile_graph(graph, "tiles").run({"x": feed})[graph.outputs[0]],
+                               run(graph, {"x": feed})[graph.outputs[0]], rtol=1e-5, atol=1e-5)
