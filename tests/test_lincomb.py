@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sw2c.backends.cpu.lincomb import factor
 from sw2c.driver import compile_graph
 from sw2c.ir import Binary, Builder, Op, TensorType, Unary, Value, run
 from sw2c.passes.pipeline import run_pipeline
@@ -87,3 +88,21 @@ def test_x_is_read_through_its_layout_ops_but_one_reshape():
     feed = np.random.default_rng(4).standard_normal((36, 32)).astype(np.float32)
     np.testing.assert_allclose(compile_graph(graph, "tiles").run({"x": feed})[graph.outputs[0]],
                                run(graph, {"x": feed})[graph.outputs[0]], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_kronecker_products_run_in_two_cheaper_stages(m):
+    """Winograd's kron(B^T, B^T) and kron(A^T, A^T) factor exactly into stages of fewer terms
+    where that pays (F(4,3)); a K that is no Kronecker product stays one stage."""
+    bt, _, at = transforms(m)
+    for k in (np.kron(bt, bt).astype(np.float32), np.kron(at, at).astype(np.float32)):
+        stages = factor(k)
+        product = stages[0].astype(np.float64)
+        for s in stages[1:]:
+            product = s.astype(np.float64) @ product
+        np.testing.assert_array_equal(product, k)
+        terms = sum(np.count_nonzero(s) for s in stages)
+        assert terms <= np.count_nonzero(k) and (len(stages) == 2) == (terms < np.count_nonzero(k))
+        if m == 4:
+            assert len(stages) == 2
+    assert len(factor(_coefficients(5, 7, 0))) == 1
