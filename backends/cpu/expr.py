@@ -151,6 +151,16 @@ class BodyEmitter:
                 self._depth -= 1
         return hit
 
+    def values(self, requests: Sequence[tuple[str, Coords]]) -> list[ir.Value]:
+        """``value`` of each (name, coords) as one straight-line sequence that emits their
+        common index math and loads once (a lincomb's 36 taps of one tile share its bounds)."""
+        self._memo = {}
+        self._depth += 1
+        try:
+            return [self.value(name, coords) for name, coords in requests]
+        finally:
+            self._depth -= 1
+
     def _index(self, op: str, x: ir.Value, y: int | ir.Value) -> ir.Value:
         """``x op y`` on i64 indices: folded when both are constants, emitted once per call."""
         y = const(y) if isinstance(y, int) else y
@@ -235,9 +245,13 @@ class BodyEmitter:
         ok = ir.Constant(ir.IntType(1), 1)
         clamped = []
         for c, d in zip(coords, shape):
-            inside = b.icmp_unsigned("<", c, const(d))  # unsigned: negatives are huge
+            key = ("inside", _key(c), d)
+            if key not in self._memo:
+                inside = b.icmp_unsigned("<", c, const(d))  # unsigned: negatives are huge
+                self._memo[key] = inside, b.select(inside, c, const(0))
+            inside, c = self._memo[key]
             ok = b.and_(ok, inside)
-            clamped.append(b.select(inside, c, const(0)))
+            clamped.append(c)
         dtype = self.body.type_of(name).dtype
         return b.select(ok, self.value(name, clamped), self.constant(pad, dtype))
 

@@ -47,7 +47,8 @@ def emit_lincomb(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir
         """C[:, first + c0:first + c0 + width], X's rows there computed once each. X[i, first]
         is ``source`` at ``starts[i]``; the run's later columns move its last coordinate."""
         x = BodyEmitter(b, body, ptrs, lanes=width)
-        rows = {i: x.value(source, [*at[:-1], b.add(at[-1], c0)]) for i, at in starts.items()}
+        loaded = x.values([(source, [*at[:-1], b.add(at[-1], c0)]) for at in starts.values()])
+        rows = dict(zip(starts, loaded))
         for stage in stages:
             rows = {r: _combine(b, row, rows, x) for r, row in enumerate(stage)}
         col = b.add(first, c0)
@@ -59,13 +60,26 @@ def emit_lincomb(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir
     lo, hi = team.bounds(b, n // run)
     with for_range(b, hi, start=lo) as j:
         first = b.mul(j, const(run))
-        # where each row of the run starts in ``source``: index math once per run, not per vector
-        starts = {i: unravel(b, b.add(first, const(i * n)), shape) for i in used}
+        starts = _starts(b, first, used, shape, n)
         if full:
             with for_range(b, full) as v:
                 columns(first, starts, b.mul(v, const(lanes)), lanes)
         if rest:
             columns(first, starts, const(full * lanes), rest)
+
+
+def _starts(b: ir.IRBuilder, first: ir.Value, rows: list[int], shape: tuple[int, ...],
+            n: int) -> dict[int, list[ir.Value]]:
+    """Where X[i, first] is in ``source`` (of ``shape``) for each row i: index math once per
+    run, not per vector. Where X's rows are leading axes of ``source`` and its columns the
+    others (Winograd's taps and tiles), a row's coordinates are constants."""
+    sizes = np.cumprod((1, *shape))
+    if n in sizes[-1] // sizes:  # source's axes from some p on hold exactly the columns
+        p = int(np.flatnonzero(sizes[-1] // sizes == n)[0])
+        cols = unravel(b, first, shape[p:])
+        return {i: [*(const(int(c)) for c in np.unravel_index(i, shape[:p])), *cols]
+                for i in rows}
+    return {i: unravel(b, b.add(first, const(i * n)), shape) for i in rows}
 
 
 def _source(body: Graph, x: str, lanes: int) -> tuple[str, int, int]:
