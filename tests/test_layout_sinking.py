@@ -203,6 +203,7 @@ def test_few_columns_equal_columns_give_equal_results(n):
     ((9, 7), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
     ((9, 7), (3, 2), (2, 1), (1, 2), (0, 1, 2, 0)),
     ((9, 7), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),
+    ((3, 4), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),  # a kernel row wider than the map
     ((11,), (3,), (2,), (2,), (1, 2)),
     ((4, 5, 6), (3, 3, 3), (1, 2, 1), (1, 1, 1), (1, 1, 0, 1, 0, 1)),
 ])
@@ -210,7 +211,8 @@ def test_few_columns_equal_columns_give_equal_results(n):
 def test_conv_patches_of_inputs_and_of_intermediate_tensors(spatial, kernel, strides,
                                                             dilations, pads, cin):
     """Two convs: the first reads the NCHW model input through a transpose (strided channel
-    loads), the second an NHWC intermediate (one copy per tap); zero pads on every side."""
+    loads), the second an NHWC intermediate (one copy per kernel row where it is inside, one
+    per tap at the borders); zero pads on every side."""
     inits: list = []
     n = len(spatial)
     w1 = _rand(4, cin, *kernel)
