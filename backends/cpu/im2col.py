@@ -17,7 +17,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Node, Op
-from .llvm import F32P, I8P, I64
+from .llvm import F32P, I8P, I64, is_host, target_of
 from .loops import const, for_range
 
 I1 = ir.IntType(1)
@@ -146,10 +146,12 @@ def _emit_rows(b: ir.IRBuilder, body: Graph, window: Node, strides_in: tuple[int
         # pixels are dense (channels-last, dilation 1): where they are all inside, one copy
         # of kw * C values for all of them, if that copy is small (LeNet's 5 x 1 channel taps:
         # 0.85x the model's time); longer copies become library calls that measured slower
-        # than one copy per tap (ResNet-18's layer4, 3 x 512 channels: 1.03-1.08x)
+        # than one copy per tap (ResNet-18's layer4, 3 x 512 channels: 1.03-1.08x). On the
+        # host only: a bare-metal library has no memcpy for LLVM to call instead of the copy
         kw = kernel[-1]
         dense = (kw > 1 and dilations[-1] == 1 and strides_in[-1] == 1
-                 and strides_in[-2] == c and 4 * kw * c <= MAX_RUN_BYTES)
+                 and strides_in[-2] == c and 4 * kw * c <= MAX_RUN_BYTES
+                 and is_host(target_of(b.module)))
         for prefix in itertools.product(*(range(k) for k in kernel[:-1])):
             if not dense:
                 for k in range(kw):
