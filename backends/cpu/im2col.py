@@ -120,10 +120,14 @@ def _emit_rows(b: ir.IRBuilder, body: Graph, window: Node, strides_in: tuple[int
                 inside = b.and_(inside, b.icmp_unsigned("<", p, const(size - span + 1)))
             return inside
 
+        def at(taps: tuple[int, ...]) -> tuple[list[ir.Value], ir.Value]:
+            """(the input position a tap reads, where its C values go in the row)."""
+            pos = [b.add(f, const(k * d)) for f, k, d in zip(first, taps, dilations)]
+            return pos, b.gep(row_dst, [const(int(np.ravel_multi_index(taps, kernel)) * c)])
+
         def tap(taps: tuple[int, ...]) -> None:
             """One tap's C values (or C pad zeros)."""
-            pos = [b.add(f, const(k * d)) for f, k, d in zip(first, taps, dilations)]
-            to = b.gep(row_dst, [const(int(np.ravel_multi_index(taps, kernel)) * c)])
+            pos, to = at(taps)
             with b.if_else(inside_all(pos, [1] * n)) as (then, otherwise):
                 with then:
                     frm = b.gep(src, [offset_of(pos)])
@@ -157,13 +161,11 @@ def _emit_rows(b: ir.IRBuilder, body: Graph, window: Node, strides_in: tuple[int
                 for k in range(kw):
                     tap((*prefix, k))
                 continue
-            pos = [b.add(f, const(k * d)) for f, k, d in zip(first, (*prefix, 0), dilations)]
+            pos, to = at((*prefix, 0))
             with b.if_else(inside_all(pos, [1] * (n - 1) + [kw])) as (then, otherwise):
                 with then:
-                    to = b.gep(row_dst, [const(int(np.ravel_multi_index((*prefix, 0), kernel))
-                                               * c)])
-                    b.call(memcpy, [b.bitcast(to, I8P), b.bitcast(b.gep(src, [offset_of(pos)]),
-                                                                   I8P),
+                    frm = b.gep(src, [offset_of(pos)])
+                    b.call(memcpy, [b.bitcast(to, I8P), b.bitcast(frm, I8P),
                                     const(4 * kw * c), volatile])
                 with otherwise:
                     for k in range(kw):

@@ -42,8 +42,9 @@ class Matmul:
     def of(body: Graph) -> Matmul:
         mm = next(n for n in body.nodes if n.op is Op.MATMUL)
         reshape = body.producer.get(mm.inputs[0])
-        window = body.producer.get(reshape.inputs[0]) if reshape is not None and \
-            reshape.op is Op.RESHAPE else None
+        if reshape is not None and reshape.op is not Op.RESHAPE:
+            reshape = None  # a lincomb's constant left operand
+        window = body.producer.get(reshape.inputs[0]) if reshape is not None else None
         if window is not None and window.op is not Op.WINDOW:
             window = None
         chain = tuple(n for n in body.nodes[body.nodes.index(mm) + 1:])
