@@ -258,6 +258,19 @@ def test_blocking_follows_the_target() -> None:
     assert blocking().nr == blocking(host()).nr
 
 
+def test_b_prefetch_only_where_caches_are() -> None:
+    """The micro-kernel prefetches B's rows ahead on a host or application core, a line at a
+    time (one per vector on AVX-512, one per two on AVX2); microcontrollers and wasm get none."""
+    def prefetches(target: Target | None) -> int:
+        module = new_module("pf", target)
+        gemm.emit_gemm(module, "g", m=6, k=8, n=blocking(target).nr, lda=8, ldc=64)
+        return str(module).count("call void @\"llvm.prefetch")
+
+    # a 6 x 64 tile's row is 4 lines on AVX-512; a 6 x 16 tile's (two AVX2 vectors) is one
+    assert prefetches(None) == 4 * prefetches(narrow_target(8)) > 0
+    assert prefetches(lookup("cortex-m4")) == prefetches(lookup("wasm32")) == 0
+
+
 def test_empty_shape_rejected() -> None:
     with pytest.raises(ValueError):
         gemm.emit_gemm(new_module("e"), "g", m=0, k=4, n=4, lda=4, ldc=4)

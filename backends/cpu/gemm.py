@@ -22,7 +22,17 @@ from weakref import WeakKeyDictionary
 import numpy as np
 from llvmlite import ir
 
-from .blocking import CHAINS, I1, KC, NC, UNROLL, Blocking, blocking_of
+from .blocking import (
+    CHAINS,
+    I1,
+    KC,
+    LINE_BYTES,
+    NC,
+    PREFETCH_STEPS,
+    UNROLL,
+    Blocking,
+    blocking_of,
+)
 from .llvm import F32P, I32, I64, intrinsic, new_module, target_of
 from .loops import const, for_range
 from .math import splat
@@ -244,11 +254,23 @@ class _Tile:
         row = b.mul(p, const(self.bl.nr))
         bv = [b.load(_vector_at(b, self.b_panels[q], b.add(row, const(off))), align=4)
               for q, off, _, _ in self.cols]
+        if self.bl.prefetch:
+            self._prefetch(b, p)
         out = []
         for r in range(self.rows):
             x = splat(b, acc[0], b.load(b.gep(self.a_rows[r], [p])))
             out += [b.call(fma, [x, v, acc[r * len(bv) + j]]) for j, v in enumerate(bv)]
         return out
+
+    def _prefetch(self, b: ir.IRBuilder, p: ir.Value) -> None:
+        """Prefetch each cache line of the packed B row PREFETCH_STEPS steps after ``p`` (past
+        the panel's end it touches the next panel or nothing: a prefetch never faults)."""
+        fn = intrinsic(b.module, "llvm.prefetch", [F32P], ir.VoidType(), [F32P, I32, I32, I32])
+        ahead = b.mul(b.add(p, const(PREFETCH_STEPS)), const(self.bl.nr))
+        read, keep, data = ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)
+        for q, off, _, _ in self.cols:
+            if off * 4 % LINE_BYTES == 0:
+                b.call(fn, [b.gep(self.b_panels[q], [b.add(ahead, const(off))]), read, keep, data])
 
     def _store_all(self, b: ir.IRBuilder, acc: list[ir.Value],
                    epi: tuple[list[ir.Value], ir.Value, ir.Value] | None) -> None:
