@@ -206,19 +206,23 @@ def test_few_columns_equal_columns_give_equal_results(n):
     ((3, 4), (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),  # a kernel row wider than the map
     ((11,), (3,), (2,), (2,), (1, 2)),
     ((4, 5, 6), (3, 3, 3), (1, 2, 1), (1, 1, 1), (1, 1, 0, 1, 0, 1)),
+    ((9, 7), (3, 4), (1, 2), (1, 1), (1, 2, 1, 1)),  # 16 channels x 4 taps: 64 floats a row
 ])
-@pytest.mark.parametrize("cin", [1, 3, 16])
+@pytest.mark.parametrize("cin", [1, 3, 4, 16])
+@pytest.mark.parametrize("mid", [4, 16])
 def test_conv_patches_of_inputs_and_of_intermediate_tensors(spatial, kernel, strides,
-                                                            dilations, pads, cin):
-    """Two convs: the first reads the NCHW model input through a transpose (strided channel
-    loads), the second an NHWC intermediate (one copy per kernel row where it is inside, one
-    per tap at the borders); zero pads on every side."""
+                                                            dilations, pads, cin, mid):
+    """Two convs: the first reads the NCHW model input through a transpose (a masked vector
+    per channel plane and kernel row for up to 4 channels, strided channel loads for more),
+    the second an NHWC intermediate of ``mid`` channels (masked vectors per kernel row of up
+    to 64 floats, a copy per tap for more); zero pads on every side, so that the masks cut
+    runs at both ends of the rows and drop whole rows."""
     inits: list = []
     n = len(spatial)
-    w1 = _rand(4, cin, *kernel)
+    w1 = _rand(mid, cin, *kernel)
     inits += [helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
-              helper.make_tensor("w2", TensorProto.FLOAT, [5, 4, *kernel],
-                                 _rand(5, 4, *kernel).ravel())]
+              helper.make_tensor("w2", TensorProto.FLOAT, [5, mid, *kernel],
+                                 _rand(5, mid, *kernel).ravel())]
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
                  pads=list(pads))
     nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], **attrs),

@@ -33,7 +33,7 @@ from .blocking import (
     Blocking,
     blocking_of,
 )
-from .llvm import F32P, I32, I64, intrinsic, new_module, target_of
+from .llvm import F32P, I32, I64, intrinsic, new_module, prefetch, target_of
 from .loops import const, for_range
 from .math import splat
 
@@ -265,12 +265,10 @@ class _Tile:
     def _prefetch(self, b: ir.IRBuilder, p: ir.Value) -> None:
         """Prefetch each cache line of the packed B row PREFETCH_STEPS steps after ``p`` (past
         the panel's end it touches the next panel or nothing: a prefetch never faults)."""
-        fn = intrinsic(b.module, "llvm.prefetch", [F32P], ir.VoidType(), [F32P, I32, I32, I32])
         ahead = b.mul(b.add(p, const(PREFETCH_STEPS)), const(self.bl.nr))
-        read, keep, data = ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)
         for q, off, _, _ in self.cols:
             if off * 4 % LINE_BYTES == 0:
-                b.call(fn, [b.gep(self.b_panels[q], [b.add(ahead, const(off))]), read, keep, data])
+                prefetch(b, b.gep(self.b_panels[q], [b.add(ahead, const(off))]))
 
     def _store_all(self, b: ir.IRBuilder, acc: list[ir.Value],
                    epi: tuple[list[ir.Value], ir.Value, ir.Value] | None) -> None:
