@@ -169,7 +169,7 @@ class _Tile:
     time of a CNN), and the strides cost nothing in the loop (one base pointer per row)."""
 
     def __init__(self, module: ir.Module, name: str, *, rows: int, panels: int, tail: int,
-                 epilogue: Epilogue | None) -> None:
+                 sets: int, epilogue: Epilogue | None) -> None:
         self.rows, self.epilogue = rows, epilogue
         self.bl = bl = blocking_of(module)
         lanes, nr = bl.lanes, bl.nr
@@ -178,11 +178,7 @@ class _Tile:
         self.cols = [(q, v * lanes, q * nr + v * lanes, valid)
                      for q in range(panels) for v in range(bl.v)
                      if (valid := min(lanes, (tail if q == panels - 1 else nr) - v * lanes)) > 0]
-        # the split of the reduction depends on the rows only, never on how many columns a
-        # tile covers: every column of a row is summed in the same order, so equal columns
-        # of B give bit-equal results (ties in a softmax stay ties, as in onnxruntime)
-        tiles = rows * _panels_per_tile(rows, bl) * bl.v
-        self.sets = min(UNROLL, 1 << (_ceil_div(CHAINS, tiles) - 1).bit_length())
+        self.sets = sets
         extra = epilogue.arg_types() if epilogue else []
         fnty = ir.FunctionType(ir.VoidType(),
                                [F32P, F32P, F32P, I64, I64, I64, I1, I1, I64, I64, I64, *extra])
@@ -307,6 +303,18 @@ def _epilogue_key(epilogue: Epilogue | None, target: object) -> str | None:
     return str(module)
 
 
+def _reduction_sets(rows: int, n: int, bl: Blocking) -> int:
+    """Independent accumulator sets the reduction of a ``rows``-row tile of an ``n``-column
+    GEMM is split over, so that CHAINS FMAs are in flight: one set where the widest tile's
+    row holds enough vectors, up to UNROLL for a narrow one (a GEMV; a conv to 6 channels,
+    whose 6 x 1-vector tiles were bound by the FMA latency). It depends on the rows and the
+    GEMM's width only, never on how many columns one tile covers: every column of a row is
+    summed in the same order, so equal columns of B give bit-equal results (ties in a
+    softmax stay ties, as in onnxruntime)."""
+    vectors = min(_ceil_div(n, bl.lanes), _panels_per_tile(rows, bl) * bl.v)
+    return min(UNROLL, 1 << (_ceil_div(CHAINS, rows * vectors) - 1).bit_length())
+
+
 def _panels_per_tile(rows: int, bl: Blocking) -> int:
     """Panels one micro-kernel covers: as many as the registers hold (accumulators, the B
     vectors of a step and a broadcast), up to 4."""
@@ -334,10 +342,12 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
     epilogue_key = _epilogue_key(epilogue, target_of(module))
 
     def tile(rows: int, panels: int, tail: int) -> ir.Function:
-        key = (rows, panels, tail, epilogue_key)
+        sets = _reduction_sets(rows, n, blocking_of(module))
+        key = (rows, panels, tail, sets, epilogue_key)
         if key not in tiles:
             tiles[key] = _Tile(module, f"gemm.tile{rows}x{panels}x{tail}.{len(tiles)}",
-                               rows=rows, panels=panels, tail=tail, epilogue=epilogue).fn
+                               rows=rows, panels=panels, tail=tail, sets=sets,
+                               epilogue=epilogue).fn
         return tiles[key]
 
     def one_batch(g: ir.Value) -> None:
