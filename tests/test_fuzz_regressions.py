@@ -37,6 +37,20 @@ def test_gather_nd_one_tuple_of_constant_indices(index: list[int]) -> None:
     _check(model, {"x": np.random.default_rng(0).standard_normal((10, 1, 2), np.float32)})
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 29), (1, 2, 3, 4, 5), (2, 3, 4, 5)])
+def test_global_max_pool_of_a_constant_keeps_its_rank(shape: tuple[int, ...]) -> None:
+    """A GlobalMaxPool whose input is a constant folds to [N, C, 1, ...] for any number of
+    spatial axes (the ONNX reference evaluator returned [2, 1] for [2, 1, 29], the model was
+    rejected: 'declared with shape [2, 1, 1], but the model computes [2, 1]'). Fuzz seed
+    842465."""
+    c = numpy_helper.from_array(np.random.default_rng(1).standard_normal(shape, np.float32), "c")
+    pooled = (*shape[:2], *[1] * (len(shape) - 2))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, pooled)
+    model = _model([helper.make_node("GlobalMaxPool", ["c"], ["p"]),
+                    helper.make_node("Add", ["p", "x"], ["y"])], [x], "y", [c])
+    _check(model, {"x": np.random.default_rng(0).standard_normal(pooled, np.float32)})
+
+
 def test_folded_scalar_stays_scalar() -> None:
     """A 0-d int64 result of folding (2 + 1) used as a gather index keeps rank 0."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 3])
