@@ -4,11 +4,12 @@ from .graph import Builder, Graph, Node, Value
 from .interp import run
 from .ops import Binary, Op, Reduce, Unary
 from .printer import format_graph
-from .shapes import ShapeError, broadcast, infer
+from .shapes import ShapeError, broadcast, infer, keeps_last_axis
 from .types import TensorType, type_of
 from .verify import VerifyError, verify
 
 __all__ = [
     "Binary", "Builder", "Graph", "Node", "Op", "Reduce", "ShapeError", "TensorType", "Unary",
-    "Value", "VerifyError", "broadcast", "format_graph", "infer", "run", "type_of", "verify",
+    "Value", "VerifyError", "broadcast", "format_graph", "infer", "keeps_last_axis", "run",
+    "type_of", "verify",
 ]

@@ -22,6 +22,24 @@ class ShapeError(ValueError):
     ModelError naming the node)."""
 
 
+def keeps_last_axis(op: Op, attrs: Mapping[str, Any], src: Sequence[int],
+                    dst: Sequence[int]) -> bool:
+    """Whether a transpose, slice, pad or reshape of ``src`` into ``dst`` reads element i
+    along its output's last axis from element i along its input's: vectors along that axis
+    read through the op stay vectors (a reshape keeps the flat order, so it does when both
+    last axes are the same length)."""
+    rank = len(src)
+    if not rank or not dst or src[-1] != dst[-1]:
+        return False
+    if op is Op.TRANSPOSE:
+        return attrs["perm"][-1] == rank - 1
+    if op is Op.SLICE:
+        return attrs["steps"][-1] == 1 and attrs["starts"][-1] == 0
+    if op is Op.PAD:
+        return not attrs["pads"][rank - 1] and not attrs["pads"][-1]
+    return op is Op.RESHAPE
+
+
 def broadcast(*shapes: Sequence[int]) -> tuple[int, ...]:
     try:
         return tuple(int(d) for d in np.broadcast_shapes(*(tuple(s) for s in shapes)))

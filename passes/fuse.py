@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Builder, Graph, Node, Op, Value
+from ..ir import Builder, Graph, Node, Op, Value, keeps_last_axis
 from ..ir.ops import ELEMENTWISE
 from .dead_code import eliminate_dead_code
 from .fuse_rows import is_row_reduce, row_group
@@ -69,15 +69,32 @@ class _Groups:
 
     def prologue(self, root: Node, shape: tuple[int, ...]) -> list[Node]:
         """Producers of ``root``'s inputs (recursively) that only the tree reads: elementwise
-        ops of ``shape`` and movement ops (transpose, slice, pad, window) of that shape."""
-        found, stack = [], list(root.inputs)
+        ops of ``shape`` and movement ops (transpose, slice, pad, window) of that shape; past
+        a reshape, transpose, slice or pad that keeps the last axis, the producers of its
+        input's shape too (Winograd's output tiles put in place and cropped, then the conv's
+        bias and activation: one kernel, vectors along the channels throughout)."""
+        found, stack = [], [(i, shape) for i in root.inputs]
         while stack:
-            p = self.free(stack.pop(), ELEMENTWISE | MOVEMENT)
-            if p is None or p.type.shape != shape or p in found:
+            name, want = stack.pop()
+            p = self.free(name, ELEMENTWISE | MOVEMENT | {Op.RESHAPE})
+            if p is None or p.type.shape != want or p in found:
                 continue
+            inner = _last_axis_source(self.graph, p)
+            if p.op is Op.RESHAPE and (
+                    inner is None or self.free(p.inputs[0], ELEMENTWISE | MOVEMENT) is None):
+                continue  # a free alias: the kernel reads its input as it is
             found.append(p)
-            stack.extend(p.inputs)
+            stack.extend((i, inner or want) for i in p.inputs)
         return found
+
+
+def _last_axis_source(graph: Graph, node: Node) -> tuple[int, ...] | None:
+    """The shape of a reshape's, transpose's, slice's or pad's input where the op keeps its
+    last axis (ir.keeps_last_axis), else None."""
+    if node.op not in REMAP | {Op.RESHAPE}:
+        return None
+    src = graph.type_of(node.inputs[0]).shape
+    return src if keeps_last_axis(node.op, node.attrs, src, node.type.shape) else None
 
 
 def _matmul_epilogue_fits(g: _Groups, mm: Node):

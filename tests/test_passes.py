@@ -137,3 +137,32 @@ def test_qkv_split_into_heads_is_one_kernel_per_head_tensor():
     assert sum(n.op is Op.KERNEL for n in fused.nodes) == 3
     for name in g.outputs:
         np.testing.assert_array_equal(run(fused, x)[name], run(g, x)[name])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_kernel_reads_through_layout_ops_that_keep_the_last_axis(threads):
+    """Winograd's output shape: a transpose, a reshape and a crop that keep the last axis,
+    then a per-channel add and a relu, are one vector kernel (24 lanes: a full vector and a
+    masked one); a reshape that changes the last axis stays a free alias outside it."""
+    from sw2c.driver import compile_graph
+    from sw2c.ir import Binary, Builder, TensorType, Unary, Value
+
+    rng = np.random.default_rng(3)
+    b = Builder("g", [Value("x", TensorType((2, 4, 3, 24))), Value("z", TensorType((6, 48)))])
+    t = b.add(Op.TRANSPOSE, ["x"], perm=(0, 2, 1, 3))  # [2, 3, 4, 24]
+    r = b.add(Op.RESHAPE, [t], shape=(2, 12, 24))
+    s = b.add(Op.SLICE, [r], starts=(0, 1, 0), steps=(1, 1, 1), counts=(2, 10, 24))
+    y = b.add(Op.BINARY, [s, b.const(rng.standard_normal(24).astype(np.float32))],
+              fn=Binary.ADD)
+    y = b.add(Op.UNARY, [y], fn=Unary.RELU)
+    z = b.add(Op.UNARY, [b.add(Op.RESHAPE, ["z"], shape=(12, 24))], fn=Unary.RELU)
+    graph = b.finish([y, z])
+    fused = run_pipeline(graph)
+    kernels = [n for n in fused.nodes if n.op is Op.KERNEL]
+    bodies = [{m.op for m in k.attrs["body"].nodes} for k in kernels]
+    assert {Op.TRANSPOSE, Op.RESHAPE, Op.SLICE, Op.BINARY, Op.UNARY} in bodies, bodies
+    assert {Op.UNARY} in bodies, bodies  # z's reshape: read as it is
+    feeds = _feeds(graph)
+    got = compile_graph(graph, "through", threads=threads).run(feeds)
+    for name, want in run(graph, feeds).items():
+        np.testing.assert_array_equal(got[name], want)

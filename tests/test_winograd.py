@@ -71,6 +71,10 @@ def test_compiled_matches_onnxruntime(shape, mode, any_channels):
     # tiles' window (read through the model's layout change) and their transpose are read by
     # the input transform itself, never written out (passes/fuse.py)
     assert kinds[:3] == ["lincomb", "matmul", "lincomb"], kinds
+    if shape[-1]:  # a relu: the tiles are put in place, cropped and activated by one kernel
+        kernels = [n for n in module.graph.nodes if n.op is Op.KERNEL]
+        assert {Op.TRANSPOSE, Op.RESHAPE, Op.UNARY} <= {
+            n.op for n in kernels[3].attrs["body"].nodes}, kinds
 
 
 def test_weight_transform_matches_definition():

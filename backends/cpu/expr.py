@@ -14,6 +14,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...ir import Graph, Op
+from ...ir import keeps_last_axis as layout_keeps_last_axis
 from ...ir.ops import COMPARISONS
 from ...ir.types import UNSIGNED
 from . import dtypes
@@ -23,6 +24,7 @@ from .math import emit_binary, emit_unary, splat
 
 Coords = list[ir.Value]
 # index arithmetic on constants, and the operand that leaves the other unchanged
+LAYOUT = frozenset({Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.RESHAPE})  # may move the last axis
 _FOLD = {"add": int.__add__, "sub": int.__sub__, "mul": int.__mul__, "udiv": int.__floordiv__,
          "urem": int.__mod__}
 _IDENTITY = {"add": 0, "sub": 0, "mul": 1, "udiv": 1}
@@ -75,15 +77,10 @@ def keeps_last_axis(body: Graph, root: str | None = None) -> bool:
             stack.extend(node.inputs)
     for node in nodes:
         shape = node.type.shape
-        if node.op in (Op.RESHAPE, Op.GATHER) or (shape[-1:] != width and
-                                                   shape[-1:] not in ((1,), ())):
+        if node.op is Op.GATHER or (shape[-1:] != width and shape[-1:] not in ((1,), ())):
             return False
-        at = node.attrs
-        if node.op is Op.TRANSPOSE and at["perm"][-1] != len(shape) - 1:
-            return False
-        if node.op is Op.SLICE and at["steps"][-1] != 1:
-            return False
-        if node.op is Op.PAD and (at["pads"][len(shape) - 1] or at["pads"][-1]):
+        src = body.type_of(node.inputs[0]).shape if node.inputs else ()
+        if node.op in LAYOUT and not layout_keeps_last_axis(node.op, node.attrs, src, shape):
             return False
     return all(t.shape[-1:] in (width, (1,), ()) for t in inputs)
 
@@ -269,12 +266,19 @@ class BodyEmitter:
         return self.value(name, src)
 
     def _reshape(self, src: str, dst: str, coords: Coords) -> Coords:
-        flat = linear(self.b, coords, self.body.type_of(dst).shape)
+        """``src``'s coordinates of element ``coords`` of its reshape ``dst``. Where both keep
+        the same last axis, that coordinate passes through and only the others are
+        re-derived: index math that a loop along the last axis does not change."""
+        shape, into = self.body.type_of(dst).shape, self.body.type_of(src).shape
+        last = []
+        if shape[-1:] == into[-1:] and len(shape) > 1 and len(into) > 1:
+            shape, into, coords, last = shape[:-1], into[:-1], coords[:-1], coords[-1:]
+        flat = linear(self.b, coords, shape)
         out = []
-        for s in strides(self.body.type_of(src).shape):
+        for s in strides(into):
             out.append(self._index("udiv", flat, s))
             flat = self._index("urem", flat, s)
-        return out
+        return out + list(last)
 
 
 def store(b: ir.IRBuilder, ptr: ir.Value, coords: Coords, shape: Sequence[int],
