@@ -163,3 +163,18 @@ def test_a_batched_gemm_splits_rows_where_its_activations_outweigh_its_weights(
         got = compile_graph(graph, "batched", threads=threads).run({"a": a})[graph.outputs[0]]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{threads} threads")
 
+
+
+def test_column_chunks_sum_as_the_whole_product_does():
+    """A product cut into column chunks of different widths (64 + 16 of 80 columns) splits
+    each row's reduction as the whole product would: two threads give the single thread's
+    bits (a 16-column chunk summed with more accumulator sets differed by 1.7e-4)."""
+    rng = np.random.default_rng(0)
+    b = Builder("g", [Value("x", TensorType((6, 2048)))])
+    w = b.const(rng.standard_normal((2048, 80)).astype(np.float32))
+    graph = b.finish([b.add(Op.MATMUL, ["x", w])])
+    x = rng.standard_normal((6, 2048)).astype(np.float32)
+    one, two = (compile_graph(graph, f"cols{t}", threads=t) for t in (1, 2))
+    assert two.report["threads"] == 2
+    np.testing.assert_array_equal(one.run({"x": x})[graph.outputs[0]],
+                                  two.run({"x": x})[graph.outputs[0]])

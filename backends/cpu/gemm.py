@@ -326,14 +326,17 @@ def _panels_per_tile(rows: int, bl: Blocking) -> int:
 
 def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int, ldc: int,
               batch: int = 1, a_batch_stride: int = 0, c_batch_stride: int = 0,
-              b_per_batch: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+              b_per_batch: bool = False, epilogue: Epilogue | None = None,
+              width: int | None = None) -> ir.Function:
     """Define ``void name(float* A, float* Bpacked, float* C, <epilogue args>)``: for every
     batch g, C_g[i, j] = epilogue(sum_p A_g[i, p] * B_g[p, j]) for i < m, j < n, with
     A_g = A + g * a_batch_stride (row stride lda), C_g = C + g * c_batch_stride (row stride
     ldc) and B_g the g-th packed matrix if b_per_batch, else the only one. The epilogue is
     given the row within the batch (no batch index) and the column; its operands must not
     overlap C, which holds partial sums between K blocks. Writes nothing outside C_g[:m, :n].
-    Pointers need only float alignment (misaligned B or C measured no slower)."""
+    Pointers need only float alignment (misaligned B or C measured no slower). ``width``: the
+    whole product's column count when this GEMM computes a block of its columns (a thread's
+    chunk), so that every block sums a row in the same order (default n)."""
     if min(m, k, n, batch) < 1:
         raise ValueError(f"empty GEMM m={m} k={k} n={n} batch={batch}")
     fn, b = gemm_function(module, name, epilogue)
@@ -342,7 +345,7 @@ def emit_gemm(module: ir.Module, name: str, *, m: int, k: int, n: int, lda: int,
     epilogue_key = _epilogue_key(epilogue, target_of(module))
 
     def tile(rows: int, panels: int, tail: int) -> ir.Function:
-        sets = _reduction_sets(rows, n, blocking_of(module))
+        sets = _reduction_sets(rows, width or n, blocking_of(module))
         key = (rows, panels, tail, sets, epilogue_key)
         if key not in tiles:
             tiles[key] = _Tile(module, f"gemm.tile{rows}x{panels}x{tail}.{len(tiles)}",

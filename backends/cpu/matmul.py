@@ -336,7 +336,7 @@ def emit_matmul(b: ir.IRBuilder, node: Node, ptrs: dict[str, ir.Value], out: ir.
         if (rows, cols) not in variants:
             variants[rows, cols] = _chunk_gemm(b, epilogue, f"{b.function.name}.c{rows}x{cols}",
                                                m=rows, k=k, n=cols, lda=lda, ldc=ldc,
-                                               shared=team.size > 1)
+                                               shared=team.size > 1, width=n)
         at = [b.gep(p, [b.add(b.mul(r0, const(epilogue.layout[i][0])),
                               b.mul(c0, const(epilogue.layout[i][1])))])
               for i, p in zip(epilogue.operands, extra)]
@@ -493,7 +493,7 @@ def can_split(node: Node, is_const: Callable[[str], bool], nr: int) -> bool:
 
 
 def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, k: int, n: int,
-                lda: int, ldc: int, shared: bool) -> ir.Function:
+                lda: int, ldc: int, shared: bool, width: int) -> ir.Function:
     """The GEMM of one chunk: a GEMV for one column, the narrow kernel for a few, else the
     register-blocked GEMM. A ``shared`` one (called by several chunks, or per patch block)
     is never inlined: LLVM would optimize its code once per call."""
@@ -503,7 +503,8 @@ def _chunk_gemm(b: ir.IRBuilder, epilogue: ChainEpilogue, name: str, *, m: int, 
     elif n > 1 and gemv_fits(k, n, lanes):
         fn = emit_narrow(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
     else:
-        fn = emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue)
+        fn = emit_gemm(b.module, name, m=m, k=k, n=n, lda=lda, ldc=ldc, epilogue=epilogue,
+                       width=width)
     if shared:
         fn.attributes.add("noinline")
     return fn
