@@ -25,6 +25,7 @@ from .blocking import blocking_of
 from .gemm import _load
 from .llvm import F32, F32P, I8P, I64, is_host, prefetch, target_of
 from .loops import const, for_range
+from .math import splat
 
 I1 = ir.IntType(1)
 MAX_TAPS = 64  # taps unrolled per row (a 7x7 kernel is 49)
@@ -139,10 +140,7 @@ def _lane_masks(b: ir.IRBuilder, runs: RowRuns, x: ir.Value, size: int) -> list[
     lanes = runs.width
     i32 = ir.IntType(32)
     vec = ir.VectorType(i32, lanes)
-    first = b.trunc(b.mul(x, const(runs.group)), i32)
-    start = b.shuffle_vector(b.insert_element(ir.Constant(vec, ir.Undefined), first,
-                                              ir.Constant(i32, 0)),
-                             ir.Constant(vec, ir.Undefined), ir.Constant(vec, None))
+    start = splat(b, ir.Constant(vec, None), b.trunc(b.mul(x, const(runs.group)), i32))
     masks = []
     for j in range(runs.chunks):
         lane = [j * lanes + i for i in range(lanes)]
