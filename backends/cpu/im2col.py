@@ -152,14 +152,6 @@ def _lane_masks(b: ir.IRBuilder, runs: RowRuns, x: ir.Value, size: int) -> list[
     return masks
 
 
-def _splat_bit(b: ir.IRBuilder, bit: ir.Value, like: ir.Value) -> ir.Value:
-    """An i1 broadcast to the lanes of the mask ``like``."""
-    if isinstance(bit, ir.Constant):
-        return ir.Constant(like.type, [bit.constant] * like.type.count)
-    return b.select(bit, ir.Constant(like.type, [1] * like.type.count),
-                    ir.Constant(like.type, None))
-
-
 def _copy_row(b: ir.IRBuilder, runs: RowRuns, masks: list[ir.Value], row: ir.Value,
               to: ir.Value) -> None:
     """Masked loads of the runs at ``row`` (masked-off lanes read nothing and give the pad
@@ -259,7 +251,7 @@ def _emit_rows(b: ir.IRBuilder, body: Graph, window: Node, strides_in: tuple[int
             for prefix in itertools.product(*(range(k) for k in kernel[:-1])):
                 pos, to = at((*prefix, 0))
                 inside = inside_all(pos[:-1], [1] * (n - 1))  # leading axes: all or nothing
-                rows = [b.and_(m, _splat_bit(b, inside, m)) for m in masks]
+                rows = [b.select(inside, m, ir.Constant(m.type, None)) for m in masks]
                 # an outside row reads nothing, from an address inside the input all the same
                 pos = [b.select(inside, p, const(0)) for p in pos[:-1]] + pos[-1:]
                 _copy_row(b, runs, rows, b.gep(src, [offset_of(pos)]), to)
